@@ -1,0 +1,3 @@
+"""apprentice: a coding agent whose own sessions become its training data."""
+
+__version__ = "0.1.0"

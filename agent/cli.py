@@ -1,0 +1,164 @@
+"""The `agent` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    help="apprentice: a coding agent that learns from its own work.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+models_app = typer.Typer(help="Local models: list and pull.", no_args_is_help=True)
+sandbox_app = typer.Typer(help="The Docker sandbox image.", no_args_is_help=True)
+examples_app = typer.Typer(help="Example repositories with a bug to fix.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+app.add_typer(sandbox_app, name="sandbox")
+app.add_typer(examples_app, name="examples")
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print a one-line reason to stderr and return the exit to raise."""
+    print(f"agent: error: {' '.join(message.split())}", file=sys.stderr)
+    return typer.Exit(code)
+
+
+@app.command()
+def solve(
+    issue: Annotated[Path, typer.Argument(help="Markdown file with the issue to solve.")],
+    repo: Annotated[Path, typer.Option(help="Git repository to work on.")] = Path("."),
+    model: Annotated[str, typer.Option(help="litellm model name.")] = "local/smollm2-135m",
+    api_base: Annotated[str | None, typer.Option(help="OpenAI-compatible server URL.")] = None,
+    adapter: Annotated[str | None, typer.Option(help="PEFT adapter dir (local models).")] = None,
+    test_cmd: Annotated[str | None, typer.Option(help="Test command (the reward).")] = None,
+    sandbox: Annotated[str, typer.Option(help="docker (isolated) or local (no isolation).")]
+    = "docker",
+    network: Annotated[bool, typer.Option(help="Give the sandbox a network.")] = False,
+    max_steps: Annotated[int, typer.Option(help="Maximum model calls.")] = 30,
+    max_tokens: Annotated[int, typer.Option(help="Maximum tokens per model reply.")] = 1024,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.0,
+    timeout: Annotated[float, typer.Option(help="Seconds per model call.")] = 300.0,
+    output_dir: Annotated[Path | None, typer.Option(help="Where patch and trajectory go.")]
+    = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Solve an issue in a repository: one recorded episode, then the tests as the reward."""
+    from agent.llm import LLMConfig
+    from agent.solve import ProgressPrinter, SolveOptions
+    from agent.solve import solve as run_solve
+    from agent.tasks import Task, TaskError
+    from tools.sandbox import SandboxConfig, SandboxError
+    from tools.workspace import WorkspaceError, open_repository
+
+    if sandbox not in ("docker", "local"):
+        raise fail(f"--sandbox must be docker or local, not {sandbox!r}", 2)
+    try:
+        git_repo = open_repository(repo)
+        root = Path(git_repo.working_tree_dir or repo)
+        task = Task.from_issue_file(issue, root, test_cmd)
+        if sandbox == "local":
+            print("agent: warning: --sandbox local runs commands on this machine with no "
+                  "isolation", file=sys.stderr)
+        if git_repo.is_dirty(untracked_files=True):
+            print("agent: note: the repository has uncommitted changes; the session starts "
+                  "from HEAD and leaves them untouched", file=sys.stderr)
+        options = SolveOptions(
+            llm=LLMConfig(model=model, api_base=api_base, adapter=adapter, max_tokens=max_tokens,
+                          temperature=temperature, timeout=timeout),
+            sandbox=SandboxConfig(kind=sandbox, network=network),
+            max_steps=max_steps, output_dir=output_dir,
+        )
+        result = run_solve(task, options, listeners=[ProgressPrinter()])
+    except (TaskError, WorkspaceError, SandboxError) as exc:
+        raise fail(str(exc)) from None
+    except KeyboardInterrupt:
+        raise fail("interrupted", 130) from None
+    except Exception as exc:  # an unexpected failure still gets one readable line
+        raise fail(f"{type(exc).__name__}: {exc}") from None
+    if as_json:
+        print(result.to_json())
+    else:
+        print(result.patch or "(no changes)")
+        print(f"reward: {result.reward}  exit_status: {result.exit_status}  steps: "
+              f"{result.steps}  tokens: {result.prompt_tokens}+{result.completion_tokens}  "
+              f"cost: ${result.cost_usd:.4f}")
+        print(f"branch: {result.branch}")
+        print(f"patch: {result.patch_path}")
+        print(f"trajectory: {result.trajectory_path}")
+    if result.exit_status == "error":
+        raise fail(result.error or "the episode ended with an error")
+
+
+@models_app.command("list")
+def models_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List the embedded models and whether they are pulled."""
+    from agent.models import list_models
+
+    rows = list_models()
+    if as_json:
+        print(json.dumps(rows, indent=2, default=str))
+        return
+    for row in rows:
+        state = "pulled" if row.get("pulled") else "not pulled"
+        print(f"{row['name']:20} {state:12} {row.get('path', '')}")
+
+
+@models_app.command("pull")
+def models_pull(name: Annotated[str, typer.Argument()] = "smollm2-135m") -> None:
+    """Fetch and convert an embedded model (idempotent)."""
+    from agent.models import pull_model
+
+    try:
+        path = pull_model(name, log=lambda m: print(m, file=sys.stderr))
+    except Exception as exc:
+        raise fail(str(exc)) from None
+    print(path)
+
+
+@sandbox_app.command("build")
+def sandbox_build(
+    offline: Annotated[bool, typer.Option(help="Build without a registry (debootstrap).")]
+    = False,
+    force: Annotated[bool, typer.Option(help="Rebuild even if the image exists.")] = False,
+    tag: Annotated[str | None, typer.Option(help="Image tag.")] = None,
+) -> None:
+    """Build the sandbox image (from the Dockerfile, or offline with debootstrap)."""
+    from tools.sandbox import DEFAULT_IMAGE, SandboxError
+    from tools.sandbox.image import build_image
+
+    try:
+        image = build_image(tag=tag or DEFAULT_IMAGE, offline=offline, force=force,
+                            log=lambda m: print(m, file=sys.stderr))
+    except SandboxError as exc:
+        raise fail(str(exc)) from None
+    print(image)
+
+
+@examples_app.command("init")
+def examples_init(
+    dest: Annotated[Path, typer.Argument(help="Directory to create the example in.")],
+    name: Annotated[str, typer.Option(help="Which example.")] = "calculator",
+    force: Annotated[bool, typer.Option(help="Recreate it if it exists.")] = False,
+) -> None:
+    """Create an example repository (dest/repo) and its issue (dest/issue.md)."""
+    from agent.example_repos import init_example
+
+    try:
+        repo, issue = init_example(name, dest, force=force)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    print(f"repo: {repo}\nissue: {issue}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

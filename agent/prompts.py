@@ -1,0 +1,58 @@
+"""The system prompt and the fixed messages the loop sends."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+SYSTEM_TEMPLATE = """You are apprentice, a careful software engineer working in a git repository.
+You act only through the tools you are given; every call runs inside a sandbox where the
+repository is at /workspace (paths may be given relative to it).
+
+How to work:
+1. Read the task. Find the relevant files (glob, grep, view) before changing anything.
+2. Make small, precise edits (str_replace, insert, create). Keep the project's style.
+3. Run the tests with bash to check your change: {test_command}
+4. When the task is done, call finish with a short summary. Call exactly one tool per step
+   if unsure. Never ask the user questions: you are on your own until you finish.
+
+The repository ({repo_name}) has these top-level entries:
+{listing}
+{rules}"""
+
+NO_TOOL_CALL_NUDGE = (
+    "Your reply contained no tool call. Act with one of the tools (for example view, "
+    "str_replace or bash), or call finish with a summary if the task is done."
+)
+
+RULES_FILES = ("AGENTS.md", "CLAUDE.md", ".apprentice.md")
+MAX_LISTING = 40
+
+
+def top_level_listing(workspace: Path) -> str:
+    entries = sorted(
+        p.name + ("/" if p.is_dir() else "") for p in workspace.iterdir() if p.name != ".git"
+    )
+    shown = entries[:MAX_LISTING]
+    more = [f"... and {len(entries) - len(shown)} more"] if len(entries) > len(shown) else []
+    return "\n".join(f"  {e}" for e in shown + more) or "  (empty)"
+
+
+def project_rules(workspace: Path) -> str:
+    for name in RULES_FILES:
+        path = workspace / name
+        if path.is_file():
+            return f"\nThe project's rules ({name}):\n{path.read_text().strip()}\n"
+    return ""
+
+
+def system_prompt(workspace: Path, repo_name: str, test_command: str) -> str:
+    return SYSTEM_TEMPLATE.format(
+        test_command=test_command,
+        repo_name=repo_name,
+        listing=top_level_listing(workspace),
+        rules=project_rules(workspace),
+    )
+
+
+def task_message(problem_statement: str) -> str:
+    return f"Solve this issue in the repository:\n\n{problem_statement}"

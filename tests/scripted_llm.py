@@ -1,0 +1,144 @@
+"""A real OpenAI-compatible HTTP server on 127.0.0.1 that replays scripted assistant turns.
+
+It stands in for the LLM only; the agent reaches it through litellm like any provider
+(`--model openai/scripted --api-base http://127.0.0.1:PORT/v1`).
+
+A script is a list of steps; each step is one of:
+- `{"content": "...", "tool_calls": [{"name": ..., "arguments": {...} or "raw json"}]}`
+- `{"status": 500}` / `{"status": 429}`: answer that HTTP error instead
+- `{"hang": seconds}`: wait that long before answering the next step
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+def tool_call(name: str, arguments: dict[str, Any] | str, call_id: str | None = None) -> dict:
+    return {"name": name, "arguments": arguments, "id": call_id}
+
+
+class ScriptedLLM:
+    """Serves the script in order; records every request body it received."""
+
+    def __init__(self, script: list[dict[str, Any]] | None = None, model: str = "scripted"):
+        self.script = list(script or [])
+        self.model = model
+        self.requests: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def start(self) -> ScriptedLLM:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> ScriptedLLM:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _next_step(self) -> dict[str, Any]:
+        with self._lock:
+            if not self.script:
+                return {"content": "The script is exhausted.", "tool_calls": []}
+            return self.script.pop(0)
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                owner.requests.append(body)
+                step = owner._next_step()
+                if "hang" in step:
+                    time.sleep(step["hang"])
+                    return self._json(504, {"error": {"message": "hung"}})
+                if "status" in step:
+                    return self._json(step["status"], {"error": {
+                        "message": f"scripted error {step['status']}", "type": "server_error"}})
+                message = owner._message(step)
+                usage = {"prompt_tokens": 100 + len(json.dumps(body["messages"])) // 4,
+                         "completion_tokens": 20, "total_tokens": 0}
+                usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+                if body.get("stream"):
+                    return self._stream(message, usage)
+                finish = "tool_calls" if message.get("tool_calls") else "stop"
+                self._json(200, {
+                    "id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion",
+                    "created": int(time.time()), "model": owner.model,
+                    "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                    "usage": usage,
+                })
+
+            def _json(self, status: int, payload: dict[str, Any]) -> None:
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _stream(self, message: dict[str, Any], usage: dict[str, int]) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.end_headers()
+                base = {"id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
+                        "object": "chat.completion.chunk", "created": int(time.time()),
+                        "model": owner.model}
+                text = message.get("content") or ""
+                pieces = [text[i:i + 8] for i in range(0, len(text), 8)]
+                chunks: list[dict[str, Any]] = [{"role": "assistant", "content": p}
+                                                for p in pieces]
+                for index, call in enumerate(message.get("tool_calls") or []):
+                    chunks.append({"tool_calls": [{"index": index, **call}]})
+                for delta in chunks:
+                    self._event({**base, "choices": [{"index": 0, "delta": delta,
+                                                      "finish_reason": None}]})
+                finish = "tool_calls" if message.get("tool_calls") else "stop"
+                self._event({**base, "choices": [{"index": 0, "delta": {},
+                                                  "finish_reason": finish}]})
+                self._event({**base, "choices": [], "usage": usage})
+                self.wfile.write(b"data: [DONE]\n\n")
+                self.wfile.flush()
+
+            def _event(self, payload: dict[str, Any]) -> None:
+                self.wfile.write(f"data: {json.dumps(payload)}\n\n".encode())
+                self.wfile.flush()
+
+        return Handler
+
+    @staticmethod
+    def _message(step: dict[str, Any]) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": step.get("content")}
+        calls = []
+        for call in step.get("tool_calls") or []:
+            arguments = call["arguments"]
+            calls.append({
+                "id": call.get("id") or f"call_{uuid.uuid4().hex[:8]}",
+                "type": "function",
+                "function": {"name": call["name"], "arguments": arguments
+                             if isinstance(arguments, str) else json.dumps(arguments)},
+            })
+        if calls:
+            message["tool_calls"] = calls
+        return message

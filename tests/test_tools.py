@@ -1,0 +1,123 @@
+"""The file, search and control tools on a real workspace, including the ways they refuse."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tools.base import ToolBox, ToolContext
+from tools.control import default_tools
+
+
+@pytest.fixture
+def box() -> ToolBox:
+    return ToolBox(default_tools())
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> ToolContext:
+    ws = tmp_path / "ws"
+    (ws / "pkg").mkdir(parents=True)
+    (ws / "pkg" / "mod.py").write_text("def f(x):\n    return x + 1\n\n\ndef g():\n    return 2\n")
+    (ws / "notes.txt").write_text("alpha\nbeta\nalpha beta\n")
+    (ws / "ignored.log").write_text("alpha\n")
+    (ws / ".gitignore").write_text("*.log\n")
+    subprocess.run(["git", "init", "-q"], cwd=ws, check=True)
+    return ToolContext(workspace=ws)
+
+
+def call(box: ToolBox, ctx: ToolContext, name: str, **args):
+    return box.call(name, json.dumps(args), ctx)
+
+
+def test_schemas_have_the_contract_names(box: ToolBox) -> None:
+    names = [s["function"]["name"] for s in box.schemas()]
+    assert names == ["bash", "view", "create", "str_replace", "insert", "undo_edit", "grep",
+                     "glob", "todo", "finish"]
+    view = next(s for s in box.schemas() if s["function"]["name"] == "view")
+    assert view["function"]["parameters"]["required"] == ["path"]
+    assert view["function"]["description"]
+
+
+def test_view_numbers_lines_and_ranges(box, ctx) -> None:
+    obs = call(box, ctx, "view", path="pkg/mod.py", view_range=[2, 2])
+    assert obs.output == "     2\t    return x + 1"
+    assert "mod.py" in call(box, ctx, "view", path="/workspace/pkg").output
+    bad = call(box, ctx, "view", path="pkg/mod.py", view_range=[5, 99])
+    assert bad.is_error and "invalid" in bad.output
+
+
+def test_str_replace_requires_a_unique_match(box, ctx) -> None:
+    missing = call(box, ctx, "str_replace", path="pkg/mod.py", old_str="nope", new_str="x")
+    assert missing.is_error and "not found" in missing.output
+    twice = call(box, ctx, "str_replace", path="notes.txt", old_str="alpha", new_str="x")
+    assert twice.is_error and "2 times" in twice.output and "[1, 3]" in twice.output
+    ok = call(box, ctx, "str_replace", path="pkg/mod.py", old_str="x + 1", new_str="x + 2")
+    assert not ok.is_error and "x + 2" in ok.output
+    assert "x + 2" in (ctx.workspace / "pkg/mod.py").read_text()
+
+
+def test_edits_that_break_syntax_are_refused(box, ctx) -> None:
+    obs = call(box, ctx, "str_replace", path="pkg/mod.py", old_str="return 2", new_str="return (")
+    assert obs.is_error and "would no longer parse" in obs.output
+    assert "return 2" in (ctx.workspace / "pkg/mod.py").read_text()
+
+
+def test_insert_create_and_undo(box, ctx) -> None:
+    call(box, ctx, "insert", path="pkg/mod.py", insert_line=0, new_str="import os")
+    assert (ctx.workspace / "pkg/mod.py").read_text().startswith("import os\n")
+    call(box, ctx, "undo_edit", path="pkg/mod.py")
+    assert (ctx.workspace / "pkg/mod.py").read_text().startswith("def f")
+    call(box, ctx, "create", path="new/file.py", file_text="X = 1\n")
+    assert (ctx.workspace / "new/file.py").read_text() == "X = 1\n"
+    call(box, ctx, "undo_edit", path="new/file.py")
+    assert not (ctx.workspace / "new/file.py").exists()
+    assert call(box, ctx, "undo_edit", path="new/file.py").is_error
+
+
+@pytest.mark.parametrize("path", ["/etc/passwd", "../outside.txt", "pkg/../../x", ".git/config"])
+def test_paths_outside_the_workspace_are_refused(box, ctx, path: str) -> None:
+    obs = call(box, ctx, "create", path=path, file_text="owned")
+    assert obs.is_error
+    assert not (ctx.workspace.parent / "outside.txt").exists()
+    assert not (ctx.workspace.parent / "x").exists()
+
+
+def test_symlink_escape_is_refused(box, ctx, tmp_path: Path) -> None:
+    (tmp_path / "secret").mkdir()
+    (ctx.workspace / "link").symlink_to(tmp_path / "secret")
+    obs = call(box, ctx, "create", path="link/pwned.txt", file_text="x")
+    assert obs.is_error and "outside the workspace" in obs.output
+    assert not (tmp_path / "secret" / "pwned.txt").exists()
+
+
+def test_grep_and_glob_skip_gitignored_files(box, ctx) -> None:
+    found = call(box, ctx, "grep", pattern="alpha").output.splitlines()
+    assert found == ["notes.txt:1:alpha", "notes.txt:3:alpha beta"]
+    assert "mod.py:2" in call(box, ctx, "grep", pattern=r"x \+ 1", include="*.py").output
+    assert call(box, ctx, "grep", pattern="(").is_error
+    assert call(box, ctx, "glob", pattern="**/*.py").output == "pkg/mod.py"
+    assert "ignored.log" not in call(box, ctx, "glob", pattern="*").output
+
+
+def test_bad_calls_become_error_observations(box, ctx) -> None:
+    unknown = box.call("rm_rf", "{}", ctx)
+    assert unknown.is_error and "unknown tool" in unknown.output and "bash" in unknown.output
+    malformed = box.call("view", '{"path": "pkg/mod.py"', ctx)
+    assert malformed.is_error and "not valid JSON" in malformed.output
+    missing = box.call("str_replace", json.dumps({"path": "pkg/mod.py"}), ctx)
+    assert missing.is_error and "old_str" in missing.output and "required" in missing.output
+    wrong_type = box.call("todo", json.dumps({"items": "do things"}), ctx)
+    assert wrong_type.is_error
+
+
+def test_todo_and_finish(box, ctx) -> None:
+    obs = call(box, ctx, "todo", items=[{"content": "read", "status": "completed"},
+                                        {"content": "fix"}])
+    assert "[x] read" in obs.output and "[ ] fix" in obs.output
+    assert ctx.state["todo"][1]["status"] == "pending"
+    done = call(box, ctx, "finish", summary="fixed it")
+    assert done.finished and done.data["summary"] == "fixed it"

@@ -1,0 +1,114 @@
+"""What a tool is, what it returns, and how a call by name is dispatched."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ValidationError
+
+from tools.sandbox.base import Sandbox
+
+
+class ToolError(Exception):
+    """A tool refused or failed; the message goes back to the model as the observation."""
+
+
+@dataclass
+class Observation:
+    """What the model sees after a tool call."""
+
+    output: str
+    is_error: bool = False
+    finished: bool = False
+    data: dict[str, Any] = field(default_factory=dict)
+    """Structured extras for events (exit code, diff, todo list); not shown to the model."""
+
+
+@dataclass
+class ToolContext:
+    """What tools may touch: the sandbox and the host copy of the workspace."""
+
+    workspace: Path
+    sandbox: Sandbox | None = None
+    state: dict[str, Any] = field(default_factory=dict)
+    """Per-session tool state (edit history for undo, the todo list)."""
+
+
+class Tool:
+    """A callable the model can use. Subclasses set `name`, `Args`, a docstring, and `run`."""
+
+    name: ClassVar[str]
+    Args: ClassVar[type[BaseModel]]
+
+    def run(self, args: Any, ctx: ToolContext) -> Observation:
+        raise NotImplementedError
+
+    @classmethod
+    def description(cls) -> str:
+        return " ".join((cls.__doc__ or "").split())
+
+    @classmethod
+    def schema(cls) -> dict[str, Any]:
+        """The OpenAI function-tool schema the model is shown."""
+        params = cls.Args.model_json_schema()
+        params.pop("title", None)
+        for prop in params.get("properties", {}).values():
+            prop.pop("title", None)
+        return {
+            "type": "function",
+            "function": {"name": cls.name, "description": cls.description(), "parameters": params},
+        }
+
+
+class ToolBox:
+    """The tools of a session, dispatching calls by name with validated arguments."""
+
+    def __init__(self, tools: list[Tool]):
+        self.tools = {tool.name: tool for tool in tools}
+
+    def schemas(self) -> list[dict[str, Any]]:
+        return [tool.schema() for tool in self.tools.values()]
+
+    def call(self, name: str, raw_arguments: str | dict | None, ctx: ToolContext) -> Observation:
+        """Run one call. Bad names, bad JSON and bad arguments become error observations."""
+        tool = self.tools.get(name)
+        if tool is None:
+            known = ", ".join(sorted(self.tools))
+            return Observation(f"Error: unknown tool {name!r}. Available tools: {known}.", True)
+        try:
+            arguments = _decode_arguments(raw_arguments)
+        except ValueError as exc:
+            return Observation(f"Error: arguments for {name} are not valid JSON ({exc}).", True)
+        try:
+            args = tool.Args.model_validate(arguments)
+        except ValidationError as exc:
+            return Observation(f"Error: invalid arguments for {name}: {_explain(exc)}", True)
+        try:
+            return tool.run(args, ctx)
+        except ToolError as exc:
+            return Observation(f"Error: {exc}", True)
+
+
+def _decode_arguments(raw: str | dict | None) -> dict:
+    if raw is None or raw == "":
+        return {}
+    if isinstance(raw, dict):
+        return raw
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{exc.msg} at position {exc.pos}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _explain(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"]) or "arguments"
+        parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts)

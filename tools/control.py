@@ -1,0 +1,86 @@
+"""Tools that steer the episode rather than touch files: bash, todo and finish."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from tools.base import Observation, Tool, ToolContext, ToolError
+
+
+class BashArgs(BaseModel):
+    command: str = Field(description="A bash command; cwd and exported variables persist.")
+    timeout: float | None = Field(
+        None, gt=0, le=3600, description="Seconds before the command is killed (default 120)."
+    )
+
+
+class Bash(Tool):
+    """Run a command in a persistent bash shell inside the sandbox, at /workspace (the
+    repository). Output is stdout and stderr together, with the exit code."""
+
+    name = "bash"
+    Args = BashArgs
+
+    def run(self, args: BashArgs, ctx: ToolContext) -> Observation:
+        if ctx.sandbox is None:
+            raise ToolError("no sandbox is running, so commands cannot run.")
+        if not args.command.strip():
+            raise ToolError("command is empty.")
+        result = ctx.sandbox.run(args.command, timeout=args.timeout)
+        return Observation(
+            result.describe(),
+            is_error=result.exit_code != 0,
+            data={"exit_code": result.exit_code, "timed_out": result.timed_out,
+                  "shell_restarted": result.shell_restarted,
+                  "duration_s": round(result.duration_s, 4)},
+        )
+
+
+class TodoItem(BaseModel):
+    content: str = Field(description="What to do.")
+    status: Literal["pending", "in_progress", "completed"] = Field("pending")
+
+
+class TodoArgs(BaseModel):
+    items: list[TodoItem] = Field(description="The whole plan; replaces the previous one.")
+
+
+class Todo(Tool):
+    """Write the plan as a todo list (the whole list each time); mark items in_progress or
+    completed as you go."""
+
+    name = "todo"
+    Args = TodoArgs
+
+    def run(self, args: TodoArgs, ctx: ToolContext) -> Observation:
+        items = [item.model_dump() for item in args.items]
+        ctx.state["todo"] = items
+        marks = {"pending": "[ ]", "in_progress": "[~]", "completed": "[x]"}
+        lines = [f"{marks[i['status']]} {i['content']}" for i in items] or ["(empty)"]
+        return Observation("Plan updated:\n" + "\n".join(lines), data={"items": items})
+
+
+class FinishArgs(BaseModel):
+    summary: str = Field(description="What was changed and why, in a few sentences.")
+
+
+class Finish(Tool):
+    """Call when the task is done (or cannot be done), with a short summary. Ends the episode."""
+
+    name = "finish"
+    Args = FinishArgs
+
+    def run(self, args: FinishArgs, ctx: ToolContext) -> Observation:
+        return Observation(f"Finished: {args.summary}", finished=True,
+                           data={"summary": args.summary})
+
+
+def default_tools() -> list[Tool]:
+    """The tool set of a coding session, in the order the model is shown them."""
+    from tools.files import Create, Insert, StrReplace, UndoEdit, View
+    from tools.search import Glob, Grep
+
+    return [Bash(), View(), Create(), StrReplace(), Insert(), UndoEdit(), Grep(), Glob(), Todo(),
+            Finish()]

@@ -1,0 +1,160 @@
+"""The typed events a session emits. The TUI, the headless runner and the recorder all read these.
+
+Replaying the events that carry messages (`session_started`'s system prompt, then every
+`user_message`, `assistant_message` and `tool_result` in order) rebuilds exactly what the model
+was sent at every call.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, TypeAdapter
+
+SCHEMA_VERSION = 1
+
+
+class BaseEvent(BaseModel):
+    """Fields every event carries."""
+
+    session_id: str
+    step: int = 0
+    timestamp: float = Field(default_factory=time.time)
+
+
+class SessionStarted(BaseEvent):
+    """The episode header: everything needed to understand and replay what follows."""
+
+    type: Literal["session_started"] = "session_started"
+    schema_version: int = SCHEMA_VERSION
+    software_version: str
+    task: dict[str, Any]
+    model: str
+    model_params: dict[str, Any] = {}
+    system_prompt: str
+    tools: list[dict[str, Any]]
+    repo: str
+    base_commit: str
+    branch: str
+    sandbox: dict[str, Any] = {}
+
+
+class UserMessage(BaseEvent):
+    """A user turn appended to the context (the issue, a nudge, a chat message)."""
+
+    type: Literal["user_message"] = "user_message"
+    content: str
+    origin: Literal["user", "task", "nudge"] = "user"
+
+
+class ModelCallStarted(BaseEvent):
+    """A model call began (the UI shows that the model is thinking)."""
+
+    type: Literal["model_call_started"] = "model_call_started"
+    prompt_messages: int
+
+
+class AssistantDelta(BaseEvent):
+    """A piece of streamed assistant text."""
+
+    type: Literal["assistant_delta"] = "assistant_delta"
+    text: str
+
+
+class AssistantMessage(BaseEvent):
+    """The model's reply as appended to the context, with its accounting."""
+
+    type: Literal["assistant_message"] = "assistant_message"
+    content: str | None = None
+    tool_calls: list[dict[str, Any]] = []
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_s: float = 0.0
+    token_ids: dict[str, Any] | None = None
+    """Prompt and completion token ids (local models), for training."""
+
+
+class ToolCallStarted(BaseEvent):
+    """A tool call is about to run."""
+
+    type: Literal["tool_call_started"] = "tool_call_started"
+    tool_call_id: str
+    name: str
+    arguments: str
+
+
+class ToolResult(BaseEvent):
+    """A tool call's observation, appended to the context as a tool message."""
+
+    type: Literal["tool_result"] = "tool_result"
+    tool_call_id: str
+    name: str
+    output: str
+    is_error: bool = False
+    duration_s: float = 0.0
+    data: dict[str, Any] = {}
+
+
+class PlanUpdated(BaseEvent):
+    """The model's todo list changed."""
+
+    type: Literal["plan_updated"] = "plan_updated"
+    items: list[dict[str, Any]]
+
+
+class Checkpoint(BaseEvent):
+    """Files changed during a turn and were committed on the session branch."""
+
+    type: Literal["checkpoint"] = "checkpoint"
+    commit: str
+
+
+class ErrorEvent(BaseEvent):
+    """Something went wrong; `fatal` errors end the episode."""
+
+    type: Literal["error"] = "error"
+    message: str
+    fatal: bool = False
+
+
+class Finished(BaseEvent):
+    """The episode ended."""
+
+    type: Literal["finished"] = "finished"
+    exit_status: str
+    summary: str | None = None
+    patch: str = ""
+    steps: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+
+
+class Verified(BaseEvent):
+    """The reward: the tests run on the final patch in a fresh sandbox."""
+
+    type: Literal["verified"] = "verified"
+    reward: int
+    test_command: str
+    test_output: str
+    exit_code: int | None = None
+    image: str = ""
+    duration_s: float = 0.0
+
+
+Event = Annotated[
+    SessionStarted | UserMessage | ModelCallStarted | AssistantDelta | AssistantMessage
+    | ToolCallStarted | ToolResult | PlanUpdated | Checkpoint | ErrorEvent | Finished | Verified,
+    Field(discriminator="type"),
+]
+
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+
+
+def parse_event(data: str | bytes | dict[str, Any]) -> Event:
+    """Validate one event from JSON text or a dict."""
+    if isinstance(data, dict):
+        return EVENT_ADAPTER.validate_python(data)
+    return EVENT_ADAPTER.validate_json(data)

@@ -1,0 +1,84 @@
+"""The reward: apply a patch to a fresh copy at the base commit and run the tests in a fresh
+sandbox. It never trusts what the episode claimed."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tools.sandbox import SandboxConfig, make_sandbox
+
+VERIFY_TIMEOUT_S = 900.0
+
+
+@dataclass
+class VerifyResult:
+    """The verdict and the evidence."""
+
+    reward: int
+    test_command: str
+    test_output: str
+    exit_code: int | None
+    image: str
+    duration_s: float
+
+
+def test_invocation(test_command: str, fail_to_pass: list[str], pass_to_pass: list[str]) -> str:
+    """The command that judges the patch: the listed tests when there are lists, else all."""
+    selected = list(dict.fromkeys([*fail_to_pass, *pass_to_pass]))
+    if not selected:
+        return test_command
+    return test_command + " " + " ".join(shlex.quote(t) for t in selected)
+
+
+def export_tree(repo: Path, commit: str, dest: Path) -> None:
+    """Write the files of `commit` into `dest` as a fresh git repository at that commit."""
+    archive = subprocess.run(["git", "-C", str(repo), "archive", "--format=tar", commit],
+                             capture_output=True, check=True, timeout=300)
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True, timeout=300)
+    env_git = ["git", "-C", str(dest), "-c", "user.name=apprentice",
+               "-c", "user.email=agent@apprentice.invalid"]
+    subprocess.run([*env_git, "init", "-q"], check=True, timeout=60)
+    subprocess.run([*env_git, "add", "-A"], check=True, timeout=300)
+    subprocess.run([*env_git, "commit", "-q", "--no-verify", "-m", f"base {commit}"],
+                   check=True, timeout=300, capture_output=True)
+
+
+def verify_patch(
+    repo: Path,
+    base_commit: str,
+    patch: str,
+    test_command: str,
+    fail_to_pass: list[str] | None = None,
+    pass_to_pass: list[str] | None = None,
+    sandbox: SandboxConfig | None = None,
+    timeout: float = VERIFY_TIMEOUT_S,
+) -> VerifyResult:
+    """Reward 1 iff the patch applies and the tests pass on it in a fresh sandbox, else 0."""
+    config = sandbox or SandboxConfig()
+    command = test_invocation(test_command, fail_to_pass or [], pass_to_pass or [])
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="apprentice-verify-") as tmp:
+        tree = Path(tmp) / "workspace"
+        tree.mkdir()
+        export_tree(Path(repo), base_commit, tree)
+        if patch.strip():
+            applied = subprocess.run(["git", "-C", str(tree), "apply", "--whitespace=nowarn", "-"],
+                                     input=patch.encode(), capture_output=True, timeout=120)
+            if applied.returncode != 0:
+                reason = applied.stderr.decode(errors="replace").strip()
+                return VerifyResult(0, command, f"the patch does not apply: {reason}", None,
+                                    config.image, time.monotonic() - started)
+        box = make_sandbox(config, tree)
+        try:
+            box.start()
+            result = box.run(command, timeout=timeout)
+        finally:
+            box.close()
+    reward = int(result.exit_code == 0 and not result.timed_out)
+    return VerifyResult(reward, command, result.output, result.exit_code, config.image,
+                        time.monotonic() - started)
