@@ -129,8 +129,9 @@ def sandbox_build(
     tag: Annotated[str | None, typer.Option(help="Image tag.")] = None,
 ) -> None:
     """Build the sandbox image (from the Dockerfile, or offline with debootstrap)."""
-    from tools.sandbox import DEFAULT_IMAGE, SandboxError
     from tools.sandbox.image import build_image
+
+    from tools.sandbox import DEFAULT_IMAGE, SandboxError
 
     try:
         image = build_image(tag=tag or DEFAULT_IMAGE, offline=offline, force=force,

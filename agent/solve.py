@@ -27,6 +27,7 @@ from trajectories.events import (
     Verified,
 )
 from trajectories.recorder import TrajectoryRecorder
+from trajectories.store import IndexUpdater, TrajectoryStore
 from trajectories.verify import verify_patch
 
 
@@ -118,16 +119,19 @@ def solve(task: Task, options: SolveOptions, listeners: list[Any] | None = None)
         workspace.remove(delete_branch=True)
         raise
     recorder = TrajectoryRecorder(trajectory_path)
+    store = TrajectoryStore()
+    listeners = [recorder, IndexUpdater(store, trajectory_path), *(listeners or [])]
     try:
         session = Session(
             session_id, task, LLMClient(options.llm), ToolBox(default_tools()),
             ToolContext(workspace=workspace.path, sandbox=sandbox), workspace,
-            max_steps=options.max_steps, listeners=[recorder, *(listeners or [])],
+            max_steps=options.max_steps, listeners=listeners,
             sandbox_settings=sandbox_config.model_dump(),
         )
         outcome = session.run()
     except BaseException:
         recorder.close()
+        store.close()
         raise
     finally:
         sandbox.close()
@@ -143,9 +147,10 @@ def solve(task: Task, options: SolveOptions, listeners: list[Any] | None = None)
                         test_command=verdict.test_command, test_output=verdict.test_output,
                         exit_code=verdict.exit_code, image=verdict.image,
                         duration_s=round(verdict.duration_s, 3))
-    for listener in [recorder, *(listeners or [])]:
+    for listener in listeners:
         listener(verified)
     recorder.close()
+    store.close()
     return SolveResult(
         session_id=session_id, model=options.llm.model, branch=workspace.branch,
         base_commit=workspace.base_commit, patch=outcome.patch, patch_path=str(patch_path),

@@ -23,9 +23,11 @@ class Task(BaseModel):
     base_commit: str | None = Field(None, description="Commit to start from (default: HEAD).")
     problem_statement: str = Field(description="The issue text the agent is given.")
     test_command: str = Field(description="Shell command run in the sandbox; exit 0 = pass.")
-    FAIL_TO_PASS: list[str] = Field(default_factory=list, description="Tests that must start passing.")
-    PASS_TO_PASS: list[str] = Field(default_factory=list, description="Tests that must keep passing.")
-    image: str | None = Field(None, description="Sandbox image for this task (default: the global one).")
+    FAIL_TO_PASS: list[str] = Field(default_factory=list,
+                                    description="Tests that must start passing.")
+    PASS_TO_PASS: list[str] = Field(default_factory=list,
+                                    description="Tests that must keep passing.")
+    image: str | None = Field(None, description="Sandbox image for this task (default: global).")
 
     @classmethod
     def from_issue_file(cls, issue: Path, repo: Path, test_command: str | None = None) -> Task:
@@ -51,7 +53,8 @@ def suggest_test_command(repo: Path) -> str | None:
 
     python_tests = any(repo.glob("test_*.py")) or any(repo.glob("*_test.py")) or has("tests") \
         or has("test") or has("pytest.ini") or has("conftest.py")
-    if python_tests or (has("pyproject.toml") and "pytest" in (repo / "pyproject.toml").read_text()):
+    pyproject = repo / "pyproject.toml"
+    if python_tests or (pyproject.exists() and "pytest" in pyproject.read_text()):
         return "python3 -m pytest -q"
     if has("package.json"):
         scripts = json.loads((repo / "package.json").read_text()).get("scripts", {})

@@ -47,7 +47,10 @@ def run_in_process(example, scripted, script, **llm) -> tuple:
     options = SolveOptions(
         llm=LLMConfig(model="openai/scripted", api_base=scripted.url, backoff_s=0.01, **llm),
         sandbox=SandboxConfig(), max_steps=8)
-    listener = (lambda e: deltas.append(e.text) if isinstance(e, AssistantDelta) else None)
+    def listener(event) -> None:
+        if isinstance(event, AssistantDelta):
+            deltas.append(event.text)
+
     result = solve(Task.from_issue_file(issue, repo), options, listeners=[listener])
     return result, read_trajectory(Path(result.trajectory_path)), deltas
 

@@ -96,7 +96,8 @@ class Glob(Tool):
         if not found:
             return Observation(f"No files match {args.pattern!r}.")
         shown = found[:MAX_MATCHES]
-        more = f"\n[{len(found) - len(shown)} more files not shown]" if len(found) > len(shown) else ""
+        hidden = len(found) - len(shown)
+        more = f"\n[{hidden} more files not shown]" if hidden else ""
         return Observation("\n".join(shown) + more)
 
 

@@ -62,7 +62,7 @@ def open_repository(repo_path: Path) -> git.Repo:
     if repo.bare:
         raise WorkspaceError(f"{path} is a bare repository; pass a repository with a work tree.")
     try:
-        repo.head.commit
+        _ = repo.head.commit
     except ValueError:
         raise WorkspaceError(f"{path} has no commits yet; commit something first.") from None
     return repo
@@ -92,7 +92,9 @@ class Workspace:
         try:
             repo.git.worktree("add", "-b", branch, str(path), base_commit)
         except git.GitCommandError as exc:
-            raise WorkspaceError(f"could not create a worktree for {root}: {exc.stderr.strip()}")
+            raise WorkspaceError(
+                f"could not create a worktree for {root}: {exc.stderr.strip()}"
+            ) from None
         return cls(root, path, branch, base_commit, session_id)
 
     def changed(self) -> bool:

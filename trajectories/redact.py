@@ -23,7 +23,9 @@ class Redactor:
 
     def __init__(self, environ: dict[str, str] | None = None, extra: list[str] | None = None):
         env = os.environ if environ is None else environ
-        values = {v for k, v in env.items() if SECRET_NAME.search(k) and len(v) >= MIN_SECRET_LENGTH}
+        values = {
+            v for k, v in env.items() if SECRET_NAME.search(k) and len(v) >= MIN_SECRET_LENGTH
+        }
         values.update(v for v in (extra or []) if len(v) >= MIN_SECRET_LENGTH)
         self.values = sorted(values, key=len, reverse=True)
 

@@ -1,0 +1,148 @@
+"""The SQLite index of trajectories: one row per episode, kept current as episodes run and
+rebuildable from the JSONL files alone."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from tools.locations import data_dir
+from trajectories.events import (
+    AssistantMessage,
+    Event,
+    Finished,
+    SessionStarted,
+    Verified,
+)
+from trajectories.reader import read_trajectory
+
+COLUMNS = ("id", "task", "repo", "model", "started_at", "ended_at", "steps", "prompt_tokens",
+           "completion_tokens", "cost_usd", "exit_status", "reward", "verified_at", "path")
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS episodes (
+    id TEXT PRIMARY KEY, task TEXT, repo TEXT, model TEXT, started_at REAL, ended_at REAL,
+    steps INTEGER DEFAULT 0, prompt_tokens INTEGER DEFAULT 0, completion_tokens INTEGER DEFAULT 0,
+    cost_usd REAL DEFAULT 0, exit_status TEXT, reward INTEGER, verified_at REAL, path TEXT
+);
+CREATE INDEX IF NOT EXISTS episodes_model ON episodes(model);
+CREATE INDEX IF NOT EXISTS episodes_started ON episodes(started_at);
+"""
+
+
+def default_index_path() -> Path:
+    return data_dir() / "index.sqlite"
+
+
+def summarize(events: Iterable[Event], path: Path) -> dict[str, Any] | None:
+    """The index row of a trajectory, from its events."""
+    row: dict[str, Any] | None = None
+    for event in events:
+        if isinstance(event, SessionStarted):
+            row = {"id": event.session_id, "task": event.task.get("instance_id"),
+                   "repo": event.repo, "model": event.model, "started_at": event.timestamp,
+                   "ended_at": None, "steps": 0, "prompt_tokens": 0, "completion_tokens": 0,
+                   "cost_usd": 0.0, "exit_status": "running", "reward": None,
+                   "verified_at": None, "path": str(path)}
+        elif row is None:
+            continue
+        elif isinstance(event, AssistantMessage):
+            row["steps"] = max(row["steps"], event.step)
+            row["prompt_tokens"] += event.prompt_tokens
+            row["completion_tokens"] += event.completion_tokens
+            row["cost_usd"] += event.cost_usd
+            row["ended_at"] = event.timestamp
+        elif isinstance(event, Finished):
+            row.update(exit_status=event.exit_status, steps=event.steps, ended_at=event.timestamp,
+                       prompt_tokens=event.prompt_tokens,
+                       completion_tokens=event.completion_tokens, cost_usd=event.cost_usd)
+        elif isinstance(event, Verified):
+            row.update(reward=event.reward, verified_at=event.timestamp)
+    if row is not None and row["exit_status"] == "running" and row["ended_at"] is not None:
+        row["exit_status"] = "incomplete"
+    return row
+
+
+class TrajectoryStore:
+    """Query and maintain the index. Safe to open from several processes (SQLite WAL)."""
+
+    def __init__(self, path: Path | None = None):
+        self.path = Path(path or default_index_path())
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def upsert(self, row: dict[str, Any]) -> None:
+        names = ", ".join(COLUMNS)
+        marks = ", ".join(f":{c}" for c in COLUMNS)
+        updates = ", ".join(f"{c}=excluded.{c}" for c in COLUMNS if c != "id")
+        with self.db:
+            self.db.execute(f"INSERT INTO episodes ({names}) VALUES ({marks}) "
+                            f"ON CONFLICT(id) DO UPDATE SET {updates}", row)
+
+    def index_file(self, path: Path) -> dict[str, Any] | None:
+        row = summarize(read_trajectory(path).events, Path(path).resolve())
+        if row is not None:
+            self.upsert(row)
+        return row
+
+    def reindex(self, roots: Iterable[Path]) -> int:
+        """Rebuild rows from every *.jsonl under `roots`; rows whose file is gone are dropped."""
+        count = 0
+        seen: set[str] = set()
+        for root in roots:
+            for path in sorted(Path(root).rglob("*.jsonl")):
+                row = self.index_file(path)
+                if row is not None:
+                    seen.add(row["id"])
+                    count += 1
+        with self.db:
+            for (episode_id, path) in self.db.execute("SELECT id, path FROM episodes").fetchall():
+                if episode_id not in seen and not Path(path).exists():
+                    self.db.execute("DELETE FROM episodes WHERE id = ?", (episode_id,))
+        return count
+
+    def list(self, model: str | None = None, reward: int | None = None,
+             since: float | None = None, task: str | None = None,
+             limit: int | None = None) -> list[dict[str, Any]]:
+        clauses, params = [], []
+        for column, value in (("model", model), ("reward", reward), ("task", task)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if since is not None:
+            clauses.append("started_at >= ?")
+            params.append(since)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        tail = f" LIMIT {int(limit)}" if limit else ""
+        query = f"SELECT * FROM episodes {where} ORDER BY started_at DESC{tail}"
+        return [dict(r) for r in self.db.execute(query, params)]
+
+    def get(self, episode_id: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT * FROM episodes WHERE id = ? OR id LIKE ?",
+                              (episode_id, episode_id + "%")).fetchone()
+        return dict(row) if row else None
+
+
+class IndexUpdater:
+    """An event listener that keeps the episode's row current while it runs."""
+
+    def __init__(self, store: TrajectoryStore, path: Path):
+        self.store = store
+        self.path = Path(path).resolve()
+        self.events: list[Event] = []
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, SessionStarted | Finished | Verified | AssistantMessage):
+            self.events.append(event)
+            if not isinstance(event, AssistantMessage):
+                row = summarize(self.events, self.path)
+                if row is not None:
+                    self.store.upsert(row)
+
