@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from agent.trajectory_commands import trajectories_app, verify_command
+
 app = typer.Typer(
     help="apprentice: a coding agent that learns from its own work.",
     no_args_is_help=True,
@@ -21,6 +23,8 @@ examples_app = typer.Typer(help="Example repositories with a bug to fix.", no_ar
 app.add_typer(models_app, name="models")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(examples_app, name="examples")
+app.add_typer(trajectories_app, name="trajectories")
+app.command("verify")(verify_command)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:

@@ -111,11 +111,10 @@ def solve(task: Task, options: SolveOptions, listeners: list[Any] | None = None)
     task = task.model_copy(update={"base_commit": workspace.base_commit})
     sandbox_config = options.sandbox.model_copy(
         update={"image": task.image} if task.image else {})
-    sandbox = make_sandbox(sandbox_config, workspace.path)
     try:
+        sandbox = make_sandbox(sandbox_config, workspace.path)
         sandbox.start()
     except BaseException:
-        sandbox.close()
         workspace.remove(delete_branch=True)
         raise
     recorder = TrajectoryRecorder(trajectory_path)

@@ -96,7 +96,9 @@ def test_scripted_fix_gives_reward_1_and_leaves_the_checkout_alone(example, scri
     assert [e.type for e in trajectory.events][0] == "session_started"
     assert [e.type for e in trajectory.events][-2:] == ["finished", "verified"]
     calls = rebuild_calls(trajectory.events)
-    assert [c["messages"] for c in calls] == [r["messages"] for r in scripted.requests]
+    for call, request in zip(calls, scripted.requests, strict=True):
+        for ours, sent in zip(call["messages"], request["messages"], strict=True):
+            assert ours == sent
 
 
 def test_streamed_replies_are_reassembled(example, scripted) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shutil
 from dataclasses import dataclass
@@ -86,7 +87,7 @@ class Workspace:
         digest = hashlib.sha1(str(root).encode()).hexdigest()[:8]
         path = worktrees_dir() / f"{root.name}-{digest}" / session_id
         branch = f"agent/{session_id}"
-        if branch in [h.name for h in repo.heads]:
+        if repo.git.branch("--list", branch).strip():
             raise WorkspaceError(f"branch {branch} already exists in {root}; use a new session id.")
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -129,5 +130,6 @@ class Workspace:
             except git.GitCommandError:
                 shutil.rmtree(self.path, ignore_errors=True)
         repo.git.worktree("prune")
-        if delete_branch and self.branch in [h.name for h in repo.heads]:
-            repo.git.branch("-D", self.branch)
+        if delete_branch:
+            with contextlib.suppress(git.GitCommandError):
+                repo.git.branch("-D", self.branch)

@@ -52,7 +52,9 @@ def message_of(event: Event) -> dict[str, Any] | None:
     if isinstance(event, UserMessage):
         return {"role": "user", "content": event.content}
     if isinstance(event, AssistantMessage):
-        message: dict[str, Any] = {"role": "assistant", "content": event.content}
+        message: dict[str, Any] = {"role": "assistant"}
+        if event.content is not None or not event.tool_calls:
+            message["content"] = event.content or ""
         if event.tool_calls:
             message["tool_calls"] = event.tool_calls
         return message

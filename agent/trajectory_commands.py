@@ -1,0 +1,171 @@
+"""`agent trajectories ...` and `agent verify`: list, read, re-index and judge episodes."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tools.locations import data_dir
+from trajectories.events import AssistantMessage, ToolResult, UserMessage, Verified
+from trajectories.reader import TrajectoryFile, read_trajectory, rebuild_calls
+from trajectories.store import TrajectoryStore
+
+trajectories_app = typer.Typer(help="Recorded episodes: list, show, reindex.",
+                               no_args_is_help=True)
+
+
+def _fail(message: str) -> typer.Exit:
+    print(f"agent: error: {message}", file=sys.stderr)
+    return typer.Exit(1)
+
+
+def locate(id_or_path: str) -> Path:
+    """A trajectory file from a path or an episode id (a unique prefix will do)."""
+    path = Path(id_or_path)
+    if path.is_file():
+        return path
+    store = TrajectoryStore()
+    try:
+        row = store.get(id_or_path)
+    finally:
+        store.close()
+    if row is None or not Path(row["path"]).is_file():
+        raise _fail(f"no trajectory {id_or_path!r}: give a .jsonl path or an id from "
+                    "`agent trajectories list` (run `agent trajectories reindex` if files moved)")
+    return Path(row["path"])
+
+
+def load(id_or_path: str) -> TrajectoryFile:
+    trajectory = read_trajectory(locate(id_or_path))
+    for problem in trajectory.problems:
+        print(f"agent: warning: {problem}", file=sys.stderr)
+    if trajectory.header is None:
+        raise _fail(f"{trajectory.path} has no session_started header; it is not a trajectory")
+    return trajectory
+
+
+def _since(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        raise _fail(f"--since {value!r} is not a date like 2026-11-23 or 2026-11-23T10:00") \
+            from None
+
+
+@trajectories_app.command("list")
+def list_episodes(
+    model: Annotated[str | None, typer.Option(help="Only this model.")] = None,
+    reward: Annotated[int | None, typer.Option(help="Only this reward (0 or 1).")] = None,
+    since: Annotated[str | None, typer.Option(help="Only episodes started since DATE.")] = None,
+    limit: Annotated[int | None, typer.Option(help="At most N rows.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List recorded episodes, newest first."""
+    store = TrajectoryStore()
+    rows = store.list(model=model, reward=reward, since=_since(since), limit=limit)
+    store.close()
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        started = datetime.fromtimestamp(row["started_at"]).strftime("%Y-%m-%d %H:%M")
+        reward_text = "-" if row["reward"] is None else str(row["reward"])
+        print(f"{row['id']:24} {started}  {row['model'][:28]:28} {row['task'] or '':20} "
+              f"steps={row['steps']:<3} reward={reward_text} {row['exit_status']}")
+
+
+@trajectories_app.command("show")
+def show(
+    id_or_path: Annotated[str, typer.Argument(help="Episode id or .jsonl path.")],
+    calls: Annotated[bool, typer.Option(help="One item per model call, as sent.")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Print an episode as a transcript, or (--calls --json) each model call's exact input."""
+    trajectory = load(id_or_path)
+    if calls:
+        rebuilt = rebuild_calls(trajectory.events)
+        if as_json:
+            print(json.dumps(rebuilt, indent=2, ensure_ascii=False))
+        else:
+            for call in rebuilt:
+                print(f"call at step {call['step']}: {len(call['messages'])} messages")
+        return
+    if as_json:
+        print(json.dumps([e.model_dump(mode="json") for e in trajectory.events], indent=2))
+        return
+    header = trajectory.header
+    assert header is not None
+    print(f"# {header.session_id}  model={header.model}  task={header.task.get('instance_id')}")
+    print(f"# repo={header.repo} base={header.base_commit[:12]} branch={header.branch}\n")
+    for event in trajectory.events:
+        if isinstance(event, UserMessage):
+            print(f"[{event.origin}] {event.content}\n")
+        elif isinstance(event, AssistantMessage):
+            print(f"[assistant, step {event.step}] {event.content or ''}".rstrip())
+            for call in event.tool_calls:
+                print(f"  -> {call['function']['name']}({call['function']['arguments']})")
+            print()
+        elif isinstance(event, ToolResult):
+            body = event.output if len(event.output) < 1500 else event.output[:1500] + " ..."
+            print(f"[{event.name}{' error' if event.is_error else ''}]\n{body}\n")
+        elif event.type == "finished":
+            print(f"[finished] {event.exit_status}: {event.summary or ''}\n")
+        elif isinstance(event, Verified):
+            print(f"[verified] reward={event.reward} ({event.test_command})\n")
+
+
+@trajectories_app.command("reindex")
+def reindex(
+    root: Annotated[list[Path] | None, typer.Argument(help="Folders to scan.")] = None,
+) -> None:
+    """Rebuild the SQLite index from the JSONL files."""
+    store = TrajectoryStore()
+    count = store.reindex(root or [data_dir() / "runs"])
+    store.close()
+    print(f"indexed {count} episodes into {store.path}")
+
+
+def verify_command(
+    id_or_path: Annotated[str, typer.Argument(help="Episode id or .jsonl path.")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Judge an episode: apply its final patch at the base commit, run the tests afresh."""
+    from tools.sandbox import SandboxConfig, SandboxError
+    from trajectories.verify import verify_patch
+
+    trajectory = load(id_or_path)
+    header = trajectory.header
+    assert header is not None
+    finished = next((e for e in reversed(trajectory.events) if e.type == "finished"), None)
+    patch = finished.patch if finished is not None else ""
+    task = header.task
+    sandbox = SandboxConfig.model_validate(header.sandbox or {})
+    try:
+        verdict = verify_patch(Path(header.repo), header.base_commit, patch, task["test_command"],
+                               task.get("FAIL_TO_PASS"), task.get("PASS_TO_PASS"), sandbox)
+    except SandboxError as exc:
+        raise _fail(str(exc)) from None
+    event = Verified(session_id=header.session_id, step=finished.steps if finished else 0,
+                     reward=verdict.reward, test_command=verdict.test_command,
+                     test_output=verdict.test_output, exit_code=verdict.exit_code,
+                     image=verdict.image, duration_s=round(verdict.duration_s, 3))
+    with trajectory.path.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(event.model_dump(mode="json")) + "\n")
+    store = TrajectoryStore()
+    store.index_file(trajectory.path)
+    store.close()
+    if as_json:
+        print(json.dumps({"id": header.session_id, "reward": verdict.reward,
+                          "test_command": verdict.test_command, "exit_code": verdict.exit_code,
+                          "test_output": verdict.test_output, "image": verdict.image,
+                          "duration_s": round(verdict.duration_s, 3)}, indent=2))
+    else:
+        print(verdict.test_output.rstrip())
+        print(f"reward: {verdict.reward}")
