@@ -137,7 +137,7 @@ def solve(task: Task, options: SolveOptions, listeners: list[Any] | None = None)
         if not options.keep_worktree:
             workspace.remove()
     patch_path = out_dir / f"{session_id}.patch"
-    patch_path.write_text(outcome.patch)
+    patch_path.write_text(recorder.redact(outcome.patch))
     verify_started = time.monotonic()
     verdict = verify_patch(Path(task.repo), workspace.base_commit, outcome.patch,
                            task.test_command, task.FAIL_TO_PASS, task.PASS_TO_PASS,

@@ -169,3 +169,24 @@ def verify_command(
     else:
         print(verdict.test_output.rstrip())
         print(f"reward: {verdict.reward}")
+
+
+@trajectories_app.command("export")
+def export(
+    fmt: Annotated[str, typer.Option("--format", help="sft, dpo, grpo or swebench.")],
+    out: Annotated[Path, typer.Option(help="Output JSONL file.")],
+    model: Annotated[str | None, typer.Option(help="Only this model.")] = None,
+    since: Annotated[str | None, typer.Option(help="Only episodes started since DATE.")] = None,
+    include_failures: Annotated[bool, typer.Option(help="SFT: keep unverified/failed.")] = False,
+) -> None:
+    """Export episodes as training data (TRL formats) or SWE-bench predictions."""
+    from trajectories.export import FORMATS, export_rows, write_jsonl
+
+    if fmt not in FORMATS:
+        raise _fail(f"--format must be one of {', '.join(FORMATS)}")
+    store = TrajectoryStore()
+    rows = store.list(model=model, since=_since(since))
+    store.close()
+    files = (read_trajectory(Path(r["path"])) for r in reversed(rows) if Path(r["path"]).exists())
+    count = write_jsonl(export_rows(files, fmt, include_failures=include_failures), out)
+    print(f"wrote {count} {fmt} rows to {out}")

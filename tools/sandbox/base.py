@@ -21,14 +21,22 @@ class SandboxError(RuntimeError):
 class SandboxConfig(BaseModel):
     """Settings for a session's sandbox. Defaults are the safe ones."""
 
-    kind: str = Field("docker", description="`docker` (isolated, default) or `local` (no isolation).")
-    image: str = Field(DEFAULT_IMAGE, description="Image the container starts from.")
-    network: bool = Field(False, description="Give the container a network (off by default).")
-    memory: str = Field("2g", description="Memory limit (docker syntax, e.g. 512m, 2g).")
-    pids: int = Field(512, description="Maximum number of processes inside the sandbox.")
-    cpus: float = Field(2.0, description="CPU limit in cores.")
-    command_timeout: float = Field(120.0, description="Default per-command time-out in seconds.")
-    max_output_chars: int = Field(20_000, description="Output beyond this is cut (head + tail).")
+    kind: str = Field(
+        default="docker", description="`docker` (isolated, default) or `local` (no isolation)."
+    )
+    image: str = Field(default=DEFAULT_IMAGE, description="Image the container starts from.")
+    network: bool = Field(
+        default=False, description="Give the container a network (off by default)."
+    )
+    memory: str = Field(default="2g", description="Memory limit (docker syntax, e.g. 512m, 2g).")
+    pids: int = Field(default=512, description="Maximum number of processes inside the sandbox.")
+    cpus: float = Field(default=2.0, description="CPU limit in cores.")
+    command_timeout: float = Field(
+        default=120.0, description="Default per-command time-out in seconds."
+    )
+    max_output_chars: int = Field(
+        default=20_000, description="Output beyond this is cut (head + tail)."
+    )
 
 
 @dataclass
@@ -70,7 +78,7 @@ class Sandbox(Protocol):
 
 
 def truncate_middle(text: str, limit: int) -> tuple[str, int]:
-    """Keep the head and tail of `text` within `limit` characters; return it and how much was cut."""
+    """Keep the head and tail of `text` within `limit` characters; return it and the cut count."""
     if len(text) <= limit:
         return text, 0
     half = limit // 2

@@ -1,0 +1,152 @@
+"""Turn trajectories into training and evaluation data: SFT, DPO, GRPO rows, SWE-bench
+predictions.
+
+SFT rows are one per episode (per context segment once compaction rewrites the context): the
+full conversation of the last model call plus its reply holds every assistant turn once, so
+assistant-only loss trains on each turn exactly once, without the quadratic size of one row per
+call. Tool-call arguments are JSON objects, as Hugging Face chat templates expect.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from trajectories.events import Finished, SessionStarted, Verified
+from trajectories.reader import TrajectoryFile, rebuild_calls
+
+FORMATS = ("sft", "dpo", "grpo", "swebench")
+
+
+def _arguments(raw: str) -> dict[str, Any] | str:
+    try:
+        value = json.loads(raw)
+    except (json.JSONDecodeError, TypeError):
+        return raw
+    return value if isinstance(value, dict) else raw
+
+
+def to_training_message(message: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+    """An OpenAI-format message in the shape TRL and chat templates read."""
+    role = message["role"]
+    if role == "assistant":
+        out: dict[str, Any] = {"role": "assistant", "content": message.get("content") or ""}
+        if message.get("tool_calls"):
+            out["tool_calls"] = [
+                {"type": "function", "id": c.get("id"),
+                 "function": {"name": c["function"]["name"],
+                              "arguments": _arguments(c["function"]["arguments"])}}
+                for c in message["tool_calls"]
+            ]
+        return out
+    if role == "tool":
+        return {"role": "tool", "name": names.get(message["tool_call_id"], ""),
+                "tool_call_id": message["tool_call_id"], "content": message["content"]}
+    return {"role": role, "content": message["content"]}
+
+
+def outcome(trajectory: TrajectoryFile) -> tuple[Finished | None, Verified | None]:
+    finished = next((e for e in reversed(trajectory.events) if isinstance(e, Finished)), None)
+    verified = next((e for e in reversed(trajectory.events) if isinstance(e, Verified)), None)
+    return finished, verified
+
+
+def sft_row(trajectory: TrajectoryFile) -> dict[str, Any] | None:
+    """The conversation of an episode: messages (with tool calls and results) and tools."""
+    calls = rebuild_calls(trajectory.events)
+    if not calls:
+        return None
+    last = calls[-1]
+    raw = [*last["messages"], last["response"]]
+    names = {c["id"]: c["function"]["name"] for m in raw for c in m.get("tool_calls") or []}
+    header = trajectory.header
+    assert header is not None
+    _, verified = outcome(trajectory)
+    return {
+        "messages": [to_training_message(m, names) for m in raw],
+        "tools": json.dumps(header.tools),
+        "session_id": header.session_id,
+        "task": header.task.get("instance_id"),
+        "model": header.model,
+        "reward": verified.reward if verified else None,
+    }
+
+
+def grpo_row(header: SessionStarted) -> dict[str, Any]:
+    """A task as a GRPO prompt, with everything the reward needs."""
+    task = header.task
+    return {
+        "prompt": [{"role": "system", "content": header.system_prompt},
+                   {"role": "user", "content": task["problem_statement"]}],
+        "instance_id": task.get("instance_id"),
+        "repo": task.get("repo"),
+        "base_commit": header.base_commit,
+        "problem_statement": task["problem_statement"],
+        "test_command": task["test_command"],
+        "FAIL_TO_PASS": json.dumps(task.get("FAIL_TO_PASS") or []),
+        "PASS_TO_PASS": json.dumps(task.get("PASS_TO_PASS") or []),
+    }
+
+
+def export_rows(trajectories: Iterable[TrajectoryFile], fmt: str,
+                include_failures: bool = False) -> Iterator[dict[str, Any]]:
+    """Rows of the given format. SFT keeps verified successes unless `include_failures`."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if fmt == "sft":
+        for trajectory in trajectories:
+            row = sft_row(trajectory)
+            if row and (include_failures or row["reward"] == 1):
+                yield row
+    elif fmt == "swebench":
+        for trajectory in trajectories:
+            finished, _ = outcome(trajectory)
+            if trajectory.header and finished:
+                yield {"instance_id": trajectory.header.task.get("instance_id"),
+                       "model_name_or_path": trajectory.header.model,
+                       "model_patch": finished.patch}
+    elif fmt == "grpo":
+        seen: set[tuple[Any, ...]] = set()
+        for trajectory in trajectories:
+            header = trajectory.header
+            if header is None:
+                continue
+            key = (header.task.get("instance_id"), header.repo, header.base_commit)
+            if key not in seen:
+                seen.add(key)
+                yield grpo_row(header)
+    else:
+        yield from dpo_pairs(trajectories)
+
+
+def dpo_pairs(trajectories: Iterable[TrajectoryFile]) -> Iterator[dict[str, Any]]:
+    """Chosen/rejected pairs: a passing and a failing episode of the same task, sharing the
+    prompt (system + task message); the completions are the rest of each conversation."""
+    by_task: dict[tuple[Any, ...], dict[int, list[dict[str, Any]]]] = defaultdict(
+        lambda: {0: [], 1: []})
+    for trajectory in trajectories:
+        row = sft_row(trajectory)
+        header = trajectory.header
+        if row is None or header is None or row["reward"] not in (0, 1):
+            continue
+        key = (header.task.get("instance_id"), header.repo, header.base_commit)
+        by_task[key][row["reward"]].append(row)
+    for groups in by_task.values():
+        for chosen, rejected in zip(groups[1], groups[0], strict=False):
+            yield {"prompt": chosen["messages"][:2], "chosen": chosen["messages"][2:],
+                   "rejected": rejected["messages"][2:], "tools": chosen["tools"],
+                   "task": chosen["task"]}
+
+
+def write_jsonl(rows: Iterable[dict[str, Any]], out: Path) -> int:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    count = 0
+    with out.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            count += 1
+    return count
