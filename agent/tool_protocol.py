@@ -20,8 +20,9 @@ the model's prompt:
     `<tool_response>\\n...\\n</tool_response>` block per result; consecutive results share a turn.
 
 Parsing (`parse_tool_calls`) reads a completion back: text outside `<tool_call>` blocks is the
-message content, each block becomes an OpenAI tool call. A block that is not a JSON object with a
-string `name` is kept, not dropped: its `arguments` is the raw text inside the tags (the name is
+message content, each block becomes an OpenAI tool call (a block holding a JSON list of calls, the
+format SmolLM2 was tuned on, becomes several). A block that is not a JSON call object is kept, not
+dropped: its `arguments` is the raw text inside the tags (the name is
 recovered by regex when possible, else ""), so the agent loop's JSON error reaches the model. A
 block left open at the end of generation runs to the end of the text. Generation stops at
 `</tool_call>` (`TOOL_CALL_STOP`), so a completion holds at most one call.
@@ -29,6 +30,7 @@ block left open at the end of generation runs to the end of the text. Generation
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import uuid
@@ -102,23 +104,35 @@ def parse_tool_calls(text: str) -> tuple[str, list[dict[str, Any]]]:
     for match in _BLOCK.finditer(text):
         outside.append(text[position:match.start()])
         position = match.end()
-        calls.append(_tool_call(match.group(1).strip()))
+        calls.extend(_tool_calls(match.group(1).strip()))
     outside.append(text[position:])
     return "".join(outside).strip(), calls
 
 
-def _tool_call(raw: str) -> dict[str, Any]:
+def _tool_calls(raw: str) -> list[dict[str, Any]]:
+    """The calls in one block: a call object, or a list of them (SmolLM2's training format)."""
     try:
         obj = json.loads(raw)
     except json.JSONDecodeError:
         obj = None
-    if isinstance(obj, dict) and isinstance(obj.get("name"), str) and obj["name"]:
-        name = obj["name"]
-        args = obj.get("arguments", obj.get("parameters", {}))
-        arguments = args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)
-    else:
-        found = _NAME.search(raw)
-        name, arguments = (found.group(1) if found else ""), raw
+    if isinstance(obj, list) and obj and all(_is_call(item) for item in obj):
+        return [_openai_call(item["name"], _arguments_text(item)) for item in obj]
+    if _is_call(obj):
+        return [_openai_call(obj["name"], _arguments_text(obj))]
+    found = _NAME.search(raw)
+    return [_openai_call(found.group(1) if found else "", raw)]
+
+
+def _is_call(obj: Any) -> bool:
+    return isinstance(obj, dict) and isinstance(obj.get("name"), str) and bool(obj["name"])
+
+
+def _arguments_text(call: dict[str, Any]) -> str:
+    args = call.get("arguments", call.get("parameters", {}))
+    return args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)
+
+
+def _openai_call(name: str, arguments: str) -> dict[str, Any]:
     return {
         "id": f"call_{uuid.uuid4().hex[:24]}",
         "type": "function",
@@ -196,9 +210,19 @@ def fold_tool_protocol(
 ) -> list[dict[str, str]]:
     """Plain role/content messages carrying the tool protocol, for templates without tools."""
     folded: list[dict[str, str]] = []
+    results_turn: dict[str, str] | None = None  # the user turn collecting consecutive results
     for message in messages:
         role = message.get("role", "user")
         content = content_text(message.get("content"))
+        if role == "tool":
+            block = f"{TOOL_RESPONSE_OPEN}\n{content}\n{TOOL_RESPONSE_CLOSE}"
+            if results_turn is None:
+                results_turn = {"role": "user", "content": block}
+                folded.append(results_turn)
+            else:
+                results_turn["content"] += "\n" + block
+            continue
+        results_turn = None
         if role == "assistant" and message.get("tool_calls"):
             blocks = [
                 format_tool_call(call["function"].get("name") or "",
@@ -206,17 +230,7 @@ def fold_tool_protocol(
                 for call in message["tool_calls"]
             ]
             content = "\n".join([content, *blocks] if content else blocks)
-        elif role == "tool":
-            block = f"{TOOL_RESPONSE_OPEN}\n{content}\n{TOOL_RESPONSE_CLOSE}"
-            previous = folded[-1] if folded else None
-            if previous and previous["role"] == "user" and previous.get("_tool"):
-                previous["content"] += "\n" + block
-                continue
-            folded.append({"role": "user", "content": block, "_tool": "1"})
-            continue
         folded.append({"role": role, "content": content})
-    for message in folded:
-        message.pop("_tool", None)
     if tools:
         section = tools_section(tools)
         if folded and folded[0]["role"] == "system":
@@ -244,10 +258,9 @@ def _native_message(message: dict[str, Any]) -> dict[str, Any]:
         calls = []
         for call in message["tool_calls"]:
             function = dict(call["function"])
-            try:
+            # malformed, or already an object: passed through as is
+            with contextlib.suppress(json.JSONDecodeError, TypeError):
                 function["arguments"] = json.loads(function.get("arguments") or "{}")
-            except (json.JSONDecodeError, TypeError):
-                pass  # malformed or already an object: passed through as is
             calls.append({**call, "function": function})
         out["tool_calls"] = calls
     return out

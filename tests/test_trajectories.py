@@ -17,7 +17,6 @@ from agent.solve import SolveOptions, solve
 from agent.tasks import Task
 from tests.scripted_llm import tool_call
 from tests.test_solve import FIX_SCRIPT, run_cli
-from tools.sandbox import SandboxConfig
 from trajectories.reader import read_trajectory, rebuild_calls
 from trajectories.store import TrajectoryStore
 from trajectories.verify import verify_patch
