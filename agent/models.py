@@ -203,8 +203,8 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     )
     # The weights are de-quantised on load, but the model still says it is quantised, which
     # would make save_pretrained refuse or write a GGUF quantisation config.
-    model.hf_quantizer = None
-    model.is_quantized = False
+    model.hf_quantizer = None  # type: ignore[assignment]
+    model.is_quantized = False  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.save_pretrained(out)

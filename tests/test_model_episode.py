@@ -29,7 +29,7 @@ def test_smollm2_runs_a_short_episode_with_an_honest_verdict(example) -> None:
     assert 1 <= result["steps"] <= 2 and result["completion_tokens"] > 0
     trajectory = read_trajectory(Path(result["trajectory_path"]))
     replies = [e for e in trajectory.events if e.type == "assistant_message"]
-    assert replies and all(r.token_ids and r.token_ids["completion"] for r in replies)
+    assert replies and all(r.token_ids and r.token_ids["completion_ids"] for r in replies)
     assert trajectory.events[-1].type == "verified"
     # The reward is the tests' verdict on the patch, not the model's claim.
     assert result["reward"] == (1 if "failed" not in result["test_output"] else 0)
