@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from agent.trajectory_commands import trajectories_app, verify_command
+from agent.trajectory_commands import replay_command, trajectories_app, verify_command
 
 app = typer.Typer(
     help="apprentice: a coding agent that learns from its own work.",
@@ -25,6 +25,7 @@ app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(examples_app, name="examples")
 app.add_typer(trajectories_app, name="trajectories")
 app.command("verify")(verify_command)
+app.command("replay")(replay_command)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -35,7 +36,13 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
 @app.command()
 def solve(
-    issue: Annotated[Path, typer.Argument(help="Markdown file with the issue to solve.")],
+    issue: Annotated[Path | None, typer.Argument(
+        help="Markdown file with the issue to solve (or give --instance).")] = None,
+    instance: Annotated[Path | None, typer.Option(
+        help="SWE-bench instance file (JSON or JSONL) to solve instead of an issue file.")]
+    = None,
+    instance_id: Annotated[str | None, typer.Option(
+        help="Which instance, when the --instance file holds several.")] = None,
     repo: Annotated[Path, typer.Option(help="Git repository to work on.")] = Path("."),
     model: Annotated[str, typer.Option(help="litellm model name.")] = "local/smollm2-135m",
     api_base: Annotated[str | None, typer.Option(help="OpenAI-compatible server URL.")] = None,
@@ -56,16 +63,23 @@ def solve(
     from agent.llm import LLMConfig
     from agent.solve import ProgressPrinter, SolveOptions
     from agent.solve import solve as run_solve
-    from agent.tasks import Task, TaskError
+    from agent.tasks import Task, TaskError, load_swebench_instance
     from tools.sandbox import SandboxConfig, SandboxError
     from tools.workspace import WorkspaceError, open_repository
 
     if sandbox not in ("docker", "local"):
         raise fail(f"--sandbox must be docker or local, not {sandbox!r}", 2)
+    if (issue is None) == (instance is None):
+        raise fail("give either an issue file or --instance FILE (a SWE-bench instance)", 2)
     try:
         git_repo = open_repository(repo)
         root = Path(git_repo.working_tree_dir or repo)
-        task = Task.from_issue_file(issue, root, test_cmd)
+        if instance is not None:
+            task = Task.from_swebench(load_swebench_instance(instance, instance_id), root,
+                                      test_cmd)
+        else:
+            assert issue is not None
+            task = Task.from_issue_file(issue, root, test_cmd)
         if sandbox == "local":
             print("agent: warning: --sandbox local runs commands on this machine with no "
                   "isolation", file=sys.stderr)
@@ -74,7 +88,8 @@ def solve(
                   "from HEAD and leaves them untouched", file=sys.stderr)
         options = SolveOptions(
             llm=LLMConfig(model=model, api_base=api_base, adapter=adapter, max_tokens=max_tokens,
-                          temperature=temperature, timeout=timeout),
+                          temperature=temperature, timeout=timeout,
+                          tool_choice="required" if model.startswith("local/") else None),
             sandbox=SandboxConfig(kind=sandbox, network=network),
             max_steps=max_steps, output_dir=output_dir,
         )
@@ -133,9 +148,8 @@ def sandbox_build(
     tag: Annotated[str | None, typer.Option(help="Image tag.")] = None,
 ) -> None:
     """Build the sandbox image (from the Dockerfile, or offline with debootstrap)."""
-    from tools.sandbox.image import build_image
-
     from tools.sandbox import DEFAULT_IMAGE, SandboxError
+    from tools.sandbox.image import build_image
 
     try:
         image = build_image(tag=tag or DEFAULT_IMAGE, offline=offline, force=force,

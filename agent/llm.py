@@ -46,6 +46,9 @@ class LLMConfig(BaseModel):
     backoff_s: float = Field(1.0, description="First backoff delay; doubles each retry.")
     stream: bool = Field(False, description="Stream the reply (text deltas reach listeners).")
     adapter: str | None = Field(None, description="PEFT adapter directory for local models.")
+    tool_choice: str | None = Field(
+        None, description="`required` forces a tool call each turn; default: the model decides."
+    )
 
 
 @dataclass
@@ -111,6 +114,8 @@ class LLMClient:
         }
         if tools:
             kwargs["tools"] = tools
+            if self.config.tool_choice:
+                kwargs["tool_choice"] = self.config.tool_choice
         if self.config.api_base:
             kwargs["api_base"] = self.config.api_base
             kwargs["api_key"] = self.config.api_key or os.environ.get("OPENAI_API_KEY") or "none"

@@ -170,9 +170,15 @@ def generate(
     seed: int | None = None,
     stop: list[str] | None = None,
     on_text: Callable[[str], None] | None = None,
+    prefix: str = "",
 ) -> Generation:
-    """Generate from `prompt_ids`; `on_text` receives the decoded text so far after each token."""
+    """Generate from `prompt_ids`; `on_text` receives the decoded text so far after each token.
+    `prefix` is text already placed at the start of the reply (its tokens end `prompt_ids`)."""
     import torch
+
+    if prefix and on_text is not None:
+        report = on_text
+        on_text = lambda text: report(prefix + text)  # noqa: E731
 
     _check_window(local, prompt_ids)
     budget = min(max_tokens or DEFAULT_MAX_TOKENS, local.context_window - len(prompt_ids))
@@ -206,7 +212,7 @@ def generate(
         float(torch.log_softmax(step[0].float(), dim=-1)[token])
         for step, token in zip(out.logits, completion_ids, strict=False)
     ]
-    text = tokenizer.decode(completion_ids, skip_special_tokens=True)
+    text = prefix + tokenizer.decode(completion_ids, skip_special_tokens=True)
     stopped = bool(completion_ids) and (
         completion_ids[-1] in eos or any(text.endswith(s) for s in stop_strings)
     )
@@ -284,9 +290,15 @@ def _prepare(
     _register_free(model, local.context_window)
     tools = params.get("tools") if params.get("tool_choice") != "none" else None
     prompt_ids = render_chat_tokens(messages, tools, local.tokenizer)
+    prefix = ""
+    if tools and params.get("tool_choice") == "required":
+        # The template cannot force a call, so the reply is started with the call's open tag.
+        prefix = TOOL_CALL_OPEN + "{\"name\": \""
+        prompt_ids = prompt_ids + local.tokenizer.encode(prefix, add_special_tokens=False)
     _check_window(local, prompt_ids)
     stop = params.get("stop")
     options = {
+        "prefix": prefix,
         "max_tokens": params.get("max_completion_tokens") or params.get("max_tokens"),
         "temperature": params.get("temperature"),
         "top_p": params.get("top_p"),

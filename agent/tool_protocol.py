@@ -56,7 +56,7 @@ with its name, description and the JSON schema of its arguments:
 </tools>
 
 To call a tool, reply with one JSON object inside <tool_call></tool_call> tags, like this:
-<tool_call>{{"name": "<tool name>", "arguments": {{<arguments as JSON>}}}}</tool_call>
+<tool_call>{example}</tool_call>
 The result comes back in the next message inside <tool_response></tool_response> tags. \
 To answer without a tool, reply with plain text."""
 
@@ -80,7 +80,15 @@ def tools_section(tools: list[dict[str, Any]]) -> str:
             "parameters": function.get("parameters", {"type": "object", "properties": {}}),
         }
         lines.append(json.dumps(entry, ensure_ascii=False))
-    return TOOLS_SECTION.format(tools="\n".join(lines))
+    return TOOLS_SECTION.format(tools="\n".join(lines), example=_example_call(tools))
+
+
+def _example_call(tools: list[dict[str, Any]]) -> str:
+    """A call of the first tool with its required arguments, values elided."""
+    function = tools[0].get("function", tools[0]) if tools else {"name": "tool_name"}
+    required = function.get("parameters", {}).get("required", [])
+    arguments = {name: "..." for name in required}
+    return json.dumps({"name": function["name"], "arguments": arguments})
 
 
 def format_tool_call(name: str, arguments: str) -> str:
