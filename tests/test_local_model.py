@@ -429,3 +429,24 @@ def test_smollm2_through_litellm(model_ready: Path, litellm_local: Any) -> None:
     assert record["model_path"] == str(model_ready)
     assert len(record["completion_ids"]) <= 32
     assert response.choices[0].message.provider_specific_fields["local_tokens"] == record
+
+
+def test_required_tool_choice_starts_the_reply_with_a_call(tiny_model: Path,
+                                                           litellm_local: Any) -> None:
+    from transformers import AutoTokenizer
+
+    from agent.tool_protocol import TOOL_CALL_OPEN
+
+    messages = CONVERSATION[:2]
+    response = litellm_local.completion(
+        model=f"local/{tiny_model}", messages=messages, tools=TOOLS, max_tokens=6,
+        temperature=0, tool_choice="required",
+    )
+    calls = response.choices[0].message.tool_calls
+    assert calls and response.choices[0].finish_reason == "tool_calls"
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    prefill = tokenizer.encode(TOOL_CALL_OPEN, add_special_tokens=False)
+    prompt_ids = render_chat_tokens(messages, TOOLS, tokenizer)
+    record = response._hidden_params["local_tokens"]
+    assert record["prompt_ids"][: len(prompt_ids)] == prompt_ids
+    assert record["prompt_ids"][len(prompt_ids):][: len(prefill)] == prefill
