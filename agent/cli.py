@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from agent.trajectory_commands import replay_command, trajectories_app, verify_command
+from agent.trajectory_commands import trajectories_app, verify_command
 
 app = typer.Typer(
     help="apprentice: a coding agent that learns from its own work.",
@@ -25,7 +25,6 @@ app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(examples_app, name="examples")
 app.add_typer(trajectories_app, name="trajectories")
 app.command("verify")(verify_command)
-app.command("replay")(replay_command)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
