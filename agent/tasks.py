@@ -6,7 +6,9 @@ The fields follow SWE-bench, so a SWE-bench instance is a valid task.
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -28,6 +30,8 @@ class Task(BaseModel):
     PASS_TO_PASS: list[str] = Field(default_factory=list,
                                     description="Tests that must keep passing.")
     image: str | None = Field(None, description="Sandbox image for this task (default: global).")
+    test_patch: str = Field("", description="Applied on top of the model's patch before the "
+                            "tests run (SWE-bench); never shown to the agent.")
 
     @classmethod
     def from_issue_file(cls, issue: Path, repo: Path, test_command: str | None = None) -> Task:
@@ -44,6 +48,76 @@ class Task(BaseModel):
             )
         return cls(instance_id=issue.stem, repo=str(repo), problem_statement=text,
                    test_command=command)
+
+    @classmethod
+    def from_swebench(cls, instance: dict[str, Any], repo: Path,
+                      test_command: str | None = None) -> Task:
+        """A task from a SWE-bench instance, worked on in `repo`, a local clone of the
+        instance's repository that holds `base_commit`. The gold `patch` is never used."""
+        missing = [k for k in ("instance_id", "base_commit", "problem_statement")
+                   if not instance.get(k)]
+        if missing:
+            raise TaskError(f"the SWE-bench instance lacks {', '.join(missing)}; an instance "
+                            "needs instance_id, base_commit and problem_statement.")
+        name = instance["instance_id"]
+        commit = instance["base_commit"]
+        found = subprocess.run(["git", "-C", str(repo), "cat-file", "-e", f"{commit}^{{commit}}"],
+                               capture_output=True, timeout=60)
+        if found.returncode != 0:
+            raise TaskError(
+                f"base commit {commit} of {name} is not in {repo}; pass --repo with a clone of "
+                f"{instance.get('repo') or 'its repository'} (or run `git fetch origin {commit}`)."
+            )
+        command = test_command or suggest_test_command(Path(repo))
+        if not command:
+            raise TaskError(f"could not tell how to run the tests of {repo}; pass --test-cmd.")
+        return cls(instance_id=name, repo=str(repo), base_commit=commit,
+                   problem_statement=instance["problem_statement"], test_command=command,
+                   FAIL_TO_PASS=_test_list(instance, "FAIL_TO_PASS"),
+                   PASS_TO_PASS=_test_list(instance, "PASS_TO_PASS"),
+                   test_patch=instance.get("test_patch") or "",
+                   image=instance.get("image") or None)
+
+
+def _test_list(instance: dict[str, Any], key: str) -> list[str]:
+    """SWE-bench stores test lists as JSON strings in its datasets and as lists elsewhere."""
+    value = instance.get(key) or []
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise TaskError(f"{key} of {instance.get('instance_id')} is not a JSON list") from None
+    if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+        raise TaskError(f"{key} of {instance.get('instance_id')} must be a list of test names")
+    return value
+
+
+def load_swebench_instance(path: Path, instance_id: str | None = None) -> dict[str, Any]:
+    """One instance from a JSON file (an object or a list) or a JSONL file, picked by id when
+    the file holds several."""
+    path = Path(path)
+    if not path.is_file():
+        raise TaskError(f"instance file {path} not found; pass a SWE-bench JSON or JSONL file.")
+    text = path.read_text()
+    try:
+        data = json.loads(text)
+        instances = data if isinstance(data, list) else [data]
+    except json.JSONDecodeError:
+        try:
+            instances = [json.loads(line) for line in text.splitlines() if line.strip()]
+        except json.JSONDecodeError as exc:
+            raise TaskError(f"{path} is neither JSON nor JSONL ({exc})") from None
+    if not all(isinstance(i, dict) for i in instances):
+        raise TaskError(f"{path} does not hold SWE-bench instances (JSON objects).")
+    if instance_id is not None:
+        instances = [i for i in instances if i.get("instance_id") == instance_id]
+        if not instances:
+            raise TaskError(f"{path} has no instance {instance_id!r}.")
+    if len(instances) != 1:
+        ids = ", ".join(str(i.get("instance_id")) for i in instances[:5])
+        raise TaskError(f"{path} holds {len(instances)} instances ({ids}, ...); pick one with "
+                        "--instance-id.")
+    return instances[0]
 
 
 def suggest_test_command(repo: Path) -> str | None:
