@@ -46,7 +46,7 @@ import queue
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,7 @@ from agent.tool_protocol import (  # noqa: E402
 PROVIDER = "local"
 TOKENS_FIELD = "local_tokens"
 DEFAULT_MAX_TOKENS = 512
+PREFIX_CACHE_MIN_TOKENS = 16
 FALLBACK_CONTEXT_WINDOW = 2048  # for configs that do not say (max_position_embeddings)
 
 
@@ -80,6 +81,9 @@ class LocalModel:
     adapter_path: Path | None
     context_window: int
     lock: threading.Lock
+    cached_ids: list[int] = field(default_factory=list)
+    """Tokens whose attention keys/values are in `cache` (the last call's prompt + reply)."""
+    cache: Any = None
 
 
 @dataclass
@@ -193,8 +197,10 @@ def generate(
     with local.lock, torch.inference_mode():
         if seed is not None:
             torch.manual_seed(seed)
+        past = _reusable_cache(local, prompt_ids)
         out = local.model.generate(
             input_ids=torch.tensor([prompt_ids]),
+            past_key_values=past,
             attention_mask=torch.ones(1, len(prompt_ids), dtype=torch.long),
             max_new_tokens=budget,
             eos_token_id=eos,
@@ -207,7 +213,10 @@ def generate(
             top_k=None,
             **sampling,
         )
-    completion_ids = out.sequences[0, len(prompt_ids):].tolist()
+        completion_ids = out.sequences[0, len(prompt_ids):].tolist()
+        local.cache = out.past_key_values
+        length = local.cache.get_seq_length() if local.cache is not None else 0
+        local.cached_ids = (list(prompt_ids) + completion_ids)[:length]
     logprobs = [
         float(torch.log_softmax(step[0].float(), dim=-1)[token])
         for step, token in zip(out.logits, completion_ids, strict=False)
@@ -221,6 +230,23 @@ def generate(
             text, stopped = text[: text.index(s)], True
     finish = "stop" if stopped or len(completion_ids) < budget else "length"
     return Generation(text, list(prompt_ids), completion_ids, logprobs, finish)
+
+
+def _reusable_cache(local: LocalModel, prompt_ids: list[int]) -> Any:
+    """The last call's key/value cache cut to the prefix it shares with `prompt_ids`, so an
+    agent step only computes its new tokens (the conversation grows by appending)."""
+    shared = 0
+    limit = min(len(local.cached_ids), len(prompt_ids) - 1)
+    while shared < limit and local.cached_ids[shared] == prompt_ids[shared]:
+        shared += 1
+    if local.cache is None or shared < PREFIX_CACHE_MIN_TOKENS:
+        local.cache, local.cached_ids = None, []
+        return None
+    surplus = local.cache.get_seq_length() - shared
+    if surplus > 0:
+        local.cache.crop(-surplus)  # transformers 5: a negative count of tokens to drop
+    local.cached_ids = local.cached_ids[:shared]
+    return local.cache
 
 
 def _check_window(local: LocalModel, prompt_ids: list[int]) -> None:

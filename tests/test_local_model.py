@@ -450,3 +450,19 @@ def test_required_tool_choice_starts_the_reply_with_a_call(tiny_model: Path,
     record = response._hidden_params["local_tokens"]
     assert record["prompt_ids"][: len(prompt_ids)] == prompt_ids
     assert record["prompt_ids"][len(prompt_ids):][: len(prefill)] == prefill
+
+
+def test_prefix_cache_reuse_gives_the_same_tokens(tiny_model: Path, litellm_local: Any) -> None:
+    from agent.local_model import load_local_model
+
+    def call(messages: list) -> list[int]:
+        response = litellm_local.completion(model=f"local/{tiny_model}", messages=messages,
+                                            tools=TOOLS, max_tokens=6, temperature=0)
+        return response._hidden_params["local_tokens"]["completion_ids"]
+
+    local = load_local_model(str(tiny_model))
+    call(CONVERSATION[:2])
+    assert local.cache is not None and local.cached_ids
+    with_cache = call(CONVERSATION[:4])  # the grown conversation shares the earlier prefix
+    local.cache, local.cached_ids = None, []
+    assert call(CONVERSATION[:4]) == with_cache
