@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +27,8 @@ from tools.sandbox import (
     make_sandbox,
 )
 from tools.sandbox.image import DOCKERFILE, PACKAGES
+from tools.sandbox.isolation import isolation_problems, memory_bytes
+from tools.sandbox.repo_image import SETUP_FILE, SETUP_LABEL, image_for_repository
 from tools.sandbox.shell_protocol import OutputCollector
 
 REQUIRE_DOCKER = "APPRENTICE_REQUIRE_DOCKER"
@@ -253,6 +256,101 @@ def test_docker_fork_bomb_is_contained(docker_box: Sandbox) -> None:
 
 
 @pytest.mark.docker
+def test_docker_memory_bomb_is_contained(docker_box: Sandbox) -> None:
+    docker_box.run("export KEPT=yes")
+    bomb = "python3 -c 'b = []\nwhile True: b.append(bytearray(64 << 20))'"
+    result = docker_box.run(bomb, timeout=60)
+    assert result.exit_code == 137 and not result.timed_out  # SIGKILL from the OOM killer
+    assert "Killed" in result.output and not result.shell_restarted
+    after = docker_box.run("echo $KEPT")
+    assert after.output == "yes\n" and after.exit_code == 0
+
+
+@pytest.mark.docker
+def test_docker_sees_nothing_of_the_host_but_the_workspace(docker_box: Sandbox) -> None:
+    disk_backed = r"' - (ext[234]|xfs|btrfs|zfs|f2fs|9p|virtiofs|nfs4?|fuse[.a-z]*) '"
+    listed = docker_box.run(f"grep -E {disk_backed} /proc/self/mountinfo | cut -d' ' -f5")
+    from_host = set(listed.output.split())
+    assert "/workspace" in from_host
+    # Besides the workspace: Docker's own read-only files, and its init binary (`init=True`).
+    docker_files = {"/etc/hosts", "/etc/hostname", "/etc/resolv.conf", "/usr/sbin/docker-init"}
+    assert from_host - {"/workspace"} <= docker_files
+    assert docker_box.run("ls /var/run/docker.sock /run/docker.sock").exit_code != 0
+    for target in ("/etc/evil", "/home/agent/evil", "/var/tmp/evil", "/opt/evil", "/evil"):
+        assert docker_box.run(f"touch {target}").exit_code != 0, target
+    assert docker_box.run("touch /workspace/ok /tmp/ok").exit_code == 0
+
+
+class _LooseSandbox(DockerSandbox):
+    """A sandbox whose container is, by mistake, not locked down as configured."""
+
+    host: dict[str, object] = {}
+    container: dict[str, object] = {}
+    created: list[str] = []
+
+    def _container_user(self) -> str:
+        return str(self.container.get("user") or super()._container_user())
+
+    def _host_options(self) -> dict[str, object]:
+        return {**super()._host_options(), **self.host}
+
+    def _container_options(self, user: str) -> dict[str, object]:
+        return {**super()._container_options(user), **self.container}
+
+    def _create_container(self, client: object, user: str) -> str:
+        self.created.append(super()._create_container(client, user))  # type: ignore[arg-type]
+        return self.created[-1]
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize(
+    ("host", "container", "reason"),
+    [
+        ({"cap_drop": None}, {}, "capabilities are not all dropped"),
+        ({}, {"user": "0:0"}, "commands run as root"),
+        ({"read_only": False}, {}, "root filesystem is writable"),
+        ({"pids_limit": None}, {}, "no limit of 128 processes"),
+    ],
+)
+def test_docker_fails_closed_without_its_isolation(
+    workspace: Path,
+    request: pytest.FixtureRequest,
+    host: dict[str, object],
+    container: dict[str, object],
+    reason: str,
+) -> None:
+    request.getfixturevalue("sandbox_image")
+    loose = type("Loose", (_LooseSandbox,), {"host": host, "container": container, "created": []})
+    box = loose(CONFIG, workspace)
+    try:
+        with pytest.raises(SandboxError, match="not isolated as configured") as caught:
+            box.start()
+    finally:
+        box.close()  # only needed if it wrongly started
+    assert reason in str(caught.value)
+    assert box.created and not connect_docker().containers.list(
+        all=True, filters={"id": box.created[0]})
+    with pytest.raises(SandboxError, match="not started"):
+        box.run("true")
+
+
+def test_isolation_check_names_each_missing_piece() -> None:
+    good = {"uid": "1000", "CapEff": "0" * 16, "CapPrm": "0" * 16, "CapBnd": "0" * 16,
+            "CapAmb": "0" * 16, "NoNewPrivs": "1", "net": "lo", "root": "ro,relatime",
+            "tmp": "tmpfs", "workspace": "rw", "memory": str(512 << 20), "pids": "128"}
+    assert isolation_problems(good, CONFIG) == []
+    bad = {**good, "net": "eth0 lo", "memory": "9223372036854771712", "socket": "/run/x.sock"}
+    del bad["workspace"]
+    found = " | ".join(isolation_problems(bad, CONFIG))
+    for words in ("network interfaces besides loopback: eth0 lo", "no memory limit of 512m",
+                  "Docker socket is inside", "/workspace is not mounted"):
+        assert words in found
+    assert isolation_problems({**good, "net": "eth0 lo"},
+                              CONFIG.model_copy(update={"network": True})) == []
+    assert memory_bytes("2g") == 2 << 30 and memory_bytes("512m") == 512 << 20
+
+
+@pytest.mark.docker
 def test_docker_sandbox_close_removes_the_container(
     workspace: Path, request: pytest.FixtureRequest
 ) -> None:
@@ -331,3 +429,109 @@ def test_dockerfile_matches_the_offline_recipe() -> None:
     assert "FROM debian:bookworm-slim" in text
     assert all(package in text for package in PACKAGES)
     assert "--uid 1000" in text and "USER agent" in text and "WORKDIR /workspace" in text
+
+
+# --- per-repository and per-task images -----------------------------------------------------
+
+
+def _repository(path: Path, files: dict[str, str]) -> tuple[Path, str]:
+    """A git repository at `path` holding `files`; returns it and its HEAD."""
+    path.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (path / name).write_text(text)
+    run = ["git", "-C", str(path), "-c", "user.name=t", "-c", "user.email=t@t.invalid"]
+    subprocess.run([*run, "init", "-q", "-b", "main"], check=True)
+    subprocess.run([*run, "add", "-A"], check=True)
+    subprocess.run([*run, "commit", "-q", "-m", "files"], check=True)
+    head = subprocess.run([*run, "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
+    return path, head.stdout.strip()
+
+
+SETUP = """[sandbox]
+setup = '''
+mkdir -p /opt/setup
+cp requirements.txt /opt/setup/
+date +%s%N > /opt/setup/stamp
+ls /sys/class/net > /opt/setup/net
+'''
+"""
+
+
+@pytest.mark.docker
+def test_repository_setup_runs_once_into_a_cached_image(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    request.getfixturevalue("sandbox_image")
+    client = connect_docker()
+    repo, head = _repository(tmp_path / "repo", {SETUP_FILE: SETUP, "requirements.txt": "a\n"})
+    made: set[str] = set()
+    try:
+        config = image_for_repository(repo, head, CONFIG)
+        made.add(config.image)
+        assert config.image.startswith("apprentice-setup:")
+        again = image_for_repository(repo, head, CONFIG)
+        assert again.image == config.image
+        assert client.images.get(again.image).id == client.images.get(config.image).id
+        workspace = tmp_path / "workspace"
+        workspace.mkdir()
+        with DockerSandbox(config, workspace) as box:
+            seen = box.run("cat /opt/setup/requirements.txt /opt/setup/net; ls -A /workspace")
+            assert seen.output == "a\nlo\n"  # no network in the setup; /workspace is ours
+            assert box.run("touch /opt/setup/x").exit_code != 0  # still read-only
+            assert box.run("id -u").output.strip() != "0"
+        (repo / "requirements.txt").write_text("b\n")
+        _, changed = _repository(repo, {})
+        made.add(image_for_repository(repo, changed, CONFIG).image)
+        assert len(made) == 2  # a new lockfile content, a new image
+        other = CONFIG.model_copy(update={"image": "some/task-image:1"})
+        assert image_for_repository(repo, head, other) == other  # a task's own image wins
+    finally:
+        for tag in made:
+            client.images.remove(tag, force=True)
+
+
+@pytest.mark.docker
+def test_a_failing_setup_says_why_and_leaves_nothing(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    request.getfixturevalue("sandbox_image")
+    setup = "[sandbox]\nsetup = 'echo going wrong; exit 3'\n"
+    repo, head = _repository(tmp_path / "repo", {SETUP_FILE: setup})
+    client = connect_docker()
+    images_before = {i.id for i in client.images.list("apprentice-setup")}
+    with pytest.raises(SandboxError) as caught:
+        image_for_repository(repo, head, CONFIG)
+    message = str(caught.value)
+    assert "failed (exit 3)" in message and "going wrong" in message
+    assert "APPRENTICE_SETUP_NETWORK=1" in message
+    assert not client.containers.list(all=True, filters={"label": SETUP_LABEL})
+    assert {i.id for i in client.images.list("apprentice-setup")} == images_before
+
+
+@pytest.mark.docker
+def test_a_task_image_reaches_the_sandbox_and_the_verifier(example, scripted) -> None:
+    from agent.llm import LLMConfig
+    from agent.solve import SolveOptions, solve
+    from agent.tasks import Task
+    from tests.scripted_llm import tool_call
+    from trajectories.reader import read_trajectory
+
+    client = connect_docker()
+    alias = "apprentice-sandbox:task-image-test"
+    client.images.get(DEFAULT_IMAGE).tag(alias)
+    repo, issue = example
+    try:
+        task = Task.from_issue_file(issue, repo).model_copy(update={"image": alias})
+        scripted.script = [{"tool_calls": [tool_call("bash", {"command": "echo hi"})]},
+                           {"tool_calls": [tool_call("finish", {"summary": "done"})]}]
+        options = SolveOptions(llm=LLMConfig(model="openai/scripted", api_base=scripted.url),
+                               sandbox=CONFIG, max_steps=3)
+        result = solve(task, options)
+        events = read_trajectory(Path(result.trajectory_path)).events
+        assert events[0].sandbox["image"] == alias
+        assert [e.image for e in events if e.type == "verified"] == [alias]
+        missing = task.model_copy(update={"image": "apprentice-sandbox:no-such-task-image"})
+        with pytest.raises(SandboxError, match="no-such-task-image"):
+            solve(missing, options)
+    finally:
+        client.images.remove(alias)

@@ -17,6 +17,8 @@ from tools.sandbox.base import (
 from tools.sandbox.docker_sandbox import DockerSandbox
 from tools.sandbox.image import build_image, connect_docker, image_exists
 from tools.sandbox.local_sandbox import LocalSandbox
+from tools.sandbox.pool import SandboxPool
+from tools.sandbox.repo_image import image_for_repository
 
 SANDBOX_KINDS: dict[str, Callable[[SandboxConfig, Path], Sandbox]] = {
     "docker": DockerSandbox,
@@ -34,9 +36,11 @@ __all__ = [
     "Sandbox",
     "SandboxConfig",
     "SandboxError",
+    "SandboxPool",
     "build_image",
     "connect_docker",
     "image_exists",
+    "image_for_repository",
     "make_sandbox",
     "truncate_middle",
 ]

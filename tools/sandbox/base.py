@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -12,6 +13,8 @@ WORKSPACE = "/workspace"
 """Where the session's worktree appears inside the sandbox."""
 
 DEFAULT_IMAGE = "apprentice-sandbox:latest"
+SETUP_NETWORK_ENV = "APPRENTICE_SETUP_NETWORK"
+"""Set to 1 to let repository setup steps use the network (see `SandboxConfig`)."""
 
 
 class SandboxError(RuntimeError):
@@ -27,6 +30,11 @@ class SandboxConfig(BaseModel):
     image: str = Field(default=DEFAULT_IMAGE, description="Image the container starts from.")
     network: bool = Field(
         default=False, description="Give the container a network (off by default)."
+    )
+    setup_network: bool = Field(
+        default_factory=lambda: os.environ.get(SETUP_NETWORK_ENV) == "1",
+        description="Give a repository's setup step (.apprentice.toml) a network; episodes "
+        f"still get none unless `network` is set. Default: {SETUP_NETWORK_ENV}=1.",
     )
     memory: str = Field(default="2g", description="Memory limit (docker syntax, e.g. 512m, 2g).")
     pids: int = Field(default=512, description="Maximum number of processes inside the sandbox.")
@@ -46,6 +54,7 @@ class CommandResult:
     output: str
     exit_code: int | None
     timed_out: bool = False
+    interrupted: bool = False
     truncated_chars: int = 0
     shell_restarted: bool = False
     duration_s: float = 0.0
@@ -55,6 +64,8 @@ class CommandResult:
         notes = []
         if self.timed_out:
             notes.append("the command timed out and its processes were killed")
+        if self.interrupted:
+            notes.append("the user interrupted the command and its processes were killed")
         if self.shell_restarted:
             notes.append("the shell died and was restarted: cwd and environment were reset")
         if self.truncated_chars:

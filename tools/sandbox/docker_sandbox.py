@@ -13,11 +13,13 @@ from types import TracebackType
 from typing import Any
 
 import docker
-from docker.errors import DockerException
+from docker.errors import DockerException, ImageNotFound
 
 from tools.sandbox.base import WORKSPACE, CommandResult, SandboxConfig, SandboxError
-from tools.sandbox.image import SANDBOX_PATH, SANDBOX_UID, connect_docker, image_exists
-from tools.sandbox.shell_protocol import BASH_ARGV, CommandRunner
+from tools.sandbox.image import SANDBOX_PATH, connect_docker
+from tools.sandbox.isolation import PROBE, isolation_problems, parse_probe
+from tools.sandbox.ownership import chown_tree, sandbox_owner
+from tools.sandbox.shell_protocol import BASH_ARGV, HANDSHAKE_TIMEOUT, CommandRunner
 
 SANDBOX_LABEL = "apprentice.sandbox"
 """Label on every sandbox container (find strays with `docker ps -a -f label=...`)."""
@@ -129,55 +131,76 @@ class DockerSandbox:
         self.config = config
         self.host_workspace = Path(host_workspace).resolve()
         self._client: docker.DockerClient | None = None
-        self._container: Any = None
+        self._container_id: str | None = None
         self._runner: CommandRunner | None = None
 
     @property
     def container_id(self) -> str | None:
         """The container's id while the sandbox runs."""
-        return self._container.id if self._container is not None else None
+        return self._container_id
 
     def start(self) -> None:
-        """Create the container and its shells (no-op if already started)."""
+        """Create the container and its shells, then check its isolation (no-op if started).
+
+        Fails closed: if the container cannot start, or its processes are not isolated as
+        configured, it is removed and SandboxError says why. Nothing ever runs on the host.
+        """
         if self._runner is not None:
             return
         if not self.host_workspace.is_dir():
             raise SandboxError(f"Workspace {self.host_workspace} is not a directory.")
-        client = connect_docker()
-        if not image_exists(client, self.config.image):
-            raise SandboxError(
-                f"Sandbox image {self.config.image} not found: build it with "
-                "`agent sandbox build --offline` (or `agent sandbox build` where a registry "
-                "is reachable)."
-            )
-        self._client = client
-        user = self._container_user()
+        self._client = client = connect_docker()
         try:
-            self._container = client.containers.run(self.config.image, **self._run_options(user))
+            user = self._container_user()
+            self._container_id = self._create_container(client, user)
+            client.api.start(self._container_id)
             runner = CommandRunner(
-                lambda: DockerExecTransport(client.api, self._container.id, user),
+                lambda: DockerExecTransport(client.api, str(self._container_id), user),
                 output_limit=self.config.max_output_chars,
                 default_timeout=self.config.command_timeout,
                 recover=self._restart_container,
             )
+            self._runner = runner
             runner.start()
-        except (DockerException, SandboxError) as exc:
+            self._check_isolation(runner)
+        except BaseException as exc:
             self.close()
-            if isinstance(exc, SandboxError):
-                raise
-            raise SandboxError(f"Could not start the sandbox container: {exc}") from exc
-        self._runner = runner
+            if isinstance(exc, DockerException):
+                raise SandboxError(f"Could not start the sandbox container: {exc}") from exc
+            raise
 
-    def _run_options(self, user: str) -> dict[str, Any]:
-        """How the container is locked down (keyword arguments of `containers.run`)."""
+    def _create_container(self, client: docker.DockerClient, user: str) -> str:
+        """Create (never pull: no registry is contacted) the locked-down container."""
+        api = client.api
+        try:
+            created = api.create_container(
+                self.config.image,
+                host_config=api.create_host_config(**self._host_options()),
+                **self._container_options(user),
+            )
+        except ImageNotFound:
+            raise SandboxError(
+                f"Sandbox image {self.config.image} not found: build it with "
+                "`agent sandbox build --offline` (or `agent sandbox build` where a registry "
+                "is reachable)."
+            ) from None
+        return str(created["Id"])
+
+    def _container_options(self, user: str) -> dict[str, Any]:
+        """What runs in the container, as whom, and what it sees of the host: only this."""
         return {
             "command": ["sleep", "infinity"],
-            "detach": True,
-            "init": True,  # reaps orphans, so zombies never eat the pids limit
             "user": user,
             "environment": CONTAINER_ENV,
             "working_dir": WORKSPACE,
-            "volumes": {str(self.host_workspace): {"bind": WORKSPACE, "mode": "rw"}},
+            "labels": {SANDBOX_LABEL: "1"},
+            "hostname": "sandbox",
+        }
+
+    def _host_options(self) -> dict[str, Any]:
+        """How the container is locked down (keyword arguments of `create_host_config`)."""
+        return {
+            "binds": {str(self.host_workspace): {"bind": WORKSPACE, "mode": "rw"}},
             "network_mode": "bridge" if self.config.network else "none",
             "mem_limit": self.config.memory,
             "memswap_limit": self.config.memory,
@@ -187,21 +210,34 @@ class DockerSandbox:
             "security_opt": ["no-new-privileges"],
             "read_only": True,
             "tmpfs": {"/tmp": f"rw,nosuid,nodev,exec,mode=1777,size={self.config.memory}"},
-            "labels": {SANDBOX_LABEL: "1"},
-            "hostname": "sandbox",
+            "init": True,  # reaps orphans, so zombies never eat the pids limit
         }
+
+    def _check_isolation(self, runner: CommandRunner) -> None:
+        """Ask the processes inside what they get; raise SandboxError if anything is missing."""
+        probe = runner.run(PROBE, timeout=HANDSHAKE_TIMEOUT)
+        problems = isolation_problems(parse_probe(probe.output), self.config)
+        if probe.exit_code is None or problems:
+            found = "; ".join(problems) or f"the isolation check failed: {probe.describe()}"
+            raise SandboxError(
+                f"The sandbox container is not isolated as configured ({found}), so no command "
+                "will run in it. Check the Docker engine (rootless or userns-remap setups, "
+                "runtime and daemon options), or rebuild the image with `agent sandbox build "
+                "--offline --force`."
+            )
 
     def _container_user(self) -> str:
         """The host user's uid:gid; as root, the image's `agent` user, given the workspace."""
-        if os.geteuid() != 0:
+        owner = sandbox_owner()
+        if owner is None:
             return f"{os.getuid()}:{os.getgid()}"
-        _chown_tree(self.host_workspace, SANDBOX_UID, SANDBOX_UID)
-        return f"{SANDBOX_UID}:{SANDBOX_UID}"
+        chown_tree(self.host_workspace, owner)
+        return f"{owner[0]}:{owner[1]}"
 
     def _restart_container(self) -> None:
         """Last resort when no shell can be started inside: kill everything, start afresh."""
-        if self._container is not None:
-            self._container.restart(timeout=0)
+        if self._client is not None and self._container_id is not None:
+            self._client.api.restart(self._container_id, timeout=0)
 
     def run(self, command: str, timeout: float | None = None) -> CommandResult:
         """Run one command in the persistent shell; failures come back as data."""
@@ -209,16 +245,22 @@ class DockerSandbox:
             raise SandboxError("The sandbox is not started: call start() first.")
         return self._runner.run(command, timeout)
 
+    def interrupt(self) -> None:
+        """Kill the running command now (thread-safe; a no-op when none runs)."""
+        runner = self._runner
+        if runner is not None:
+            runner.interrupt()
+
     def close(self) -> None:
         """Remove the container (and so everything in it); safe to call twice."""
         runner, self._runner = self._runner, None
         if runner is not None:
             runner.close()
-        container, self._container = self._container, None
-        if container is not None:
+        container_id, self._container_id = self._container_id, None
+        if container_id is not None and self._client is not None:
             # NotFound: already gone; otherwise the engine went away (the label finds it later)
             with contextlib.suppress(DockerException):
-                container.remove(force=True)
+                self._client.api.remove_container(container_id, force=True)
         if self._client is not None:
             self._client.close()
             self._client = None
@@ -234,13 +276,3 @@ class DockerSandbox:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-def _chown_tree(root: Path, uid: int, gid: int) -> None:
-    """Give `root` and everything under it to uid:gid (symlinks themselves, not their targets)."""
-    for folder, dirs, files in os.walk(root):  # does not descend into symlinked folders
-        for name in [".", *dirs, *files]:
-            path = os.path.join(folder, name)
-            stat = os.lstat(path)
-            if stat.st_uid != uid or stat.st_gid != gid:
-                os.chown(path, uid, gid, follow_symlinks=False)

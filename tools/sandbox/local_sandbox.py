@@ -20,13 +20,19 @@ logger = logging.getLogger(__name__)
 _PASSED_THROUGH = ("PATH", "HOME", "USER", "LOGNAME", "TMPDIR")
 
 
-def local_environment() -> dict[str, str]:
-    """A minimal environment for local commands: the host PATH and HOME, never its secrets."""
+def local_environment(workspace: Path | None = None) -> dict[str, str]:
+    """A minimal environment for local commands: the host PATH and HOME, never its secrets.
+
+    With `workspace`, git trusts the repository there even when the sandbox user owns it.
+    """
     env = {name: os.environ[name] for name in _PASSED_THROUGH if name in os.environ}
     env.setdefault("PATH", os.defpath)
     env["LANG"] = os.environ.get("LANG", "C.UTF-8")
     env["TERM"] = "dumb"
     env["PYTHONDONTWRITEBYTECODE"] = "1"
+    if workspace is not None:
+        env.update(GIT_CONFIG_COUNT="1", GIT_CONFIG_KEY_0="safe.directory",
+                   GIT_CONFIG_VALUE_0=str(workspace))
     return env
 
 
@@ -108,7 +114,7 @@ class LocalSandbox:
             " nothing is isolated. Use --sandbox docker for isolation.",
             self.host_workspace,
         )
-        env = local_environment()
+        env = local_environment(self.host_workspace)
         runner = CommandRunner(
             lambda: LocalProcessTransport(self.host_workspace, env),
             output_limit=self.config.max_output_chars,
@@ -126,6 +132,12 @@ class LocalSandbox:
         if self._runner is None:
             raise SandboxError("The sandbox is not started: call start() first.")
         return self._runner.run(command, timeout)
+
+    def interrupt(self) -> None:
+        """Kill the running command now (thread-safe; a no-op when none runs)."""
+        runner = self._runner
+        if runner is not None:
+            runner.interrupt()
 
     def close(self) -> None:
         """Kill the shell and everything it started; safe to call twice."""

@@ -13,8 +13,10 @@ signals the work shell, whose trap abandons the command.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from typing import Literal, Protocol
@@ -289,17 +291,42 @@ class CommandRunner:
         self._output_limit = output_limit
         self._default_timeout = default_timeout
         self._recover = recover
+        self._control_ready: threading.Thread | None = None
+        self._cancel = threading.Event()
 
     def start(self) -> None:
-        """Start the work and control shells."""
-        self._work.start()
-        self._control.start()
+        """Start the work shell; the control shell starts meanwhile, in the background.
+
+        The runner is usable as soon as the work shell answers; the control shell is only
+        needed on a time-out, and is waited for then (or started again if it failed).
+        """
+        self._control_ready = threading.Thread(
+            target=self._start_control, name="sandbox-control-shell", daemon=True
+        )
+        self._control_ready.start()
+        try:
+            self._work.start()
+        except BaseException:
+            self._await_control()
+            self._control.close()
+            raise
+
+    def _start_control(self) -> None:
+        with contextlib.suppress(Exception):  # a failure shows later: `_reap` starts it again
+            self._control.start()
+
+    def _await_control(self) -> None:
+        """Wait for the background start of the control shell, if one is under way."""
+        if self._control_ready is not None:
+            self._control_ready.join()
+            self._control_ready = None
 
     def run(self, command: str, timeout: float | None = None) -> CommandResult:
         """Run `command` in the work shell. Never raises because the command failed."""
         started = time.monotonic()
         limit = self._default_timeout if timeout is None else timeout
         restarted = False
+        self._cancel.clear()
         if not self._work.alive():
             self._restart_work(self._work.pid)
             restarted = True
@@ -309,8 +336,9 @@ class CommandRunner:
             self._restart_work(self._work.pid)
             restarted = True
             collector = self._work.send_command(command)
-        outcome = self._work.collect(collector, started + limit)
+        outcome = self._collect_unless_cancelled(collector, started + limit)
         timed_out = outcome == "timeout"
+        interrupted = timed_out and self._cancel.is_set()
         if timed_out:
             outcome = self._interrupt(collector)
         exit_code = collector.status
@@ -325,11 +353,23 @@ class CommandRunner:
         return CommandResult(
             output=output,
             exit_code=None if timed_out else exit_code,
-            timed_out=timed_out,
+            timed_out=timed_out and not interrupted,
+            interrupted=interrupted,
             truncated_chars=cut,
             shell_restarted=restarted,
             duration_s=time.monotonic() - started,
         )
+
+    def interrupt(self) -> None:
+        """Kill the running command now, as its time-out would (thread-safe; idle: no-op)."""
+        self._cancel.set()
+
+    def _collect_unless_cancelled(self, collector: OutputCollector, deadline: float) -> Outcome:
+        """`collect` in short slices, stopping early ("timeout") once `interrupt` is called."""
+        while True:
+            outcome = self._work.collect(collector, min(deadline, time.monotonic() + 0.05))
+            if outcome != "timeout" or self._cancel.is_set() or time.monotonic() >= deadline:
+                return outcome
 
     def _interrupt(self, collector: OutputCollector) -> Outcome:
         """Kill the timed-out command's processes until the shell answers, else the shell."""
@@ -374,6 +414,7 @@ class CommandRunner:
 
     def _reap(self, sid: int, mode: str) -> int | None:
         """Run the reaper in the control shell; None if no control shell could be used."""
+        self._await_control()
         for attempt in range(2):
             try:
                 if attempt or not self._control.alive():
@@ -394,6 +435,7 @@ class CommandRunner:
 
     def close(self, kill_all: bool = False) -> None:
         """Stop both shells (with `kill_all`, also all the work shell started); safe twice."""
+        self._await_control()
         if kill_all and self._work.pid and self._control.alive():
             self._sweep(self._work.pid, passes=10)
         self._work.close()
