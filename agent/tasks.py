@@ -30,8 +30,8 @@ class Task(BaseModel):
     PASS_TO_PASS: list[str] = Field(default_factory=list,
                                     description="Tests that must keep passing.")
     image: str | None = Field(None, description="Sandbox image for this task (default: global).")
-    test_patch: str = Field("", description="Applied on top of the model's patch before the "
-                            "tests run (SWE-bench); never shown to the agent.")
+    test_patch: str = Field(default="", description="Applied on top of the model's patch "
+                            "before the tests run (SWE-bench); never shown to the agent.")
 
     @classmethod
     def from_issue_file(cls, issue: Path, repo: Path, test_command: str | None = None) -> Task:

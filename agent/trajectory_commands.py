@@ -1,9 +1,11 @@
-"""`agent trajectories ...` and `agent verify`: list, read, re-index and judge episodes."""
+"""`agent trajectories ...`, `agent verify` and `agent replay`: list, read, re-index, export,
+import, judge and replay episodes."""
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -12,19 +14,24 @@ import typer
 
 from tools.locations import data_dir
 from trajectories.events import AssistantMessage, ToolResult, UserMessage, Verified
-from trajectories.reader import TrajectoryFile, read_trajectory, rebuild_calls
+from trajectories.reader import (
+    TrajectoryFile,
+    UnsupportedSchemaError,
+    read_trajectory,
+    rebuild_calls,
+)
 from trajectories.store import TrajectoryStore
 
-trajectories_app = typer.Typer(help="Recorded episodes: list, show, reindex.",
+trajectories_app = typer.Typer(help="Recorded episodes: list, show, reindex, export, import.",
                                no_args_is_help=True)
 
 
-def _fail(message: str) -> typer.Exit:
+def _fail(message: str, code: int = 1) -> typer.Exit:
     print(f"agent: error: {message}", file=sys.stderr)
-    return typer.Exit(1)
+    return typer.Exit(code)
 
 
-def locate(id_or_path: str) -> Path:
+def locate(id_or_path: str, error_code: int = 1) -> Path:
     """A trajectory file from a path or an episode id (a unique prefix will do)."""
     path = Path(id_or_path)
     if path.is_file():
@@ -36,16 +43,21 @@ def locate(id_or_path: str) -> Path:
         store.close()
     if row is None or not Path(row["path"]).is_file():
         raise _fail(f"no trajectory {id_or_path!r}: give a .jsonl path or an id from "
-                    "`agent trajectories list` (run `agent trajectories reindex` if files moved)")
+                    "`agent trajectories list` (run `agent trajectories reindex` if files moved)",
+                    error_code)
     return Path(row["path"])
 
 
-def load(id_or_path: str) -> TrajectoryFile:
-    trajectory = read_trajectory(locate(id_or_path))
+def load(id_or_path: str, error_code: int = 1) -> TrajectoryFile:
+    try:
+        trajectory = read_trajectory(locate(id_or_path, error_code))
+    except UnsupportedSchemaError as exc:
+        raise _fail(str(exc), error_code) from None
     for problem in trajectory.problems:
         print(f"agent: warning: {problem}", file=sys.stderr)
     if trajectory.header is None:
-        raise _fail(f"{trajectory.path} has no session_started header; it is not a trajectory")
+        raise _fail(f"{trajectory.path} has no session_started header; it is not a trajectory",
+                    error_code)
     return trajectory
 
 
@@ -127,8 +139,11 @@ def reindex(
 ) -> None:
     """Rebuild the SQLite index from the JSONL files."""
     store = TrajectoryStore()
-    count = store.reindex(root or [data_dir() / "runs"])
+    problems: list[str] = []
+    count = store.reindex(root or [data_dir() / "runs"], problems)
     store.close()
+    for problem in problems:
+        print(f"agent: warning: skipped {problem}", file=sys.stderr)
     print(f"indexed {count} episodes into {store.path}")
 
 
@@ -149,7 +164,8 @@ def verify_command(
     sandbox = SandboxConfig.model_validate(header.sandbox or {})
     try:
         verdict = verify_patch(Path(header.repo), header.base_commit, patch, task["test_command"],
-                               task.get("FAIL_TO_PASS"), task.get("PASS_TO_PASS"), sandbox)
+                               task.get("FAIL_TO_PASS"), task.get("PASS_TO_PASS"), sandbox,
+                               test_patch=task.get("test_patch") or "")
     except SandboxError as exc:
         raise _fail(str(exc)) from None
     event = Verified(session_id=header.session_id, step=finished.steps if finished else 0,
@@ -187,6 +203,87 @@ def export(
     store = TrajectoryStore()
     rows = store.list(model=model, since=_since(since))
     store.close()
-    files = (read_trajectory(Path(r["path"])) for r in reversed(rows) if Path(r["path"]).exists())
-    count = write_jsonl(export_rows(files, fmt, include_failures=include_failures), out)
+    def files() -> Iterator[TrajectoryFile]:
+        for row in reversed(rows):
+            try:
+                if Path(row["path"]).exists():
+                    yield read_trajectory(Path(row["path"]))
+            except UnsupportedSchemaError as exc:
+                print(f"agent: warning: skipped {exc}", file=sys.stderr)
+
+    count = write_jsonl(export_rows(files(), fmt, include_failures=include_failures), out)
     print(f"wrote {count} {fmt} rows to {out}")
+
+
+
+@trajectories_app.command("import")
+def import_command(
+    fmt: Annotated[str, typer.Option("--format", help="mini-swe-agent or swe-agent.")],
+    paths: Annotated[list[Path], typer.Argument(help="Trajectory files or folders of them.")],
+    out: Annotated[Path, typer.Option(help="Output JSONL file (SFT rows).")],
+    resolved: Annotated[Path | None, typer.Option(
+        help="SWE-bench report (resolved_ids) giving each row its reward.")] = None,
+    include_failures: Annotated[bool, typer.Option(
+        help="With --resolved: keep unresolved rows too (reward 0).")] = False,
+    keep_paths: Annotated[bool, typer.Option(
+        help="Keep the other agent's repository root instead of /workspace.")] = False,
+) -> None:
+    """Convert other agents' trajectories into SFT rows in our format and tool protocol."""
+    from trajectories.export import write_jsonl
+    from trajectories.importers import FORMATS, import_rows, resolved_ids
+
+    if fmt not in FORMATS:
+        raise _fail(f"--format must be one of {', '.join(FORMATS)}")
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise _fail(f"not found: {', '.join(missing)}")
+    try:
+        ids = resolved_ids(resolved) if resolved else None
+    except (OSError, ValueError) as exc:
+        raise _fail(f"cannot read --resolved {resolved}: {exc}") from None
+    problems: list[str] = []
+    rows = import_rows(paths, fmt, problems, resolved=ids, include_failures=include_failures,
+                       rewrite_root=not keep_paths)
+    count = write_jsonl(rows, out)
+    for problem in problems:
+        print(f"agent: warning: {problem}", file=sys.stderr)
+    print(f"wrote {count} sft rows to {out} ({len(problems)} skipped)")
+
+
+def replay_command(
+    id_or_path: Annotated[str, typer.Argument(help="Episode id or .jsonl path.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Re-run an episode's tool calls in a fresh sandbox and report where observations differ.
+
+    Exit status: 0 when every observation was reproduced, 1 when some differ, 2 on error."""
+    from tools.sandbox import SandboxError
+    from tools.workspace import WorkspaceError
+    from trajectories.replay import CallComparison, ReplayError, replay_trajectory
+
+    trajectory = load(id_or_path, error_code=2)
+
+    def progress(call: CallComparison) -> None:
+        if not as_json:
+            print(f"step {call.step:>3} {call.name:12} {call.status}", flush=True)
+            if call.status == "differs":
+                print("    " + call.diff.replace("\n", "\n    "), flush=True)
+
+    try:
+        report = replay_trajectory(trajectory, on_call=progress)
+    except (ReplayError, SandboxError, WorkspaceError) as exc:
+        raise _fail(str(exc), 2) from None
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        for note in report.notes:
+            print(f"note: {note}")
+        counts = report.to_dict()["counts"]
+        print(f"final patch: {report.patch_status}")
+        if report.patch_status == "differs":
+            print("    " + report.patch_diff.replace("\n", "\n    "))
+        print(f"{len(report.calls)} calls: {counts['same']} same, {counts['volatile']} same "
+              f"after masking timings/hashes, {counts['differs']} differ -> "
+              f"{'reproduced' if report.reproduced else 'NOT reproduced'}")
+    if not report.reproduced:
+        raise typer.Exit(1)

@@ -12,7 +12,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, TypeAdapter
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 3
+"""Version of the on-disk format. 2: `token_ids` of assistant messages store prompt ids as a delta
+(see `trajectories.token_ids`). 3: `compaction` events rewrite the context. Readers accept every
+version up to this one."""
 
 
 class BaseEvent(BaseModel):
@@ -73,7 +76,9 @@ class AssistantMessage(BaseEvent):
     cost_usd: float = 0.0
     latency_s: float = 0.0
     token_ids: dict[str, Any] | None = None
-    """Prompt and completion token ids (local models), for training."""
+    """Prompt and completion token ids (local models), for training. In memory the full record
+    (`prompt_ids`, `completion_ids`, `completion_logprobs`, ...); on disk the prompt part is a
+    delta (`trajectories.token_ids`), and `rebuild_calls` restores the full record."""
 
 
 class ToolCallStarted(BaseEvent):
@@ -102,6 +107,34 @@ class PlanUpdated(BaseEvent):
 
     type: Literal["plan_updated"] = "plan_updated"
     items: list[dict[str, Any]]
+
+
+class Compaction(BaseEvent):
+    """The context was compacted: the messages of every later call start from `context`.
+
+    `context` lists the new messages in order: `{"keep": i}` keeps message i of the context
+    before, `{"keep": i, "content": "..."}` keeps it with new content (a masked tool output), and
+    `{"message": {...}}` is new (the summary with the re-injected invariants)."""
+
+    type: Literal["compaction"] = "compaction"
+    reason: Literal["threshold", "requested"] = "threshold"
+    stage: Literal["masked", "summarised", "dropped"] = "masked"
+    """How far it went: outputs masked, older turns summarised, or dropped (no summary)."""
+    context: list[dict[str, Any]]
+    removed: list[int] = []
+    """Indices (in the context before) of the messages no longer present."""
+    masked: list[int] = []
+    """Indices of the tool results whose output became a placeholder."""
+    summary: str | None = None
+    summary_error: str | None = None
+    """Why there is no summary, when the older turns were dropped instead."""
+    tokens_before: int = 0
+    tokens_after: int = 0
+    window: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    """What the summary call cost."""
 
 
 class Checkpoint(BaseEvent):
@@ -146,7 +179,8 @@ class Verified(BaseEvent):
 
 Event = Annotated[
     SessionStarted | UserMessage | ModelCallStarted | AssistantDelta | AssistantMessage
-    | ToolCallStarted | ToolResult | PlanUpdated | Checkpoint | ErrorEvent | Finished | Verified,
+    | ToolCallStarted | ToolResult | PlanUpdated | Compaction | Checkpoint | ErrorEvent | Finished
+    | Verified,
     Field(discriminator="type"),
 ]
 

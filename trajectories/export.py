@@ -88,6 +88,7 @@ def grpo_row(header: SessionStarted) -> dict[str, Any]:
         "test_command": task["test_command"],
         "FAIL_TO_PASS": json.dumps(task.get("FAIL_TO_PASS") or []),
         "PASS_TO_PASS": json.dumps(task.get("PASS_TO_PASS") or []),
+        "test_patch": task.get("test_patch") or "",
     }
 
 

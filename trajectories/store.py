@@ -16,8 +16,9 @@ from trajectories.events import (
     SessionStarted,
     Verified,
 )
-from trajectories.reader import read_trajectory
+from trajectories.reader import UnsupportedSchemaError, read_trajectory
 
+REINDEX_BATCH = 500
 COLUMNS = ("id", "task", "repo", "model", "started_at", "ended_at", "steps", "prompt_tokens",
            "completion_tokens", "cost_usd", "exit_status", "reward", "verified_at", "path")
 SCHEMA = """
@@ -79,12 +80,16 @@ class TrajectoryStore:
         self.db.close()
 
     def upsert(self, row: dict[str, Any]) -> None:
+        with self.db:
+            self._write(row)
+
+    def _write(self, row: dict[str, Any]) -> None:
+        """Insert or update a row inside the caller's transaction."""
         names = ", ".join(COLUMNS)
         marks = ", ".join(f":{c}" for c in COLUMNS)
         updates = ", ".join(f"{c}=excluded.{c}" for c in COLUMNS if c != "id")
-        with self.db:
-            self.db.execute(f"INSERT INTO episodes ({names}) VALUES ({marks}) "
-                            f"ON CONFLICT(id) DO UPDATE SET {updates}", row)
+        self.db.execute(f"INSERT INTO episodes ({names}) VALUES ({marks}) "
+                        f"ON CONFLICT(id) DO UPDATE SET {updates}", row)
 
     def index_file(self, path: Path) -> dict[str, Any] | None:
         row = summarize(read_trajectory(path).events, Path(path).resolve())
@@ -92,26 +97,43 @@ class TrajectoryStore:
             self.upsert(row)
         return row
 
-    def reindex(self, roots: Iterable[Path]) -> int:
-        """Rebuild rows from every *.jsonl under `roots`; rows whose file is gone are dropped."""
-        count = 0
+    def reindex(self, roots: Iterable[Path], problems: list[str] | None = None) -> int:
+        """Rebuild rows from every *.jsonl under `roots`; rows whose file is gone are dropped.
+        Files this version cannot read are skipped, with the reason added to `problems`."""
         seen: set[str] = set()
+        batch: list[dict[str, Any]] = []
         for root in roots:
             for path in sorted(Path(root).rglob("*.jsonl")):
-                row = self.index_file(path)
+                try:
+                    row = summarize(read_trajectory(path).events, path.resolve())
+                except UnsupportedSchemaError as exc:
+                    if problems is not None:
+                        problems.append(str(exc))
+                    continue
                 if row is not None:
                     seen.add(row["id"])
-                    count += 1
+                    batch.append(row)
+                if len(batch) >= REINDEX_BATCH:
+                    self._write_batch(batch)
+        self._write_batch(batch)
         with self.db:
             for (episode_id, path) in self.db.execute("SELECT id, path FROM episodes").fetchall():
                 if episode_id not in seen and not Path(path).exists():
                     self.db.execute("DELETE FROM episodes WHERE id = ?", (episode_id,))
-        return count
+        return len(seen)
+
+    def _write_batch(self, rows: list[dict[str, Any]]) -> None:
+        """Write and empty `rows` in one transaction (a commit per row costs a disk sync)."""
+        with self.db:
+            for row in rows:
+                self._write(row)
+        rows.clear()
 
     def list(self, model: str | None = None, reward: int | None = None,
              since: float | None = None, task: str | None = None,
              limit: int | None = None) -> list[dict[str, Any]]:
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[Any] = []
         for column, value in (("model", model), ("reward", reward), ("task", task)):
             if value is not None:
                 clauses.append(f"{column} = ?")

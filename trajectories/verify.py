@@ -57,8 +57,12 @@ def verify_patch(
     pass_to_pass: list[str] | None = None,
     sandbox: SandboxConfig | None = None,
     timeout: float = VERIFY_TIMEOUT_S,
+    test_patch: str = "",
 ) -> VerifyResult:
-    """Reward 1 iff the patch applies and the tests pass on it in a fresh sandbox, else 0."""
+    """Reward 1 iff the patch applies and the tests pass on it in a fresh sandbox, else 0.
+
+    `test_patch` (SWE-bench's) is applied after the model's patch, so the tests it adds or
+    changes judge the model's code, as the SWE-bench harness does."""
     config = sandbox or SandboxConfig()
     command = test_invocation(test_command, fail_to_pass or [], pass_to_pass or [])
     started = time.monotonic()
@@ -66,12 +70,14 @@ def verify_patch(
         tree = Path(tmp) / "workspace"
         tree.mkdir()
         export_tree(Path(repo), base_commit, tree)
-        if patch.strip():
+        for name, diff in (("the patch", patch), ("the test patch", test_patch)):
+            if not diff.strip():
+                continue
             applied = subprocess.run(["git", "-C", str(tree), "apply", "--whitespace=nowarn", "-"],
-                                     input=patch.encode(), capture_output=True, timeout=120)
+                                     input=diff.encode(), capture_output=True, timeout=120)
             if applied.returncode != 0:
                 reason = applied.stderr.decode(errors="replace").strip()
-                return VerifyResult(0, command, f"the patch does not apply: {reason}", None,
+                return VerifyResult(0, command, f"{name} does not apply: {reason}", None,
                                     config.image, time.monotonic() - started)
         box = make_sandbox(config, tree)
         try:
