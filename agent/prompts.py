@@ -17,12 +17,18 @@ How to work:
 
 The repository ({repo_name}) has these top-level entries:
 {listing}
-{rules}"""
+{repo_map}{rules}"""
 
 NO_TOOL_CALL_NUDGE = (
     "Your reply contained no tool call. Act with one of the tools (for example view, "
     "str_replace or bash), or call finish with a summary if the task is done."
 )
+
+REPO_MAP_SECTION = """
+A map of the repository (its most referred-to definitions, with line numbers; the repo_map tool
+shows more):
+{repo_map}
+"""
 
 RULES_FILES = ("AGENTS.md", "CLAUDE.md", ".apprentice.md")
 MAX_LISTING = 40
@@ -45,11 +51,13 @@ def project_rules(workspace: Path) -> str:
     return ""
 
 
-def system_prompt(workspace: Path, repo_name: str, test_command: str) -> str:
+def system_prompt(workspace: Path, repo_name: str, test_command: str, repo_map: str = "") -> str:
+    """The system prompt; `repo_map` (from `tools.repo_map`) is shown when given."""
     return SYSTEM_TEMPLATE.format(
         test_command=test_command,
         repo_name=repo_name,
         listing=top_level_listing(workspace),
+        repo_map=REPO_MAP_SECTION.format(repo_map=repo_map) if repo_map else "",
         rules=project_rules(workspace),
     )
 

@@ -1,4 +1,5 @@
-"""Tools that steer the episode rather than touch files: bash, todo and finish."""
+"""Tools that steer the episode rather than touch files: bash, todo and finish; and the
+default tool set."""
 
 from __future__ import annotations
 
@@ -80,7 +81,8 @@ class Finish(Tool):
 def default_tools() -> list[Tool]:
     """The tool set of a coding session, in the order the model is shown them."""
     from tools.files import Create, Insert, StrReplace, UndoEdit, View
+    from tools.repo_map import RepoMapTool
     from tools.search import Glob, Grep
 
-    return [Bash(), View(), Create(), StrReplace(), Insert(), UndoEdit(), Grep(), Glob(), Todo(),
-            Finish()]
+    return [Bash(), View(), Create(), StrReplace(), Insert(), UndoEdit(), Grep(), Glob(),
+            RepoMapTool(), Todo(), Finish()]

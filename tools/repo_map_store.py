@@ -1,0 +1,108 @@
+"""Where the repository map's tags live between runs, and which files it reads."""
+
+from __future__ import annotations
+
+import marshal
+import os
+import sqlite3
+import subprocess
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from tools.repo_map_languages import LANGUAGE_BY_SUFFIX, FileTags
+
+SKIPPED_DIRS = frozenset({".git", "node_modules", "__pycache__", ".venv", "venv", ".tox",
+                          "dist", "build", "target", ".mypy_cache", ".pytest_cache"})
+
+
+class TagStore:
+    """The on-disk cache: tags by content hash, and per repository root the (mtime, size, hash)
+    of each file seen."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(path, timeout=30, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")  # a lost cache write is only re-parsed
+        self.db.execute("CREATE TABLE IF NOT EXISTS tags (digest TEXT PRIMARY KEY, data BLOB)")
+        self.db.execute("CREATE TABLE IF NOT EXISTS files (root TEXT, path TEXT, mtime_ns "
+                        "INTEGER, size INTEGER, digest TEXT, PRIMARY KEY (root, path))")
+        self.db.commit()
+
+    def files(self, root: str) -> dict[str, tuple[int, int, str]]:
+        rows = self.db.execute("SELECT path, mtime_ns, size, digest FROM files WHERE root = ?",
+                               (root,))
+        return {path: (mtime, size, digest) for path, mtime, size, digest in rows}
+
+    def tags(self, digests: Iterable[str]) -> dict[str, FileTags]:
+        found: dict[str, FileTags] = {}
+        wanted = list(dict.fromkeys(digests))
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start:start + 500]
+            rows = self.db.execute(f"SELECT digest, data FROM tags WHERE digest IN "
+                                   f"({','.join('?' * len(chunk))})", chunk)
+            for digest, data in rows:
+                found[digest] = FileTags.from_data(marshal.loads(data))
+        return found
+
+    def save(self, root: str, files: dict[str, tuple[int, int, str]],
+             new_tags: dict[str, FileTags], gone: Iterable[str]) -> None:
+        """Record new tags and the (mtime, size, hash) of changed files; forget gone ones."""
+        with self.db:
+            self.db.executemany("INSERT OR REPLACE INTO tags VALUES (?, ?)",
+                                [(d, marshal.dumps(t.to_data())) for d, t in new_tags.items()])
+            self.db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?)",
+                                [(root, p, *stat) for p, stat in files.items()])
+            self.db.executemany("DELETE FROM files WHERE root = ? AND path = ?",
+                                [(root, p) for p in gone])
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def source_files(root: Path) -> list[str]:
+    """Files of the languages the map knows, relative to `root`: what git lists (tracked and
+    untracked, minus ignored) in a repository, else a walk skipping hidden and vendored folders."""
+    return sorted(path for path, _ in stat_sources(Path(root)))
+
+
+def stat_sources(root: Path) -> Iterator[tuple[str, os.stat_result]]:
+    """(relative path, stat) of each source file (see `source_files`)."""
+    base = str(root)
+    if (root / ".git").exists():
+        try:
+            listed = subprocess.run(
+                ["git", "-c", "safe.directory=*", "ls-files", "-z", "--cached", "--others",
+                 "--exclude-standard"], cwd=root, capture_output=True, timeout=60, check=True,
+            ).stdout.decode(errors="replace")
+        except (subprocess.SubprocessError, OSError):
+            pass
+        else:
+            for name in dict.fromkeys(listed.split("\0")):
+                if name and _known(name):
+                    try:
+                        yield name, os.stat(os.path.join(base, name))
+                    except OSError:
+                        continue
+            return
+    folders = [""]
+    while folders:
+        folder = folders.pop()
+        try:
+            scan = os.scandir(os.path.join(base, folder))
+        except OSError:
+            continue
+        with scan:
+            for item in scan:
+                if item.is_dir(follow_symlinks=False):
+                    if item.name not in SKIPPED_DIRS and not item.name.startswith("."):
+                        folders.append(folder + item.name + "/")
+                elif _known(item.name) and item.is_file():
+                    try:
+                        yield folder + item.name, item.stat()
+                    except OSError:
+                        continue
+
+
+def _known(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in LANGUAGE_BY_SUFFIX
