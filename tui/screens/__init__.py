@@ -1,0 +1,1 @@
+"""Modal screens: approvals and the session picker."""

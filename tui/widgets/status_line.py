@@ -1,0 +1,89 @@
+"""The status line: model, context used, cost, sandbox, branch, what is running, the mode."""
+
+from __future__ import annotations
+
+import time
+
+from rich.text import Text
+from textual.reactive import reactive
+from textual.widgets import Static
+
+SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+MODE_STYLES = {"auto": "bold green", "ask": "bold yellow", "read-only": "bold cyan"}
+DEFAULT_WINDOW = 128_000
+
+
+def context_window(model: str) -> int:
+    """The model's input window in tokens (litellm's table; 8k for local, 128k if unknown)."""
+    if model.startswith("local/"):
+        return 8192
+    try:
+        import litellm
+
+        info = litellm.get_model_info(model)
+        return int(info.get("max_input_tokens") or info.get("max_tokens") or DEFAULT_WINDOW)
+    except Exception:  # unknown to litellm (a scripted or self-hosted model)
+        return DEFAULT_WINDOW
+
+
+def short_tokens(count: int) -> str:
+    return f"{count / 1000:.1f}k" if count >= 1000 else str(count)
+
+
+class StatusLine(Static):
+    """One line of session state; the app sets the attributes, the line redraws itself."""
+
+    model: reactive[str] = reactive("")
+    context_tokens: reactive[int] = reactive(0)
+    context_window: reactive[int] = reactive(DEFAULT_WINDOW)
+    cost_usd: reactive[float] = reactive(0.0)
+    sandbox: reactive[str] = reactive("starting…")
+    branch: reactive[str] = reactive("")
+    activity: reactive[str] = reactive("idle")
+    mode: reactive[str] = reactive("auto")
+    plan_mode: reactive[bool] = reactive(False)
+    _frame: reactive[int] = reactive(0)
+
+    def on_mount(self) -> None:
+        self._started = time.monotonic()
+        self._timer = self.set_interval(0.25, self._tick, pause=True)
+
+    def watch_activity(self, activity: str) -> None:
+        if not hasattr(self, "_timer"):
+            return
+        if activity == "idle":
+            self._timer.pause()
+        else:
+            self._started = time.monotonic()
+            self._timer.resume()
+
+    def _tick(self) -> None:
+        self._frame += 1
+
+    def render(self) -> Text:
+        """Mode and activity first (they change most), then the session's facts."""
+        percent = 100 * self.context_tokens / max(self.context_window, 1)
+        mode = "plan" if self.plan_mode else self.mode
+        parts: list[tuple[str, str]] = [(f"mode: {mode}", MODE_STYLES.get(self.mode, "bold"))]
+        if self.activity == "idle":
+            parts.append(("idle", "dim"))
+        elif self.activity.endswith("?"):  # waiting for the user: nothing is running
+            parts.append((f"⏸ {self.activity}", "bold magenta"))
+        else:
+            spin = SPINNER[self._frame % len(SPINNER)]
+            elapsed = time.monotonic() - getattr(self, "_started", time.monotonic())
+            parts.append((f"{spin} {self.activity} {elapsed:.0f}s", "bold yellow"))
+        parts += [
+            (self.model or "no model", "bold"),
+            (f"ctx {short_tokens(self.context_tokens)}/{short_tokens(self.context_window)} "
+             f"({percent:.0f}%)", "red" if percent >= 80 else ""),
+            (f"${self.cost_usd:.4f}", ""),
+            (f"sandbox: {self.sandbox}", "red" if self.sandbox in ("failed", "closed") else ""),
+            (self.branch or "no branch", "magenta"),
+        ]
+        text = Text(" ")
+        for index, (part, style) in enumerate(parts):
+            if index:
+                text.append(" │ ", style="dim")
+            text.append(part, style=style)
+        return text
