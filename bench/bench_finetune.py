@@ -1,0 +1,157 @@
+"""The headline experiment: does training on the agent's own verified work make SmolLM2 better
+at held-out tool-use tasks? Baseline eval -> oracle trajectories -> SFT -> eval (-> GRPO -> eval).
+
+    python bench/bench_finetune.py [--out DIR] [--train 32] [--test 10] [--sft-epochs 3]
+                                   [--sft-lr 1e-3] [--lora-layers 10] [--grpo-steps 0]
+
+Every stage writes into DIR and is skipped when its output is already there (delete a folder to
+redo it). Prints the before/after table, wall times and training seconds per step; writes
+DIR/results.md and the runs' report.png / report.md. Needs Docker, the sandbox image and the
+pulled model. On 2 shared CPU cores (defaults, no GRPO): baseline eval ~20 min, oracle 25 s,
+SFT ~25 min (96 steps, ~15 s each), eval after ~8 min. Measured: pass@1 0.0 -> 0.2 on 10
+held-out tasks, format-error rate 0.48 -> 0.02 (1 epoch at 3e-4 learnt the format only: 0.0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from finetune.curriculum import generate_curriculum  # noqa: E402
+from finetune.evaluate import EvalOptions, EvalReport, evaluate  # noqa: E402
+from finetune.report import eval_table, write_report  # noqa: E402
+from finetune.sft_data import load_rows  # noqa: E402
+from finetune.suite import load_suite  # noqa: E402
+from finetune.warm_start import SFT_FILE, oracle_trajectories  # noqa: E402
+
+
+def stage(name: str) -> float:
+    print(f"\n== {name}", flush=True)
+    return time.monotonic()
+
+
+def done(started: float, times: dict[str, float], name: str) -> None:
+    times[name] = round(time.monotonic() - started, 1)
+    print(f"   {name}: {times[name]:.0f}s", flush=True)
+
+
+def run_eval(args: argparse.Namespace, suite_dir: Path, save: Path,
+             adapter: Path | None = None) -> dict:
+    if save.is_file():
+        return json.loads(save.read_text())
+    suite = load_suite(suite_dir)
+    options = EvalOptions(model="local/smollm2-135m", adapter=str(adapter) if adapter else None,
+                          split="test", limit=args.test, workers=args.workers,
+                          max_steps=args.episode_steps, max_tokens=args.max_tokens,
+                          output_dir=save.parent / f"{save.stem}-episodes")
+    report: EvalReport = evaluate(suite, options, on_episode=lambda e: print(
+        f"   {e.instance_id}: reward {e.reward} {e.exit_status} {e.steps} steps "
+        f"{e.format_errors}/{e.model_calls} format errors {e.duration_s:.0f}s", flush=True))
+    report.save(save)
+    return json.loads(save.read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("/tmp/apprentice-bench-finetune"))
+    parser.add_argument("--train", type=int, default=32, help="train tasks (oracle data)")
+    parser.add_argument("--test", type=int, default=10, help="held-out tasks evaluated")
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--episode-steps", type=int, default=6)
+    parser.add_argument("--max-tokens", type=int, default=96)
+    parser.add_argument("--sft-epochs", type=float, default=3.0)
+    parser.add_argument("--sft-lr", type=float, default=1e-3)
+    parser.add_argument("--lora-layers", type=int, default=10)
+    parser.add_argument("--grpo-steps", type=int, default=0)
+    parser.add_argument("--grpo-generations", type=int, default=4)
+    args = parser.parse_args()
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("APPRENTICE_HOME", str(out / "home"))
+    times: dict[str, float] = {}
+    suite_dir = out / "suite"
+    if not (suite_dir / "tasks.jsonl").is_file():
+        started = stage("curriculum")
+        generate_curriculum(suite_dir, train=args.train, test=max(args.test, 12), force=True)
+        done(started, times, "curriculum")
+
+    started = stage("baseline eval (SmolLM2-135M, held-out test split)")
+    base = run_eval(args, suite_dir, out / "evals" / "base.json")
+    done(started, times, "baseline eval")
+
+    oracle_dir = out / "oracle"
+    if not (oracle_dir / SFT_FILE).is_file():
+        started = stage("oracle trajectories (train split, real agent loop)")
+        report, rows = oracle_trajectories(load_suite(suite_dir), oracle_dir,
+                                           workers=args.workers)
+        print(f"   {len(rows)} verified of {report.summary['episodes']} episodes")
+        done(started, times, "oracle")
+    rows = load_rows(oracle_dir / SFT_FILE)
+
+    from finetune.run_dir import read_manifest
+    from finetune.sft import LoraSettings, SFTRunConfig, run_sft
+
+    sft_dir = out / "sft"
+    if not (sft_dir / "adapter_model.safetensors").is_file():
+        started = stage(f"SFT on {len(rows)} oracle trajectories")
+        run_sft(rows, SFTRunConfig(model="smollm2-135m", output_dir=sft_dir,
+                                   epochs=args.sft_epochs, learning_rate=args.sft_lr,
+                                   lora=LoraSettings(last_layers=args.lora_layers)),
+                source=str(oracle_dir / SFT_FILE))
+        done(started, times, "sft")
+    sft_metrics = read_manifest(sft_dir)["metrics"]
+
+    started = stage("eval after SFT")
+    after_sft = run_eval(args, suite_dir, sft_dir / "evals" / "after-sft.json", sft_dir)
+    done(started, times, "eval after sft")
+    shutil.copy(out / "evals" / "base.json", sft_dir / "evals" / "base.json")
+    write_report(sft_dir, {"base": sft_dir / "evals" / "base.json",
+                           "after-sft": sft_dir / "evals" / "after-sft.json"})
+
+    reports = {"base": out / "evals" / "base.json",
+               "after-sft": sft_dir / "evals" / "after-sft.json"}
+    grpo_metrics = None
+    if args.grpo_steps:
+        from finetune.grpo import GRPORunConfig, run_grpo
+
+        grpo_dir = out / "grpo"
+        if not (grpo_dir / "adapter_model.safetensors").is_file():
+            started = stage(f"GRPO from the SFT adapter, {args.grpo_steps} steps")
+            run_grpo(GRPORunConfig(suite=suite_dir, model="smollm2-135m", adapter=sft_dir,
+                                   output_dir=grpo_dir, max_steps=args.grpo_steps,
+                                   num_generations=args.grpo_generations,
+                                   episode_max_steps=args.episode_steps,
+                                   max_tokens=args.max_tokens))
+            done(started, times, "grpo")
+        grpo_metrics = read_manifest(grpo_dir)["metrics"]
+        started = stage("eval after GRPO")
+        run_eval(args, suite_dir, grpo_dir / "evals" / "after-grpo.json", grpo_dir)
+        done(started, times, "eval after grpo")
+        reports["after-grpo"] = grpo_dir / "evals" / "after-grpo.json"
+        write_report(grpo_dir, reports)
+
+    table = eval_table(reports)
+    gain = after_sft["summary"]["pass@1"] - base["summary"]["pass@1"]
+    lines = ["# bench_finetune", "", table, "",
+             f"pass@1 change after SFT: {gain * 100:+.1f} points",
+             f"SFT: {sft_metrics['steps']} steps, {sft_metrics['seconds_per_step']} s/step, "
+             f"{sft_metrics['seconds']} s, train loss {sft_metrics.get('train_loss', 0):.3f}"]
+    if grpo_metrics:
+        lines.append(f"GRPO: {grpo_metrics['steps']} steps, {grpo_metrics['seconds_per_step']} "
+                     f"s/step; {grpo_metrics['groups_all_equal']} of {grpo_metrics['groups']} "
+                     "groups had all-equal rewards")
+    lines.append(f"stage wall times (s): {json.dumps(times)}")
+    text = "\n".join(lines) + "\n"
+    (out / "results.md").write_text(text)
+    print("\n" + text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,280 @@
+"""The built-in curriculum: many small repositories, each with one failing test whose fix needs
+the tools (find the file, read it, make a small edit, run the tests, finish).
+
+    generate_curriculum(Path("suites/tool-use"), train=64, test=24, seed=0)
+
+Each task is a tiny Python package (`<domain>/<module>.py` with the buggy function among correct
+ones, a second module, and their tests), committed in a git repository and stored as a bundle in
+the suite. The `train` and `test` splits are drawn from disjoint domains, so they share no
+package, module, noun or function name; the kinds of bug are the same. Every task carries its
+gold patch and the tool calls of an oracle that knows the fix (`finetune.oracle`); both are
+checked when the task is made: the test fails before the fix and passes after it.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from finetune.bug_templates import TEMPLATES, BugCase, NewFunction, new_function
+from finetune.suite import SuiteTask, write_suite
+
+TEST_COMMAND = "python3 -m pytest -q"
+KINDS = [*TEMPLATES, "missing_file"]
+
+Domain = tuple[list[str], list[str]]
+"""(module names, nouns) of a package."""
+
+TRAIN_DOMAINS: dict[str, Domain] = {
+    "shop": (["pricing", "basket", "stock"], ["price", "coupon", "order", "item", "receipt"]),
+    "school": (["grades", "roster", "lessons"], ["score", "pupil", "lesson", "mark", "exam"]),
+    "garden": (["plants", "beds", "seeds"], ["seed", "flower", "tree", "weed", "bulb"]),
+    "bank": (["accounts", "ledger", "loans"], ["deposit", "account", "payment", "loan", "cheque"]),
+    "music": (["playlist", "tracks", "albums"], ["song", "track", "album", "artist", "chord"]),
+    "kitchen": (["recipes", "pantry", "menu"], ["recipe", "egg", "spoon", "meal", "onion"]),
+    "travel": (["trips", "tickets", "routes"], ["trip", "ticket", "route", "flight", "hotel"]),
+    "sports": (["league", "matches", "teams"], ["goal", "match", "team", "player", "lap"]),
+}
+TEST_DOMAINS: dict[str, Domain] = {
+    "library": (["catalogue", "members", "shelving"], ["novel", "reader", "page", "author"]),
+    "weather": (["forecast", "readings", "stations"], ["cloud", "storm", "station", "degree"]),
+    "farm": (["herd", "fields", "harvest"], ["cow", "field", "crop", "goat", "barn"]),
+    "space": (["orbits", "missions", "probes"], ["planet", "rocket", "probe", "comet", "moon"]),
+}
+SPLIT_DOMAINS = {"train": TRAIN_DOMAINS, "test": TEST_DOMAINS}
+
+STATEMENTS = [
+    "`{call}` {got} instead of `{expected}`. The test `{test_id}` fails. Fix the code in the "
+    "`{package}` package so that the tests pass.",
+    "Bug in `{package}.{module}`: `{call}` should return `{expected}` but {got}. Make "
+    "`{test_id}` pass.",
+    "The test `{test_id}` is failing: `{call}` {got}; it should return `{expected}`. "
+    "Please fix it.",
+]
+CREATE_STATEMENT = ("`tests/{test_file}` fails because `{package}/{module}.py` does not exist. "
+                    "Create `{package}/{module}.py` with a function {description}.")
+
+
+@dataclass
+class Blueprint:
+    """The files of one task's repository before and after the fix."""
+
+    buggy_files: dict[str, str]
+    fixed_files: dict[str, str]
+    statement: str
+    fail_to_pass: list[str]
+    pass_to_pass: list[str]
+    oracle: list[dict[str, Any]]
+
+
+def _module_source(domain: str, functions: list[str]) -> str:
+    return f'"""{domain.capitalize()} helpers."""\n\n\n' + "\n\n".join(functions)
+
+
+def _test_source(package: str, module: str, names: list[str], tests: list[str]) -> str:
+    imports = f"from {package}.{module} import {', '.join(sorted(names))}\n\n\n"
+    return imports + "\n\n".join(tests)
+
+
+def _distractors(rng: random.Random, nouns: list[str], exclude: str, count: int) -> list[BugCase]:
+    kinds = rng.sample([k for k in TEMPLATES if k != exclude], count)
+    return [TEMPLATES[k](rng.choice(nouns), rng) for k in kinds]
+
+
+def _behaviour(source: str, call: str) -> str:
+    """What `call` does with `source` loaded: 'returns X' or 'raises E'."""
+    namespace: dict[str, Any] = {}
+    exec(source, namespace)  # our own generated code
+    try:
+        return f"returns `{eval(call, namespace)!r}`"
+    except Exception as exc:
+        return f"raises `{type(exc).__name__}: {exc}`"
+
+
+def _passes(source: str, test: str, name: str) -> bool:
+    namespace: dict[str, Any] = {}
+    exec(source + "\n\n" + test, namespace)
+    try:
+        namespace[name]()
+    except Exception:
+        return False
+    return True
+
+
+def _oracle_fix(path: str, old: str, new: str, function: str, note: str) -> list[dict[str, Any]]:
+    return [
+        {"name": "grep", "arguments": {"pattern": f"def {function}"}},
+        {"name": "view", "arguments": {"path": path}},
+        {"name": "str_replace", "arguments": {"path": path, "old_str": old, "new_str": new}},
+        {"name": "bash", "arguments": {"command": TEST_COMMAND}},
+        {"name": "finish", "arguments": {"summary": note}},
+    ]
+
+
+def fix_blueprint(kind: str, domain: str, modules: list[str], nouns: list[str],
+                  rng: random.Random) -> Blueprint:
+    """A repository whose module holds a buggy function of template `kind`."""
+    module, other = rng.sample(modules, 2)
+    target = TEMPLATES[kind](rng.choice(nouns), rng)
+    helpers = _distractors(rng, [n for n in nouns if n not in target.function], kind, 3)
+    neighbours, elsewhere = helpers[:2], helpers[2:]
+    order = [target, *neighbours]
+    rng.shuffle(order)
+    path, test_path = f"{domain}/{module}.py", f"tests/test_{module}.py"
+    other_path, other_test = f"{domain}/{other}.py", f"tests/test_{other}.py"
+
+    def sources(fixed: bool) -> dict[str, str]:
+        bodies = [c.fixed if (fixed or c is not target) else c.buggy for c in order]
+        return {
+            path: _module_source(domain, bodies),
+            other_path: _module_source(domain, [c.fixed for c in elsewhere]),
+        }
+
+    buggy, fixed = sources(False), sources(True)
+    old, new = target.old, target.new
+    if buggy[path].count(old) != 1:  # the snippet recurs elsewhere: replace the whole function
+        old, new = target.buggy, target.fixed
+    common = {
+        test_path: _test_source(domain, module, [c.function for c in order],
+                                [c.test for c in order]),
+        other_test: _test_source(domain, other, [c.function for c in elsewhere],
+                                 [c.test for c in elsewhere]),
+    }
+    got = _behaviour(buggy[path], target.call)
+    if _passes(buggy[path], target.test, f"test_{target.function}") or not all(
+            _passes(fixed[path], c.test, f"test_{c.function}") for c in order):
+        raise AssertionError(f"template {kind} made a task whose test does not judge the fix")
+    test_id = f"{test_path}::test_{target.function}"
+    statement = rng.choice(STATEMENTS).format(
+        call=target.call, got=got, expected=repr(target.expected), test_id=test_id,
+        package=domain, module=module)
+    others = [f"{test_path}::test_{c.function}" for c in neighbours]
+    others += [f"{other_test}::test_{c.function}" for c in elsewhere]
+    return Blueprint({**buggy, **common}, {**fixed, **common}, statement, [test_id],
+                     sorted(others), _oracle_fix(path, old, new, target.function,
+                                                 target.fix_note))
+
+
+def create_blueprint(domain: str, modules: list[str], nouns: list[str],
+                     rng: random.Random) -> Blueprint:
+    """A repository whose tests import a module that the issue asks to create."""
+    module, new_module = rng.sample(modules, 2)
+    wanted: NewFunction = new_function(rng.choice(nouns), rng)
+    helpers = _distractors(rng, nouns, "", 2)
+    path, new_path = f"{domain}/{module}.py", f"{domain}/{new_module}.py"
+    test_path, new_test = f"tests/test_{module}.py", f"tests/test_{new_module}.py"
+    files = {
+        path: _module_source(domain, [c.fixed for c in helpers]),
+        test_path: _test_source(domain, module, [c.function for c in helpers],
+                                [c.test for c in helpers]),
+        new_test: _test_source(domain, new_module, [wanted.function], [wanted.test]),
+    }
+    new_source = _module_source(domain, [wanted.source])
+    if not _passes(new_source, wanted.test, f"test_{wanted.function}"):
+        raise AssertionError("missing_file template made a test its own solution fails")
+    statement = CREATE_STATEMENT.format(test_file=f"test_{new_module}.py", package=domain,
+                                        module=new_module, description=wanted.description)
+    oracle = [
+        {"name": "view", "arguments": {"path": new_test}},
+        {"name": "create", "arguments": {"path": new_path, "file_text": new_source}},
+        {"name": "bash", "arguments": {"command": TEST_COMMAND}},
+        {"name": "finish", "arguments": {"summary": f"Created {new_path} with "
+                                                    f"{wanted.function}."}},
+    ]
+    return Blueprint(files, {**files, new_path: new_source}, statement,
+                     [f"{new_test}::test_{wanted.function}"],
+                     sorted(f"{test_path}::test_{c.function}" for c in helpers), oracle)
+
+
+def _base_files(domain: str) -> dict[str, str]:
+    return {
+        "README.md": f"# {domain}\n\nSmall {domain} helpers. Run the tests with "
+                     f"`{TEST_COMMAND}`.\n",
+        "pytest.ini": "[pytest]\ntestpaths = tests\npythonpath = .\n",
+        ".gitignore": "__pycache__/\n.pytest_cache/\n",
+        f"{domain}/__init__.py": f'"""{domain.capitalize()} helpers."""\n',
+    }
+
+
+def _git(repo: Path, *args: str, text_input: str | None = None) -> str:
+    env_args = ["-c", "user.name=apprentice", "-c", "user.email=agent@apprentice.invalid",
+                "-c", "commit.gpgSign=false"]
+    proc = subprocess.run(["git", "-C", str(repo), *env_args, *args], capture_output=True,
+                          text=True, check=True, timeout=60, input=text_input)
+    return proc.stdout
+
+
+def _write(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        target = root / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+
+
+def build_repository(blueprint: Blueprint, domain: str, bundle: Path) -> tuple[str, str]:
+    """Commit the buggy repository, write it as a git bundle; return (base commit, gold patch)."""
+    with tempfile.TemporaryDirectory(prefix="apprentice-curriculum-") as tmp:
+        repo = Path(tmp) / "repo"
+        repo.mkdir()
+        _git(repo, "init", "-q", "-b", "main")
+        _write(repo, {**_base_files(domain), **blueprint.buggy_files})
+        _git(repo, "add", "-A")
+        _git(repo, "commit", "-q", "-m", "Initial commit")
+        base = _git(repo, "rev-parse", "HEAD").strip()
+        _write(repo, blueprint.fixed_files)
+        _git(repo, "add", "-A")
+        patch = _git(repo, "diff", "--cached", "HEAD")
+        _git(repo, "reset", "-q", "--hard", "HEAD")
+        bundle.parent.mkdir(parents=True, exist_ok=True)
+        _git(repo, "bundle", "create", str(bundle.resolve()), "--all")
+    return base, patch
+
+
+def generate_curriculum(dest: Path, train: int = 64, test: int = 24, seed: int = 0,
+                        force: bool = False) -> Path:
+    """Write a suite of `train` + `test` tasks into `dest` (bundles under `dest/repos`)."""
+    dest = Path(dest)
+    if dest.exists() and any(dest.iterdir()):
+        if not force:
+            raise FileExistsError(f"{dest} is not empty; pass force=True (--force) to replace it")
+        shutil.rmtree(dest)
+    rng = random.Random(seed)
+    tasks: list[SuiteTask] = []
+    for split, count in (("train", train), ("test", test)):
+        domains = SPLIT_DOMAINS[split]
+        for index in range(count):
+            kind = KINDS[index % len(KINDS)]
+            domain = rng.choice(sorted(domains))
+            modules, nouns = domains[domain]
+            if kind == "missing_file":
+                blueprint = create_blueprint(domain, modules, nouns, rng)
+            else:
+                blueprint = fix_blueprint(kind, domain, modules, nouns, rng)
+            instance_id = f"{split}-{index:03d}-{domain}-{kind.replace('_', '-')}"
+            bundle = dest / "repos" / f"{instance_id}.bundle"
+            base, patch = build_repository(blueprint, domain, bundle)
+            tasks.append(SuiteTask.model_validate({
+                "instance_id": instance_id, "problem_statement": blueprint.statement,
+                "base_commit": base, "repo_path": str(bundle.relative_to(dest)),
+                "test_command": TEST_COMMAND, "split": split,
+                "FAIL_TO_PASS": blueprint.fail_to_pass, "PASS_TO_PASS": blueprint.pass_to_pass,
+                "patch": patch, "oracle": blueprint.oracle, "kind": kind, "domain": domain,
+            }))
+    meta = {"name": dest.name, "generator": "finetune.curriculum", "seed": seed,
+            "splits": {"train": train, "test": test}, "kinds": KINDS,
+            "description": "Small Python repositories with one failing test each; train and "
+                           "test use disjoint domains and names."}
+    return write_suite(dest, tasks, meta)
+
+
+def vocabulary(split: str) -> set[str]:
+    """Every package, module and noun of a split's domains (for checking disjointness)."""
+    words: set[str] = set()
+    for domain, (modules, nouns) in SPLIT_DOMAINS[split].items():
+        words.update([domain, *modules, *nouns])
+    return words

@@ -1,0 +1,231 @@
+"""`agent eval`: run every task of a suite split K times in parallel sandboxes and measure.
+
+Each episode is a real `agent.solve` run (recorded as a trajectory, judged by the tests) on a
+fresh clone of the task's repository. Reported: pass@1 (mean reward), pass@K (a task counts if
+any of its K episodes passed), the format-error rate (model replies without a valid call to a
+known tool), mean steps and tokens per episode. A task that cannot even be set up (a missing
+bundle, an unknown base commit) is reported under `broken` and left out of the rates; it never
+stops the run.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError
+
+from agent.llm import LLMConfig
+from agent.solve import SolveOptions, SolveResult, solve
+from finetune.oracle import ORACLE_MODEL, ScriptedPolicyServer
+from finetune.suite import Suite, SuiteError, SuiteTask, checkout_task
+from tools.base import ToolBox
+from tools.control import default_tools
+from tools.locations import data_dir
+from tools.sandbox import SandboxConfig
+from trajectories.events import AssistantMessage
+from trajectories.reader import read_trajectory
+
+
+class EvalOptions(BaseModel):
+    """How a suite is evaluated."""
+
+    model: str = Field("local/smollm2-135m", description="litellm model, or `oracle` for the "
+                       "scripted policy that knows each task's fix.")
+    api_base: str | None = Field(None, description="OpenAI-compatible server URL.")
+    adapter: str | None = Field(None, description="PEFT adapter directory (local models).")
+    split: str | None = Field("test", description="Which split; None for every task.")
+    episodes: int = Field(1, ge=1, description="Episodes per task (K of pass@K).")
+    limit: int | None = Field(None, ge=1, description="Only the first N tasks of the split.")
+    workers: int = Field(4, ge=1, description="Episodes running at once (one sandbox each).")
+    max_steps: int = Field(8, ge=1, description="Model calls per episode.")
+    max_tokens: int = Field(256, ge=1, description="Tokens per model reply.")
+    temperature: float | None = Field(None, ge=0, description="Sampling temperature; default "
+                                      "0 (greedy) for one episode per task, else 0.7.")
+    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
+    output_dir: Path | None = Field(None, description="Where trajectories and the report go.")
+
+    def llm(self) -> LLMConfig:
+        temperature = self.temperature
+        if temperature is None:
+            temperature = 0.0 if self.episodes == 1 else 0.7
+        local = self.model.startswith("local/")
+        return LLMConfig(model=self.model, api_base=self.api_base, adapter=self.adapter,
+                         max_tokens=self.max_tokens, temperature=temperature,
+                         tool_choice="required" if local else None)
+
+
+@dataclass
+class EpisodeOutcome:
+    """One episode of one task, or why it could not run."""
+
+    instance_id: str
+    attempt: int
+    reward: int | None = None
+    exit_status: str = "error"
+    steps: int = 0
+    model_calls: int = 0
+    format_errors: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    duration_s: float = 0.0
+    trajectory_path: str | None = None
+    error: str | None = None
+    broken: bool = False
+    """The task itself could not be set up (reported, left out of the rates)."""
+
+
+@dataclass
+class EvalReport:
+    """The figures of one evaluation, with every episode."""
+
+    suite: str
+    suite_digest: str
+    split: str | None
+    model: str
+    adapter: str | None
+    episodes_per_task: int
+    summary: dict[str, Any]
+    episodes: list[EpisodeOutcome] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    output_dir: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    def save(self, path: Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.to_json() + "\n")
+        return path
+
+
+_TOOLS = ToolBox(default_tools()).tools
+
+
+def is_valid_call(call: dict[str, Any]) -> bool:
+    """A call to a known tool whose arguments are a JSON object its schema accepts."""
+    tool = _TOOLS.get(call.get("function", {}).get("name", ""))
+    if tool is None:
+        return False
+    try:
+        arguments = json.loads(call["function"].get("arguments") or "{}")
+        tool.Args.model_validate(arguments)
+    except (json.JSONDecodeError, ValidationError, TypeError, ValueError):
+        return False
+    return isinstance(arguments, dict)
+
+
+def format_errors(path: Path) -> tuple[int, int]:
+    """(model calls, replies that were format errors) of a recorded episode."""
+    replies = [e for e in read_trajectory(path).events if isinstance(e, AssistantMessage)]
+    bad = [r for r in replies if not r.tool_calls or not all(is_valid_call(c)
+                                                              for c in r.tool_calls)]
+    return len(replies), len(bad)
+
+
+def run_task_episode(suite: Suite, task: SuiteTask, llm: LLMConfig, max_steps: int,
+                     sandbox: SandboxConfig, out_dir: Path) -> SolveResult:
+    """One recorded, verified episode on a fresh clone of the task's repository."""
+    with tempfile.TemporaryDirectory(prefix="apprentice-episode-") as tmp:
+        agent_task = checkout_task(suite, task, Path(tmp) / "repo")
+        options = SolveOptions(llm=llm, sandbox=sandbox, max_steps=max_steps, output_dir=out_dir)
+        return solve(agent_task, options)
+
+
+def _episode(suite: Suite, task: SuiteTask, attempt: int, options: EvalOptions,
+             out_dir: Path) -> EpisodeOutcome:
+    outcome = EpisodeOutcome(task.instance_id, attempt)
+    started = time.monotonic()
+    try:
+        if options.model == ORACLE_MODEL:
+            if not task.oracle:
+                raise SuiteError(f"task {task.instance_id} has no oracle script")
+            with ScriptedPolicyServer(task.oracle) as server:
+                result = run_task_episode(suite, task, server.llm_config(), options.max_steps,
+                                          options.sandbox, out_dir)
+        else:
+            result = run_task_episode(suite, task, options.llm(), options.max_steps,
+                                      options.sandbox, out_dir)
+    except SuiteError as exc:
+        outcome.error, outcome.broken = str(exc), True
+        return outcome
+    except Exception as exc:  # one failing episode must not end the evaluation
+        outcome.error = f"{type(exc).__name__}: {exc}"
+        return outcome
+    finally:
+        outcome.duration_s = round(time.monotonic() - started, 2)
+    calls, bad = format_errors(Path(result.trajectory_path))
+    outcome.reward, outcome.exit_status, outcome.steps = result.reward, result.exit_status, \
+        result.steps
+    outcome.model_calls, outcome.format_errors = calls, bad
+    outcome.prompt_tokens, outcome.completion_tokens = result.prompt_tokens, \
+        result.completion_tokens
+    outcome.trajectory_path = result.trajectory_path
+    outcome.error = result.error
+    return outcome
+
+
+def summarize(episodes: list[EpisodeOutcome]) -> dict[str, Any]:
+    """pass@1, pass@K, format-error rate, mean steps and tokens over the episodes that ran."""
+    ran = [e for e in episodes if e.reward is not None]
+    by_task: dict[str, list[int]] = {}
+    for e in ran:
+        by_task.setdefault(e.instance_id, []).append(e.reward or 0)
+    calls = sum(e.model_calls for e in ran)
+
+    def mean(values: list[float]) -> float:
+        return round(sum(values) / len(values), 4) if values else 0.0
+
+    return {
+        "tasks": len(by_task),
+        "episodes": len(ran),
+        "pass@1": mean([float(e.reward or 0) for e in ran]),
+        "pass@k": mean([float(any(r)) for r in by_task.values()]),
+        "format_error_rate": round(sum(e.format_errors for e in ran) / calls, 4) if calls else 0.0,
+        "mean_steps": mean([float(e.steps) for e in ran]),
+        "mean_tokens": mean([float(e.prompt_tokens + e.completion_tokens) for e in ran]),
+        "mean_completion_tokens": mean([float(e.completion_tokens) for e in ran]),
+        "broken_tasks": sorted({e.instance_id for e in episodes if e.broken}),
+        "errors": len([e for e in episodes if e.reward is None and not e.broken]),
+    }
+
+
+def default_output_dir(suite: Suite, split: str | None) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return data_dir() / "evals" / f"{suite.name}-{split or 'all'}-{stamp}"
+
+
+def evaluate(suite: Suite, options: EvalOptions,
+             on_episode: Callable[[EpisodeOutcome], None] | None = None) -> EvalReport:
+    """Run the split's tasks `options.episodes` times each, `options.workers` at a time."""
+    tasks = suite.split(options.split)[: options.limit]
+    out_dir = Path(options.output_dir or default_output_dir(suite, options.split))
+    jobs = [(task, attempt) for task in tasks for attempt in range(options.episodes)]
+    started = time.monotonic()
+    episodes: list[EpisodeOutcome] = []
+    with ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="eval") as pool:
+        futures = [pool.submit(_episode, suite, task, attempt, options,
+                               out_dir / task.instance_id / str(attempt))
+                   for task, attempt in jobs]
+        for future in as_completed(futures):
+            outcome = future.result()
+            episodes.append(outcome)
+            if on_episode:
+                on_episode(outcome)
+    episodes.sort(key=lambda e: (e.instance_id, e.attempt))
+    summary = summarize(episodes)
+    summary["wall_time_s"] = round(time.monotonic() - started, 1)
+    report = EvalReport(
+        suite=str(suite.path), suite_digest=suite.digest(), split=options.split,
+        model=options.model, adapter=options.adapter, episodes_per_task=options.episodes,
+        summary=summary, episodes=episodes, problems=list(suite.problems),
+        output_dir=str(out_dir))
+    report.save(out_dir / "report.json")
+    return report

@@ -1,0 +1,222 @@
+"""GRPO rollouts: each completion is a whole agent episode in its own sandbox.
+
+`EpisodeRollout` is TRL's `rollout_func`. For the G copies of a prompt it runs G real episodes
+(`agent.solve`: worktree, Docker sandbox, tools, recorder, verify) in parallel, with the policy
+served in-process by `agent.local_model`, and turns each recorded episode into one sequence:
+
+    prompt_ids      the first model call's prompt (system prompt, tools, task)
+    completion_ids  every later token: the model's replies (env_mask 1) and what the
+                    environment added between them, tool outputs and chat markup (env_mask 0)
+    logprobs        the sampling log-probabilities of the model's tokens (0 elsewhere)
+
+The sequence is built from the token ids the local model recorded at every call. A later
+call's prompt normally extends the previous prompt + reply; where the chat template re-renders
+a reply differently (its JSON re-serialised, say), the rendered tokens replace the generated
+ones from the first difference on, with env_mask 0: every token that trains is conditioned on
+exactly what the model saw when it sampled it. The reward is the sandbox's verdict (`verify`).
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.llm import LLMConfig
+from agent.local_model import load_local_model
+from agent.solve import SolveResult
+from finetune.evaluate import format_errors, run_task_episode
+from finetune.suite import Suite, SuiteTask
+from tools.sandbox import SandboxConfig
+from trajectories.reader import read_trajectory, rebuild_calls
+from trajectories.token_ids import common_prefix_length
+
+
+@dataclass
+class EpisodeSample:
+    """One episode as a GRPO completion."""
+
+    prompt_ids: list[int]
+    completion_ids: list[int] = field(default_factory=list)
+    env_mask: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    rerendered_tokens: int = 0
+    """Generated tokens replaced by the template's rendering (masked out)."""
+    truncated: bool = False
+
+    def extend(self, ids: list[int], mask: int, logprobs: list[float] | None = None) -> None:
+        self.completion_ids.extend(ids)
+        self.env_mask.extend([mask] * len(ids))
+        self.logprobs.extend(logprobs if logprobs is not None else [0.0] * len(ids))
+
+    def cut(self, length: int) -> None:
+        """Keep the first `length` completion tokens."""
+        del self.completion_ids[length:], self.env_mask[length:], self.logprobs[length:]
+
+
+def episode_sample(calls: list[dict[str, Any]], max_completion_tokens: int,
+                   end_id: int | None = None) -> EpisodeSample | None:
+    """The sequence of an episode from `rebuild_calls` (None when no call has token ids)."""
+    records = [c["token_ids"] for c in calls if c.get("token_ids")]
+    records = [r for r in records if r.get("prompt_ids") is not None]
+    if not records:
+        return None
+    sample = EpisodeSample(prompt_ids=list(records[0]["prompt_ids"]))
+    prompt_length = len(sample.prompt_ids)
+    for record in records:
+        prompt = record["prompt_ids"]
+        sequence = sample.prompt_ids + sample.completion_ids
+        shared = common_prefix_length(sequence, prompt)
+        if shared < prompt_length:  # the context was rewritten (compaction): stop here
+            break
+        replaced = sum(sample.env_mask[shared - prompt_length:])
+        sample.rerendered_tokens += replaced
+        sample.cut(shared - prompt_length)
+        sample.extend(prompt[shared:], 0)
+        completion = record.get("completion_ids") or []
+        logprobs = list(record.get("completion_logprobs") or [])
+        logprobs = (logprobs + [0.0] * len(completion))[: len(completion)]
+        sample.extend(completion, 1, logprobs)
+    if end_id is not None and (not sample.completion_ids or sample.completion_ids[-1] != end_id):
+        sample.extend([end_id], 0)
+    if len(sample.completion_ids) > max_completion_tokens:
+        sample.cut(max_completion_tokens)
+        sample.truncated = True
+    if not sample.completion_ids:
+        sample.extend([end_id if end_id is not None else 0], 0)
+    return sample
+
+
+class InferencePolicy:
+    """The policy as the agent calls it: the base model + an adapter, loaded once by
+    `agent.local_model` and kept equal to the trainer's LoRA weights (a weight sync, as TRL
+    does with a vLLM server)."""
+
+    def __init__(self, base_spec: str, adapter_dir: Path):
+        self.base_spec = base_spec
+        self.adapter_dir = Path(adapter_dir).resolve()
+        self.synced_step = -1
+
+    def llm_config(self, temperature: float, top_p: float, max_tokens: int) -> LLMConfig:
+        del top_p  # LLMConfig has no top_p; the local provider samples from the full distribution
+        return LLMConfig(model=f"local/{self.base_spec}", adapter=str(self.adapter_dir),
+                         temperature=temperature, max_tokens=max_tokens, tool_choice="required",
+                         retries=0)
+
+    def sync(self, trained_model: Any, step: int) -> None:
+        """Copy the trainer's adapter weights into the inference copy (once per step)."""
+        if step == self.synced_step:
+            return
+        from peft import get_peft_model_state_dict, set_peft_model_state_dict
+
+        local = load_local_model(self.base_spec, str(self.adapter_dir))
+        state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(trained_model).items()}
+        with local.lock:
+            set_peft_model_state_dict(local.model, state)
+            local.model.eval()
+        self.synced_step = step
+
+
+@dataclass
+class RolloutSettings:
+    """Per-episode limits and sampling."""
+
+    max_steps: int = 6
+    max_tokens: int = 128
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_completion_tokens: int = 3072
+    workers: int = 4
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+
+
+class EpisodeRollout:
+    """TRL `rollout_func`: prompts (each repeated G times) -> G sandboxed episodes each."""
+
+    def __init__(self, suite: Suite, tasks: list[SuiteTask], settings: RolloutSettings,
+                 out_dir: Path):
+        self.suite = suite
+        self.settings = settings
+        self.out_dir = Path(out_dir)
+        self.by_prompt = {prompt_text(t): t for t in tasks}
+        if len(self.by_prompt) != len(tasks):
+            raise ValueError("two tasks of the split share a problem statement; GRPO tells "
+                             "tasks apart by their prompt, so make the statements unique")
+        self.policy: InferencePolicy | None = None
+        self.tokenizer: Any = None
+        self.calls = 0
+
+    def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, list[Any]]:
+        assert self.policy is not None, "attach the InferencePolicy before training"
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        self.policy.sync(model, trainer.state.global_step)
+        tasks = [self.by_prompt[prompt_text_of(p)] for p in prompts]
+        llm = self.policy.llm_config(self.settings.temperature, self.settings.top_p,
+                                     self.settings.max_tokens)
+        batch_dir = self.out_dir / f"step-{trainer.state.global_step:04d}-{self.calls:03d}"
+        self.calls += 1
+        with ThreadPoolExecutor(max_workers=self.settings.workers,
+                                thread_name_prefix="rollout") as pool:
+            results = list(pool.map(
+                lambda job: self._episode(job[1], llm, batch_dir / f"{job[1].instance_id}-"
+                                                              f"{job[0]}"),
+                enumerate(tasks)))
+        return self._collate(prompts, results)
+
+    def _episode(self, task: SuiteTask, llm: LLMConfig,
+                 out_dir: Path) -> tuple[SolveResult | None, str | None]:
+        try:
+            return run_task_episode(self.suite, task, llm, self.settings.max_steps,
+                                    self.settings.sandbox, out_dir), None
+        except Exception as exc:  # an infrastructure failure: this episode is not scored
+            return None, f"{type(exc).__name__}: {exc}"
+
+    def _collate(self, prompts: list[Any],
+                 results: list[tuple[SolveResult | None, str | None]]) -> dict[str, list[Any]]:
+        out: dict[str, list[Any]] = {k: [] for k in (
+            "prompt_ids", "completion_ids", "logprobs", "env_mask", "verify_reward",
+            "format_score", "episode_steps", "rerendered_tokens", "episode_error")}
+        end_id = self.tokenizer.eos_token_id if self.tokenizer is not None else None
+        for prompt, (result, error) in zip(prompts, results, strict=True):
+            sample = None
+            if result is not None:
+                calls = rebuild_calls(read_trajectory(Path(result.trajectory_path)).events)
+                sample = episode_sample(calls, self.settings.max_completion_tokens, end_id)
+            if sample is None:  # nothing was generated: an empty, unscored completion
+                error = error or (result.error if result else None) or "no model call recorded"
+                sample = EpisodeSample(prompt_ids=self._prompt_ids(prompt))
+                sample.extend([end_id if end_id is not None else 0], 0)
+            scored = result is not None and error is None
+            calls_made, bad = (0, 0)
+            if result is not None and scored:
+                calls_made, bad = format_errors(Path(result.trajectory_path))
+            out["prompt_ids"].append(sample.prompt_ids)
+            out["completion_ids"].append(sample.completion_ids)
+            out["logprobs"].append(sample.logprobs)
+            out["env_mask"].append(sample.env_mask)
+            out["verify_reward"].append(float(result.reward) if scored and result else None)
+            out["format_score"].append((1 - bad / calls_made) if calls_made else 0.0)
+            out["episode_steps"].append(result.steps if result else 0)
+            out["rerendered_tokens"].append(sample.rerendered_tokens)
+            out["episode_error"].append(error)
+        return out
+
+    def _prompt_ids(self, prompt: Any) -> list[int]:
+        from agent.tool_protocol import render_chat_tokens
+
+        messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
+        return render_chat_tokens(messages, None, self.tokenizer)
+
+
+def prompt_text(task: SuiteTask) -> str:
+    """The GRPO dataset prompt of a task: the task message the agent sends."""
+    from agent.prompts import task_message
+
+    return task_message(task.problem_statement)
+
+
+def prompt_text_of(prompt: Any) -> str:
+    if isinstance(prompt, list):
+        return str(prompt[-1]["content"])
+    return str(prompt)

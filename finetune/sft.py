@@ -1,0 +1,158 @@
+"""Supervised fine-tuning on verified trajectories: TRL's SFTTrainer with a PEFT LoRA adapter.
+
+Conversations are tokenized by `agent.tool_protocol.render_chat_with_mask`, the rendering the
+local model uses at inference, and given to SFTTrainer pre-tokenized with `assistant_masks`, so
+the loss is on the assistant's tokens only (tool calls and end-of-turn), never on the system
+prompt, the task or tool outputs. Float32 on the CPU; `bf16=True` where a GPU supports it.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+from transformers import PrinterCallback, TrainerCallback
+
+from finetune.run_dir import base_model_spec, write_manifest
+from finetune.sft_data import DataError, rows_digest, tokenize_row
+
+
+class LoraSettings(BaseModel):
+    """The LoRA adapter (PEFT `LoraConfig`)."""
+
+    r: int = Field(16, ge=1, description="Rank of the update matrices.")
+    alpha: int = Field(32, ge=1, description="Scaling: the update is multiplied by alpha / r.")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the adapter's input.")
+    target_modules: str | list[str] = Field("all-linear", description="Layers that get an "
+                                            "adapter (`all-linear`: every linear layer).")
+    last_layers: int | None = Field(None, ge=1, description="Adapt only the last N transformer "
+                                    "blocks: backward stops there (several times faster on a "
+                                    "CPU); None adapts all.")
+
+    def peft_config(self, model: Any) -> Any:
+        import torch
+        from peft import LoraConfig
+
+        if self.last_layers is None:
+            return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
+                              target_modules=self.target_modules, task_type="CAUSAL_LM")
+        targets = self.target_modules
+        if targets == "all-linear":  # PEFT wants names when layers are picked
+            targets = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                              if isinstance(module, torch.nn.Linear) and ".layers." in name})
+        total = int(model.config.num_hidden_layers)
+        first = max(total - self.last_layers, 0)
+        return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
+                          target_modules=targets, layers_to_transform=list(range(first, total)),
+                          task_type="CAUSAL_LM")
+
+
+class SFTRunConfig(BaseModel):
+    """What to train, how, and where the adapter goes."""
+
+    model: str = Field("smollm2-135m", description="Known model name or model directory.")
+    output_dir: Path = Field(description="Adapter, manifest and curves go here.")
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    learning_rate: float = Field(2e-4, gt=0, description="AdamW learning rate (LoRA).")
+    max_steps: int = Field(-1, description="Optimizer steps; -1 trains `epochs` epochs.")
+    epochs: float = Field(1.0, gt=0, description="Passes over the data when max_steps is -1.")
+    batch_size: int = Field(1, ge=1, description="Conversations per device and step.")
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    max_length: int | None = Field(None, ge=16, description="Cut longer conversations "
+                                   "(None: never; they are at most the model's window).")
+    truncation_mode: str = Field("keep_start", pattern="^keep_(start|end)$")
+    bf16: bool = Field(False, description="bfloat16 mixed precision (GPUs); float32 when off.")
+    gradient_checkpointing: bool = Field(False, description="Less memory, ~30% more compute.")
+    seed: int = 0
+    logging_steps: int = Field(1, ge=1)
+
+
+class PrintLogs(TrainerCallback):
+    """Prints the main figures of each logged step on stderr (instead of the whole dict)."""
+
+    @staticmethod
+    def attach(trainer: Any) -> None:
+        trainer.remove_callback(PrinterCallback)
+        trainer.add_callback(PrintLogs())
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None,
+               **kwargs: Any) -> None:
+        keys = ("loss", "reward", "grad_norm", "learning_rate", "train_loss",
+                "rewards/verify_reward/mean", "frac_reward_zero_std", "episode/steps")
+        shown = {k: float(f"{v:.4g}") if isinstance(v, float) else v
+                 for k, v in (logs or {}).items() if k in keys}
+        if shown:
+            print(f"step {state.global_step}: {shown}", file=sys.stderr, flush=True)
+
+
+def load_base(model_dir: Path) -> tuple[Any, Any]:
+    """The base model (float32) and its tokenizer."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    return model, tokenizer
+
+
+def _check_truncation(masks: list[list[int]], config: SFTRunConfig) -> None:
+    """Refuse a max_length that would leave no assistant token to learn from."""
+    if config.max_length is None:
+        return
+    keep = slice(None, config.max_length) if config.truncation_mode == "keep_start" \
+        else slice(-config.max_length, None)
+    if not any(sum(mask[keep]) for mask in masks):
+        raise DataError(f"max_length {config.max_length} ({config.truncation_mode}) cuts every "
+                        "assistant token; raise --max-length or use --truncation keep_end")
+
+
+def run_sft(rows: list[dict[str, Any]], config: SFTRunConfig,
+            source: str = "rows") -> dict[str, Any]:
+    """Train an adapter on `rows` (SFT rows with reward 1) and write the output directory.
+    Returns the run's metrics."""
+    import torch
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    if not rows:
+        raise DataError("no verified-successful conversations to train on; run `agent finetune "
+                        "oracle SUITE` or solve tasks first")
+    spec, model_dir = base_model_spec(config.model)
+    torch.manual_seed(config.seed)
+    model, tokenizer = load_base(model_dir)
+    dataset = Dataset.from_list([tokenize_row(row, tokenizer) for row in rows])
+    _check_truncation(dataset["assistant_masks"], config)
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    args = SFTConfig(
+        output_dir=str(out), max_steps=config.max_steps, num_train_epochs=config.epochs,
+        learning_rate=config.learning_rate, per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        max_length=config.max_length, truncation_mode=config.truncation_mode,
+        bf16=config.bf16, fp16=False, use_cpu=not torch.cuda.is_available(),
+        gradient_checkpointing=config.gradient_checkpointing, seed=config.seed,
+        logging_steps=config.logging_steps, report_to=["tensorboard"], save_strategy="no",
+        dataloader_pin_memory=False, disable_tqdm=True, assistant_only_loss=False,
+    )
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset,
+                         processing_class=tokenizer, peft_config=config.lora.peft_config(model))
+    PrintLogs.attach(trainer)
+    started = time.monotonic()
+    output = trainer.train()
+    seconds = time.monotonic() - started
+    trained: Any = trainer.accelerator.unwrap_model(trainer.model)
+    trained.save_pretrained(str(out))
+    steps = trainer.state.global_step
+    metrics = {"train_loss": output.training_loss, "steps": steps,
+               "seconds": round(seconds, 1), "seconds_per_step": round(seconds / max(steps, 1), 2),
+               "tokens": sum(len(r) for r in dataset["input_ids"]),
+               "assistant_tokens": sum(sum(m) for m in dataset["assistant_masks"])}
+    data = {"source": source, "rows": len(rows), "sha256": rows_digest(rows)}
+    write_manifest(out, "sft", spec, model_dir, config.model_dump(mode="json"), data, metrics,
+                   trainer.state.log_history)
+    return metrics
