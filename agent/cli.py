@@ -9,11 +9,13 @@ from typing import Annotated
 
 import typer
 
-from agent.trajectory_commands import trajectories_app, verify_command
+from agent.finetune_commands import eval_command, finetune_app
+from agent.session_commands import rewind_command, sessions_app, undo_command
+from agent.trajectory_commands import replay_command, trajectories_app, verify_command
 
 app = typer.Typer(
     help="apprentice: a coding agent that learns from its own work.",
-    no_args_is_help=True,
+    no_args_is_help=False,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
@@ -24,13 +26,59 @@ app.add_typer(models_app, name="models")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(examples_app, name="examples")
 app.add_typer(trajectories_app, name="trajectories")
+app.add_typer(finetune_app, name="finetune")
+app.command("eval")(eval_command)
+app.add_typer(sessions_app, name="sessions")
+app.command("undo")(undo_command)
+app.command("rewind")(rewind_command)
 app.command("verify")(verify_command)
+app.command("replay")(replay_command)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print a one-line reason to stderr and return the exit to raise."""
     print(f"agent: error: {' '.join(message.split())}", file=sys.stderr)
     return typer.Exit(code)
+
+
+@app.callback(invoke_without_command=True)
+def default_command(ctx: typer.Context) -> None:
+    """With no command, `agent` opens the TUI on the current directory."""
+    if ctx.invoked_subcommand is None:
+        tui()
+
+
+@app.command()
+def tui(
+    repo: Annotated[Path, typer.Option(help="Git repository to work on.")] = Path("."),
+    model: Annotated[str | None, typer.Option(help="litellm model name (default: the "
+                                              "resumed session's, else the local model).")]
+    = None,
+    api_base: Annotated[str | None, typer.Option(help="OpenAI-compatible server URL.")] = None,
+    resume: Annotated[str | None, typer.Option(help="Continue a recorded session (id).")]
+    = None,
+    sandbox: Annotated[str, typer.Option(help="docker (isolated) or local (no isolation).")]
+    = "docker",
+    network: Annotated[bool, typer.Option(help="Give the sandbox a network.")] = False,
+    mode: Annotated[str | None, typer.Option(help="Permissions: auto (default in docker), ask "
+                                             "(default in local), read-only.")] = None,
+    max_steps: Annotated[int, typer.Option(help="Maximum model calls per message.")] = 30,
+) -> None:
+    """Open the interactive terminal app on a repository."""
+    from tools.sandbox import SandboxConfig
+    from tools.workspace import WorkspaceError, open_repository
+    from tui.app import run_tui  # the one place the core reaches the TUI: to start it
+
+    if sandbox not in ("docker", "local"):
+        raise fail(f"--sandbox must be docker or local, not {sandbox!r}", 2)
+    if mode not in (None, "auto", "ask", "read-only"):
+        raise fail(f"--mode must be auto, ask or read-only, not {mode!r}", 2)
+    try:
+        open_repository(repo)
+    except WorkspaceError as exc:
+        raise fail(str(exc)) from None
+    run_tui(repo, model=model, api_base=api_base, resume=resume, mode=mode, max_steps=max_steps,
+            sandbox=SandboxConfig(kind=sandbox, network=network))
 
 
 @app.command()
@@ -54,11 +102,17 @@ def solve(
     max_tokens: Annotated[int, typer.Option(help="Maximum tokens per model reply.")] = 1024,
     temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.0,
     timeout: Annotated[float, typer.Option(help="Seconds per model call.")] = 300.0,
+    context_window: Annotated[int | None, typer.Option(
+        help="The model's window in tokens (default: its metadata); compaction starts at 80%.")]
+    = None,
+    repo_map_tokens: Annotated[int, typer.Option(
+        help="Repository map in the system prompt, in tokens (0: none).")] = 512,
     output_dir: Annotated[Path | None, typer.Option(help="Where patch and trajectory go.")]
     = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Solve an issue in a repository: one recorded episode, then the tests as the reward."""
+    from agent.context import ContextConfig
     from agent.llm import LLMConfig
     from agent.solve import ProgressPrinter, SolveOptions
     from agent.solve import solve as run_solve
@@ -91,6 +145,7 @@ def solve(
                           tool_choice="required" if model.startswith("local/") else None),
             sandbox=SandboxConfig(kind=sandbox, network=network),
             max_steps=max_steps, output_dir=output_dir,
+            context=ContextConfig(context_window=context_window, repo_map_tokens=repo_map_tokens),
         )
         result = run_solve(task, options, listeners=[ProgressPrinter()])
     except (TaskError, WorkspaceError, SandboxError) as exc:
@@ -111,6 +166,33 @@ def solve(
         print(f"trajectory: {result.trajectory_path}")
     if result.exit_status == "error":
         raise fail(result.error or "the episode ended with an error")
+
+
+@app.command("map")
+def map_command(
+    path: Annotated[Path, typer.Argument(help="Directory to map.")] = Path("."),
+    tokens: Annotated[int, typer.Option(help="Size of the map in tokens.")] = 1024,
+    focus: Annotated[list[str] | None, typer.Option(
+        help="A file you are working on (boosts what it uses); repeatable.")] = None,
+    mention: Annotated[str, typer.Option(
+        help="Text (e.g. an issue) whose identifiers and file names get a boost.")] = "",
+) -> None:
+    """Print the repository map: the most referred-to definitions, fitted to --tokens."""
+    from tools.repo_map import RepoMap
+
+    if not path.is_dir():
+        raise fail(f"{path} is not a directory")
+    if tokens <= 0:
+        raise fail("--tokens must be positive", 2)
+    repo = RepoMap(path)
+    try:
+        stats = repo.refresh()
+        text = repo.render(tokens, focus or [], mention)
+    finally:
+        repo.close()
+    print(text or "(no Python, JavaScript, TypeScript, Go, Rust, Java, C or C++ files)")
+    print(f"agent: {stats.files} files, {stats.parsed} parsed, {stats.seconds:.2f}s",
+          file=sys.stderr)
 
 
 @models_app.command("list")

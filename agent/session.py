@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from agent import __version__
+from agent.context import Compactor, ContextConfig
 from agent.llm import LLMClient, ModelError
 from agent.prompts import NO_TOOL_CALL_NUDGE, system_prompt, task_message
 from agent.tasks import Task
 from tools.base import Observation, ToolBox, ToolContext
+from tools.repo_map import render_repo_map
 from tools.workspace import Workspace
 from trajectories.events import (
     AssistantDelta,
     AssistantMessage,
     Checkpoint,
+    Compaction,
     ErrorEvent,
     Event,
     Finished,
@@ -28,10 +31,18 @@ from trajectories.events import (
     ToolResult,
     UserMessage,
 )
-from trajectories.reader import message_of
+from trajectories.reader import apply_compaction, message_of
 
 Listener = Callable[[Event], None]
+Approver = Callable[[str, str], "bool | str"]
+"""Asked before each tool call with (name, JSON arguments): True runs it; False, or a reason as
+text, declines it and the model is told so."""
 MAX_NUDGES = 1
+INTERRUPTED = "interrupted by the user"
+
+
+class SessionInterrupted(Exception):
+    """Raised inside a streamed model call to abandon it when the user interrupts."""
 
 
 @dataclass
@@ -63,6 +74,8 @@ class Session:
         max_steps: int = 30,
         listeners: list[Listener] | None = None,
         sandbox_settings: dict[str, Any] | None = None,
+        approve: Approver | None = None,
+        context: ContextConfig | None = None,
     ):
         self.id = session_id
         self.task = task
@@ -73,18 +86,25 @@ class Session:
         self.max_steps = max_steps
         self.listeners = list(listeners or [])
         self.sandbox_settings = sandbox_settings or {}
+        self.approve = approve
         self.messages: list[dict[str, Any]] = []
         self.step = 0
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.cost_usd = 0.0
         self._interrupted = threading.Event()
+        self._started = False
+        self.context = context or ContextConfig()
+        self.compactor = Compactor(self.context, llm, toolbox.schemas(), workspace.path)
 
     def emit(self, event: Event) -> None:
+        if isinstance(event, Compaction):
+            self.messages = apply_compaction(self.messages, event)
         message = message_of(event)
         if message is not None:
             self.messages.append(message)
-        if isinstance(event, AssistantMessage):
+        self.compactor.observe(event)
+        if isinstance(event, AssistantMessage | Compaction):
             self.prompt_tokens += event.prompt_tokens
             self.completion_tokens += event.completion_tokens
             self.cost_usd += event.cost_usd
@@ -92,13 +112,76 @@ class Session:
             listener(event)
 
     def interrupt(self) -> None:
-        """Stop after the current step (thread-safe)."""
+        """Stop the running step (thread-safe): a streamed model call at its next token, a running
+        command at once (where the sandbox can kill it), then the loop."""
         self._interrupted.set()
+        stop_command = getattr(self.ctx.sandbox, "interrupt", None)
+        if stop_command is not None:
+            stop_command()
 
     def run(self) -> SessionResult:
         """Run until finish, the step limit, a stalled model or a fatal error."""
+        self.start()
+        self.emit(UserMessage(session_id=self.id, content=task_message(
+            self.task.problem_statement), origin="task"))
+        status, summary, error = self._loop()
+        return self._finish(status, summary, error)
+
+    def send(self, text: str) -> str:
+        """One chat turn: append the user's message, then loop until the model answers without a
+        tool call, finishes, takes `max_steps` more steps, fails or is interrupted. Returns how
+        the turn ended ("answered", "finished", "max_steps", "interrupted" or "error")."""
+        self.start()
+        self._interrupted.clear()
+        self.emit(UserMessage(session_id=self.id, step=self.step, content=text, origin="user"))
+        status, _, _ = self._loop(chat=True)
+        return status
+
+    def end(self, status: str = "quit") -> SessionResult:
+        """Close an interactive session: a last checkpoint, the patch, the `finished` event."""
+        return self._finish(status, None, None)
+
+    def restore(self, events: Iterable[Event]) -> None:
+        """Continue a recorded session: rebuild the context and counters from its events (not
+        re-emitted). Tool calls the recording left unanswered get a 'not run' result."""
+        self._started = True
+        self.messages = []
+        answered: set[str] = set()
+        pending: list[dict[str, Any]] = []
+        for event in events:
+            if isinstance(event, SessionStarted):
+                self.messages = [{"role": "system", "content": event.system_prompt}]
+            if isinstance(event, Compaction):
+                self.messages = apply_compaction(self.messages, event)
+            message = message_of(event)
+            if message is not None:
+                self.messages.append(message)
+            self.compactor.observe(event)
+            if isinstance(event, AssistantMessage | Compaction):
+                self.prompt_tokens += event.prompt_tokens
+                self.completion_tokens += event.completion_tokens
+                self.cost_usd += event.cost_usd
+            if isinstance(event, AssistantMessage):
+                pending = event.tool_calls
+            elif isinstance(event, ToolResult):
+                answered.add(event.tool_call_id)
+            self.step = max(self.step, event.step)
+        for call in pending:
+            if call["id"] not in answered:
+                self.emit(ToolResult(session_id=self.id, step=self.step, tool_call_id=call["id"],
+                                     name=call["function"]["name"], is_error=True,
+                                     output="Not run: the session ended before this call ran."))
+
+    def start(self) -> None:
+        """Emit the header (system prompt, tools, task) once; `run` and `send` call it."""
+        if self._started:
+            return
+        self._started = True
+        self.ctx.state.setdefault("task_text", self.task.problem_statement)
+        repo_map = render_repo_map(self.workspace.path, self.context.repo_map_tokens,
+                                   mentioned=self.task.problem_statement)
         prompt = system_prompt(self.workspace.path, self.workspace.repo_path.name,
-                               self.task.test_command)
+                               self.task.test_command, repo_map)
         self.messages = [{"role": "system", "content": prompt}]
         self.emit(SessionStarted(
             session_id=self.id, software_version=__version__, task=self.task.model_dump(),
@@ -108,24 +191,26 @@ class Session:
             base_commit=self.workspace.base_commit, branch=self.workspace.branch,
             sandbox=self.sandbox_settings,
         ))
-        self.emit(UserMessage(session_id=self.id, content=task_message(
-            self.task.problem_statement), origin="task"))
-        status, summary, error = self._loop()
-        return self._finish(status, summary, error)
 
-    def _loop(self) -> tuple[str, str | None, str | None]:
+    def _loop(self, chat: bool = False) -> tuple[str, str | None, str | None]:
+        """Steps until an end; in `chat`, a reply without tool calls ends the turn."""
         nudges = 0
-        while self.step < self.max_steps:
+        limit = self.step + self.max_steps
+        while self.step < limit:
             if self._interrupted.is_set():
-                return "interrupted", None, None
+                return self._interrupted_status()
             self.step += 1
             try:
                 reply = self._call_model()
+            except SessionInterrupted:
+                return self._interrupted_status()
             except ModelError as exc:
                 self.emit(ErrorEvent(session_id=self.id, step=self.step, message=str(exc),
                                      fatal=True))
                 return "error", None, str(exc)
             if not reply.tool_calls:
+                if chat:
+                    return "answered", reply.content, None
                 if nudges >= MAX_NUDGES:
                     return "no_tool_call", reply.content, None
                 nudges += 1
@@ -139,13 +224,37 @@ class Session:
                 return "finished", summary, None
         return "max_steps", None, None
 
+    def _interrupted_status(self) -> tuple[str, str | None, str | None]:
+        self.emit(ErrorEvent(session_id=self.id, step=self.step, message=INTERRUPTED))
+        return "interrupted", None, None
+
+    def _on_delta(self, text: str) -> None:
+        if self._interrupted.is_set():
+            raise SessionInterrupted(INTERRUPTED)
+        self.emit(AssistantDelta(session_id=self.id, step=self.step, text=text))
+
+    def compact(self, reason: Literal["threshold", "requested"] = "requested") -> Compaction | None:
+        """Compact the context now (`/compact`; automatic past the threshold): emits and returns
+        the `compaction` event, or None when there was nothing to cut."""
+        event = self.compactor.compact(self.messages, self.id, self.step, reason)
+        if event is not None:
+            self.emit(event)
+        return event
+
+    def _compact_if_needed(self) -> None:
+        try:
+            if self.compactor.needs_compaction(self.messages):
+                self.compact("threshold")
+        except Exception as exc:  # a compaction bug must not end the episode
+            self.emit(ErrorEvent(session_id=self.id, step=self.step,
+                                 message=f"compaction failed: {type(exc).__name__}: {exc}"))
+
     def _call_model(self) -> AssistantMessage:
+        self._compact_if_needed()
         self.emit(ModelCallStarted(session_id=self.id, step=self.step,
                                    prompt_messages=len(self.messages)))
         reply = self.llm.complete(
-            self.messages, self.toolbox.schemas(),
-            on_delta=lambda text: self.emit(AssistantDelta(session_id=self.id, step=self.step,
-                                                           text=text)),
+            self.messages, self.toolbox.schemas(), on_delta=self._on_delta,
         )
         event = AssistantMessage(
             session_id=self.id, step=self.step, content=reply.content,
@@ -163,6 +272,8 @@ class Session:
             name, arguments = call["function"]["name"], call["function"]["arguments"]
             if summary is not None:
                 observation = Observation("Not run: the episode already finished.", True)
+            elif self._interrupted.is_set():
+                observation = Observation(f"Not run: {INTERRUPTED}.", True)
             else:
                 self.emit(ToolCallStarted(session_id=self.id, step=self.step,
                                           tool_call_id=call["id"], name=name,
@@ -184,7 +295,13 @@ class Session:
     def _run_tool(self, name: str, arguments: str) -> Observation:
         started = time.monotonic()
         try:
-            observation = self.toolbox.call(name, arguments, self.ctx)
+            verdict = self.approve(name, arguments) if self.approve else True
+            if verdict is not True:
+                reason = f": {verdict}" if isinstance(verdict, str) and verdict else "."
+                observation = Observation(f"The user declined this {name} call{reason}", True,
+                                          data={"declined": True})
+            else:
+                observation = self.toolbox.call(name, arguments, self.ctx)
         except Exception as exc:  # a bug in a tool must not end the episode
             message = f"Error: the {name} tool failed unexpectedly: {type(exc).__name__}: {exc}"
             self.emit(ErrorEvent(session_id=self.id, step=self.step, message=message))

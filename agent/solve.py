@@ -10,14 +10,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from agent.context import ContextConfig
 from agent.llm import LLMClient, LLMConfig
 from agent.session import Session
 from agent.tasks import Task
 from tools.base import ToolBox, ToolContext
 from tools.control import default_tools
 from tools.locations import data_dir
-from tools.sandbox import SandboxConfig, make_sandbox
-from tools.workspace import Workspace
+from tools.sandbox import SandboxConfig
+from tools.session_setup import open_session
 from trajectories.events import (
     AssistantMessage,
     ErrorEvent,
@@ -44,6 +45,7 @@ class SolveOptions:
     max_steps: int = 30
     output_dir: Path | None = None
     keep_worktree: bool = False
+    context: ContextConfig = field(default_factory=ContextConfig)
 
 
 @dataclass
@@ -107,16 +109,12 @@ def solve(task: Task, options: SolveOptions, listeners: list[Any] | None = None)
     out_dir = Path(options.output_dir or data_dir() / "runs" / session_id)
     out_dir.mkdir(parents=True, exist_ok=True)
     trajectory_path = out_dir / f"{session_id}.jsonl"
-    workspace = Workspace.create(Path(task.repo), session_id, base=task.base_commit or "HEAD")
-    task = task.model_copy(update={"base_commit": workspace.base_commit})
     sandbox_config = options.sandbox.model_copy(
         update={"image": task.image} if task.image else {})
-    try:
-        sandbox = make_sandbox(sandbox_config, workspace.path)
-        sandbox.start()
-    except BaseException:
-        workspace.remove(delete_branch=True)
-        raise
+    opened = open_session(Path(task.repo), session_id, sandbox_config,
+                          base=task.base_commit or "HEAD")
+    workspace, sandbox, sandbox_config = opened.workspace, opened.sandbox, opened.config
+    task = task.model_copy(update={"base_commit": workspace.base_commit})
     recorder = TrajectoryRecorder(trajectory_path)
     store = TrajectoryStore()
     listeners = [recorder, IndexUpdater(store, trajectory_path), *(listeners or [])]
@@ -125,7 +123,7 @@ def solve(task: Task, options: SolveOptions, listeners: list[Any] | None = None)
             session_id, task, LLMClient(options.llm), ToolBox(default_tools()),
             ToolContext(workspace=workspace.path, sandbox=sandbox), workspace,
             max_steps=options.max_steps, listeners=listeners,
-            sandbox_settings=sandbox_config.model_dump(),
+            sandbox_settings=sandbox_config.model_dump(), context=options.context,
         )
         outcome = session.run()
     except BaseException:
@@ -141,7 +139,7 @@ def solve(task: Task, options: SolveOptions, listeners: list[Any] | None = None)
     verify_started = time.monotonic()
     verdict = verify_patch(Path(task.repo), workspace.base_commit, outcome.patch,
                            task.test_command, task.FAIL_TO_PASS, task.PASS_TO_PASS,
-                           sandbox_config)
+                           sandbox_config, test_patch=task.test_patch)
     verified = Verified(session_id=session_id, step=outcome.steps, reward=verdict.reward,
                         test_command=verdict.test_command, test_output=verdict.test_output,
                         exit_code=verdict.exit_code, image=verdict.image,

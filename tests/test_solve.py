@@ -88,8 +88,10 @@ def test_scripted_fix_gives_reward_1_and_leaves_the_checkout_alone(example, scri
     # The model was sent the contract's tools, then the observation of its view call.
     names = [t["function"]["name"] for t in scripted.requests[0]["tools"]]
     assert names == ["bash", "view", "create", "str_replace", "insert", "undo_edit", "grep",
-                     "glob", "todo", "finish"]
+                     "glob", "repo_map", "todo", "finish"]
     assert "def add(a, b):" in scripted.requests[1]["messages"][-1]["content"]
+    system = scripted.requests[0]["messages"][0]["content"]
+    assert "A map of the repository" in system and "def add(a, b):" in system
     # The trajectory rebuilds exactly what was sent at each call.
     trajectory = read_trajectory(Path(result["trajectory_path"]))
     assert not trajectory.problems
@@ -197,3 +199,28 @@ def test_docker_not_running_is_a_clear_error_and_leaves_no_branch(example, scrip
     assert "--sandbox local" in proc.stderr
     assert [h.name for h in git.Repo(repo).heads] == ["main"]
     assert scripted.requests == []
+
+
+def test_a_compacted_episode_still_rebuilds_exactly(example) -> None:
+    from agent.context import ContextConfig
+    from tests.test_context import SummarisingLLM
+
+    repo, issue = example
+    thoughts = "The numbers may say something about the bug. " * 20
+    noise = [{"content": f"Look at some numbers ({n}). {thoughts}", "tool_calls": [tool_call(
+        "bash", {"command": f"seq {n} 2 {n + 1400}"})]} for n in range(3)]
+    with SummarisingLLM([*noise, *FIX_SCRIPT]) as model:
+        options = SolveOptions(
+            llm=LLMConfig(model="openai/scripted", api_base=model.url, backoff_s=0.01),
+            sandbox=SandboxConfig(), max_steps=10,
+            context=ContextConfig(context_window=4000, keep_recent=0.05, repo_map_tokens=128))
+        result = solve(Task.from_issue_file(issue, repo), options)
+        sent = model.agent_requests
+        summaries = len(model.requests) - len(sent)
+    assert result.reward == 1 and result.exit_status == "finished"
+    trajectory = read_trajectory(Path(result.trajectory_path))
+    compactions = [e for e in trajectory.events if e.type == "compaction"]
+    assert compactions and summaries == sum(c.stage != "masked" for c in compactions)
+    assert any(c.stage == "summarised" for c in compactions)
+    calls = rebuild_calls(trajectory.events)
+    assert [c["messages"] for c in calls] == [r["messages"] for r in sent]
