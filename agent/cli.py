@@ -63,8 +63,14 @@ def tui(
     mode: Annotated[str | None, typer.Option(help="Permissions: auto (default in docker), ask "
                                              "(default in local), read-only.")] = None,
     max_steps: Annotated[int, typer.Option(help="Maximum model calls per message.")] = 30,
+    context_window: Annotated[int | None, typer.Option(
+        help="The model's window in tokens (default: its metadata); compaction starts at 80%.")]
+    = None,
+    repo_map_tokens: Annotated[int, typer.Option(
+        help="Repository map in the system prompt, in tokens (0: none).")] = 512,
 ) -> None:
     """Open the interactive terminal app on a repository."""
+    from agent.context import ContextConfig
     from tools.sandbox import SandboxConfig
     from tools.workspace import WorkspaceError, open_repository
     from tui.app import run_tui  # the one place the core reaches the TUI: to start it
@@ -78,7 +84,8 @@ def tui(
     except WorkspaceError as exc:
         raise fail(str(exc)) from None
     run_tui(repo, model=model, api_base=api_base, resume=resume, mode=mode, max_steps=max_steps,
-            sandbox=SandboxConfig(kind=sandbox, network=network))
+            sandbox=SandboxConfig(kind=sandbox, network=network),
+            context=ContextConfig(context_window=context_window, repo_map_tokens=repo_map_tokens))
 
 
 @app.command()

@@ -330,8 +330,10 @@ async def test_compact_command_shows_a_compaction(example, scripted) -> None:
               {"content": "Hello."},
               {"content": "## Goal\n- explain add\n## Files touched\n- operations.py"},
               {"content": "Still here."}]
-    app = make_app(repo, scripted, script, context=ContextConfig(keep_outputs=0))
+    app = make_app(repo, scripted, script,
+                   context=ContextConfig(keep_outputs=0, context_window=6000))
     async with app.run_test(size=SIZE) as pilot:
+        assert app.status.context_window == 6000  # `agent tui --context-window 6000`
         await say(pilot, "what does add do?")
         await say(pilot, "hello")  # the latest user message is kept; the older turns can go
         await say(pilot, "/compact")

@@ -18,7 +18,9 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import Footer, TextArea
 
+from agent.context import ContextConfig
 from agent.llm import LLMConfig
+from agent.token_counter import context_window
 from tools.sandbox import SandboxConfig
 from trajectories.events import (
     Event,
@@ -38,7 +40,7 @@ from tui.transcript import Transcript
 from tui.widgets.conversation import ConversationView
 from tui.widgets.plan_panel import PlanPanel
 from tui.widgets.prompt_input import CommandHints, PromptInput
-from tui.widgets.status_line import StatusLine, context_window
+from tui.widgets.status_line import StatusLine
 
 DEFAULT_MODEL = LLMConfig.model_fields["model"].default
 
@@ -145,7 +147,8 @@ class ApprenticeApp(App[None]):
         self.query_one(CommandHints).display = False
         self.plan_panel.display = False
         self.status.model = self.options.llm.model
-        self.status.context_window = context_window(self.options.llm.model)
+        self.status.context_window = context_window(
+            self.options.llm.model, (self.options.context or ContextConfig()).context_window)
         self.status.mode = self.policy.mode
         self.query_one(PromptInput).focus()
         if not self.resume_id:
@@ -409,10 +412,11 @@ class ApprenticeApp(App[None]):
 
 def run_tui(repo: Path, model: str | None = None, api_base: str | None = None,
             resume: str | None = None, sandbox: SandboxConfig | None = None,
-            mode: str | None = None, max_steps: int = 30) -> None:
+            mode: str | None = None, max_steps: int = 30,
+            context: ContextConfig | None = None) -> None:
     """Run the app in this terminal until the user quits (what `agent tui` does)."""
     recorded = recorded_model(resume) if resume and not model else None
     llm = LLMConfig(model=model or recorded or DEFAULT_MODEL, api_base=api_base, stream=True)
     options = HostOptions(repo=repo, llm=llm, sandbox=sandbox or SandboxConfig(),
-                          max_steps=max_steps)
+                          max_steps=max_steps, context=context)
     ApprenticeApp(options, resume=resume, mode=mode).run()

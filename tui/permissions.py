@@ -11,7 +11,7 @@ MODES = ("auto", "ask", "read-only")
 """`auto`: everything runs (the default inside the Docker sandbox); `ask`: commands and edits
 wait for the user's yes / no / always; `read-only`: they are declined."""
 
-READ_ONLY_TOOLS = frozenset({"view", "grep", "glob", "todo", "finish"})
+READ_ONLY_TOOLS = frozenset({"view", "grep", "glob", "repo_map", "todo", "finish"})
 """Tools that change nothing: always allowed."""
 
 PLAN_MODE_NOTE = (

@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from agent.context import ContextConfig
+from agent.token_counter import context_window
 from tools.workspace import Rewound, WorkspaceError
 from trajectories.store import TrajectoryStore
 from tui.commands import BY_NAME, help_text, parse
 from tui.screens.session_picker import SessionPicker
-from tui.widgets.status_line import context_window
 
 if TYPE_CHECKING:
     from tui.app import ApprenticeApp
@@ -64,7 +65,8 @@ class SlashCommands:
         if app.host is not None:
             app.host.set_model(argument)
         app.status.model = argument
-        app.status.context_window = context_window(argument)
+        app.status.context_window = context_window(
+            argument, (app.options.context or ContextConfig()).context_window)
         await app.conversation.add_notice(f"model: {argument}", "info")
 
     async def compact(self, argument: str) -> None:

@@ -8,22 +8,10 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widgets import Static
 
+from agent.token_counter import DEFAULT_WINDOW
+
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 MODE_STYLES = {"auto": "bold green", "ask": "bold yellow", "read-only": "bold cyan"}
-DEFAULT_WINDOW = 128_000
-
-
-def context_window(model: str) -> int:
-    """The model's input window in tokens (litellm's table; 8k for local, 128k if unknown)."""
-    if model.startswith("local/"):
-        return 8192
-    try:
-        import litellm
-
-        info = litellm.get_model_info(model)
-        return int(info.get("max_input_tokens") or info.get("max_tokens") or DEFAULT_WINDOW)
-    except Exception:  # unknown to litellm (a scripted or self-hosted model)
-        return DEFAULT_WINDOW
 
 
 def short_tokens(count: int) -> str:
