@@ -208,8 +208,14 @@ def grpo_command(
     adapter: Annotated[Path | None, typer.Option(help="Start from this adapter (SFT's).")]
     = None,
     split: Annotated[str, typer.Option(help="Split whose tasks train.")] = "train",
-    limit: Annotated[int | None, typer.Option(help="Only the first N tasks.")] = None,
+    skip: Annotated[int, typer.Option(help="Leave out the split's first N tasks (e.g. the "
+                                      "ones SFT trained on).")] = 0,
+    limit: Annotated[int | None, typer.Option(help="Only the first N tasks (after --skip).")]
+    = None,
     num_generations: Annotated[int, typer.Option(help="Episodes per task per step (G).")] = 4,
+    workers: Annotated[int | None, typer.Option(help="Episodes at once (default G; 1 is "
+                                                "fastest with an in-process CPU model).")]
+    = None,
     max_steps: Annotated[int, typer.Option(help="Optimizer steps (one group each).")] = 10,
     learning_rate: Annotated[float, typer.Option(help="Learning rate.")] = 2e-5,
     beta: Annotated[float, typer.Option(help="KL coefficient (0: no reference model).")] = 0.0,
@@ -230,11 +236,13 @@ def grpo_command(
     from finetune.suite import SuiteError
 
     config = GRPORunConfig(
-        suite=suite, split=split, limit=limit, model=model, adapter=adapter, output_dir=output,
+        suite=suite, split=split, skip=skip, limit=limit, model=model, adapter=adapter,
+        output_dir=output,
         lora=LoraSettings(r=lora_r, alpha=2 * lora_r, last_layers=lora_layers),
         num_generations=num_generations, max_steps=max_steps, learning_rate=learning_rate,
         beta=beta, format_reward_weight=format_reward_weight, temperature=temperature,
-        episode_max_steps=episode_max_steps, max_tokens=max_tokens, bf16=bf16, seed=seed)
+        episode_max_steps=episode_max_steps, max_tokens=max_tokens, workers=workers, bf16=bf16,
+        seed=seed)
     try:
         metrics = run_grpo(config)
     except (SuiteError, LookupError, FileNotFoundError) as exc:

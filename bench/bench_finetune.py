@@ -49,7 +49,8 @@ def run_eval(args: argparse.Namespace, suite_dir: Path, save: Path,
     suite = load_suite(suite_dir)
     options = EvalOptions(model="local/smollm2-135m", adapter=str(adapter) if adapter else None,
                           split="test", limit=args.test, workers=args.workers,
-                          max_steps=args.episode_steps, max_tokens=args.max_tokens,
+                          episodes=args.eval_episodes, max_steps=args.episode_steps,
+                          max_tokens=args.max_tokens,
                           output_dir=save.parent / f"{save.stem}-episodes")
     report: EvalReport = evaluate(suite, options, on_episode=lambda e: print(
         f"   {e.instance_id}: reward {e.reward} {e.exit_status} {e.steps} steps "
@@ -61,16 +62,25 @@ def run_eval(args: argparse.Namespace, suite_dir: Path, save: Path,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("/tmp/apprentice-bench-finetune"))
-    parser.add_argument("--train", type=int, default=32, help="train tasks (oracle data)")
+    parser.add_argument("--train", type=int, default=100,
+                        help="train tasks the oracle solves for SFT")
+    parser.add_argument("--grpo-tasks", type=int, default=40,
+                        help="further train tasks, unseen by SFT, that GRPO explores")
     parser.add_argument("--test", type=int, default=10, help="held-out tasks evaluated")
-    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--eval-episodes", type=int, default=1,
+                        help="episodes per held-out task (K of pass@K; >1 samples at 0.7)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="episodes at once; 1 keeps the local model's key/value cache warm")
     parser.add_argument("--episode-steps", type=int, default=6)
-    parser.add_argument("--max-tokens", type=int, default=96)
-    parser.add_argument("--sft-epochs", type=float, default=3.0)
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--sft-epochs", type=float, default=1.0)
     parser.add_argument("--sft-lr", type=float, default=1e-3)
     parser.add_argument("--lora-layers", type=int, default=10)
+    parser.add_argument("--lora-r", type=int, default=16)
     parser.add_argument("--grpo-steps", type=int, default=0)
     parser.add_argument("--grpo-generations", type=int, default=4)
+    parser.add_argument("--grpo-lr", type=float, default=5e-5)
+    parser.add_argument("--grpo-temperature", type=float, default=1.0)
     args = parser.parse_args()
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -79,7 +89,8 @@ def main() -> None:
     suite_dir = out / "suite"
     if not (suite_dir / "tasks.jsonl").is_file():
         started = stage("curriculum")
-        generate_curriculum(suite_dir, train=args.train, test=max(args.test, 12), force=True)
+        generate_curriculum(suite_dir, train=args.train + args.grpo_tasks,
+                            test=max(args.test, 14), force=True)
         done(started, times, "curriculum")
 
     started = stage("baseline eval (SmolLM2-135M, held-out test split)")
@@ -88,9 +99,9 @@ def main() -> None:
 
     oracle_dir = out / "oracle"
     if not (oracle_dir / SFT_FILE).is_file():
-        started = stage("oracle trajectories (train split, real agent loop)")
-        report, rows = oracle_trajectories(load_suite(suite_dir), oracle_dir,
-                                           workers=args.workers)
+        started = stage(f"oracle trajectories (first {args.train} train tasks, real agent loop)")
+        report, rows = oracle_trajectories(load_suite(suite_dir), oracle_dir, limit=args.train,
+                                           workers=4)
         print(f"   {len(rows)} verified of {report.summary['episodes']} episodes")
         done(started, times, "oracle")
     rows = load_rows(oracle_dir / SFT_FILE)
@@ -103,7 +114,8 @@ def main() -> None:
         started = stage(f"SFT on {len(rows)} oracle trajectories")
         run_sft(rows, SFTRunConfig(model="smollm2-135m", output_dir=sft_dir,
                                    epochs=args.sft_epochs, learning_rate=args.sft_lr,
-                                   lora=LoraSettings(last_layers=args.lora_layers)),
+                                   lora=LoraSettings(r=args.lora_r, alpha=2 * args.lora_r,
+                                                     last_layers=args.lora_layers)),
                 source=str(oracle_dir / SFT_FILE))
         done(started, times, "sft")
     sft_metrics = read_manifest(sft_dir)["metrics"]
@@ -118,21 +130,26 @@ def main() -> None:
     reports = {"base": out / "evals" / "base.json",
                "after-sft": sft_dir / "evals" / "after-sft.json"}
     grpo_metrics = None
+    after_grpo = None
     if args.grpo_steps:
         from finetune.grpo import GRPORunConfig, run_grpo
 
         grpo_dir = out / "grpo"
         if not (grpo_dir / "adapter_model.safetensors").is_file():
-            started = stage(f"GRPO from the SFT adapter, {args.grpo_steps} steps")
+            started = stage(f"GRPO from the SFT adapter, {args.grpo_steps} steps on the "
+                            f"{args.grpo_tasks} train tasks SFT did not see")
             run_grpo(GRPORunConfig(suite=suite_dir, model="smollm2-135m", adapter=sft_dir,
-                                   output_dir=grpo_dir, max_steps=args.grpo_steps,
+                                   output_dir=grpo_dir, skip=args.train,
+                                   max_steps=args.grpo_steps,
                                    num_generations=args.grpo_generations,
+                                   learning_rate=args.grpo_lr,
+                                   temperature=args.grpo_temperature, workers=args.workers,
                                    episode_max_steps=args.episode_steps,
                                    max_tokens=args.max_tokens))
             done(started, times, "grpo")
         grpo_metrics = read_manifest(grpo_dir)["metrics"]
         started = stage("eval after GRPO")
-        run_eval(args, suite_dir, grpo_dir / "evals" / "after-grpo.json", grpo_dir)
+        after_grpo = run_eval(args, suite_dir, grpo_dir / "evals" / "after-grpo.json", grpo_dir)
         done(started, times, "eval after grpo")
         reports["after-grpo"] = grpo_dir / "evals" / "after-grpo.json"
         write_report(grpo_dir, reports)
@@ -140,14 +157,23 @@ def main() -> None:
     table = eval_table(reports)
     gain = after_sft["summary"]["pass@1"] - base["summary"]["pass@1"]
     lines = ["# bench_finetune", "", table, "",
-             f"pass@1 change after SFT: {gain * 100:+.1f} points",
-             f"SFT: {sft_metrics['steps']} steps, {sft_metrics['seconds_per_step']} s/step, "
-             f"{sft_metrics['seconds']} s, train loss {sft_metrics.get('train_loss', 0):.3f}"]
+             f"pass@1 change after SFT: {gain * 100:+.1f} points"]
+    if after_grpo:
+        more = after_grpo["summary"]["pass@1"] - after_sft["summary"]["pass@1"]
+        lines.append(f"pass@1 change of GRPO over SFT: {more * 100:+.1f} points")
+    lines.append(f"SFT: {len(rows)} oracle conversations, {sft_metrics['steps']} steps, "
+                 f"{sft_metrics['seconds_per_step']} s/step, {sft_metrics['seconds']} s, "
+                 f"train loss {sft_metrics.get('train_loss', 0):.3f}")
+    training = sft_metrics["seconds"]
     if grpo_metrics:
+        training += grpo_metrics["seconds"]
         lines.append(f"GRPO: {grpo_metrics['steps']} steps, {grpo_metrics['seconds_per_step']} "
-                     f"s/step; {grpo_metrics['groups_all_equal']} of {grpo_metrics['groups']} "
-                     "groups had all-equal rewards")
+                     f"s/step, {grpo_metrics['seconds']} s; {grpo_metrics['groups_all_equal']} "
+                     f"of {grpo_metrics['groups']} groups had all-equal rewards")
+    lines.append(f"training wall time (SFT + GRPO): {training / 60:.1f} min")
     lines.append(f"stage wall times (s): {json.dumps(times)}")
+    lines.append(f"reports: {sft_dir / 'report.md'}"
+                 + (f", {out / 'grpo' / 'report.md'}" if grpo_metrics else ""))
     text = "\n".join(lines) + "\n"
     (out / "results.md").write_text(text)
     print("\n" + text)

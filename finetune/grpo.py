@@ -38,7 +38,9 @@ class GRPORunConfig(BaseModel):
 
     suite: Path = Field(description="Task suite directory.")
     split: str = Field("train", description="Split whose tasks are the prompts.")
-    limit: int | None = Field(None, ge=1, description="Only the first N tasks.")
+    skip: int = Field(0, ge=0, description="Leave out the split's first N tasks (e.g. the "
+                      "ones SFT trained on, so GRPO explores tasks it has not memorised).")
+    limit: int | None = Field(None, ge=1, description="Only the first N tasks (after skip).")
     model: str = Field("smollm2-135m", description="Known model name or model directory.")
     adapter: Path | None = Field(None, description="Start from this adapter (e.g. SFT's).")
     output_dir: Path
@@ -55,7 +57,10 @@ class GRPORunConfig(BaseModel):
     max_tokens: int = Field(128, ge=1, description="Tokens per model reply.")
     max_completion_tokens: int = Field(3072, ge=16, description="Episode tokens after the "
                                        "prompt that train; longer episodes are cut.")
-    workers: int | None = Field(None, ge=1, description="Episodes at once (default: G).")
+    workers: int | None = Field(None, ge=1, description="Episodes at once (default: G). "
+                                "In-process local models generate one call at a time and keep "
+                                "one key/value cache, so 1 is fastest on a CPU: the G episodes "
+                                "of a group share their prompt and each step only appends.")
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     bf16: bool = False
     gradient_checkpointing: bool = False
@@ -114,9 +119,11 @@ def run_grpo(config: GRPORunConfig,
 
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     suite = load_suite(config.suite)
-    tasks = suite.split(config.split)[: config.limit]
+    tasks = suite.split(config.split)[config.skip:]
+    tasks = tasks[: config.limit]
     if not tasks:
-        raise SuiteError(f"suite {suite.path} has no {config.split!r} tasks")
+        raise SuiteError(f"suite {suite.path} has no {config.split!r} tasks after skipping "
+                         f"{config.skip}; lower --skip or add tasks")
     spec, model_dir = base_model_spec(config.model)
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
