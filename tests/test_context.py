@@ -169,6 +169,21 @@ def test_the_trajectory_rebuilds_every_call_across_compactions(big_repo, model, 
     assert len(calls) == len(sent)
     for call, request in zip(calls, sent, strict=True):
         assert call["messages"] == request["messages"]
+    # SFT export: one row per context segment, each the last context of its segment + reply,
+    # so every assistant turn is trained on in a context the model really saw.
+    from trajectories.export import sft_rows
+
+    rows = sft_rows(recorded)
+    segments = sorted({call["segment"] for call in calls})
+    compactions = [e for e in recorded.events if e.type == "compaction"]
+    assert segments == list(range(len(compactions) + 1)) == [row["segment"] for row in rows]
+    for row in rows:
+        last = [c for c in calls if c["segment"] == row["segment"]][-1]
+        assert len(row["messages"]) == len(last["messages"]) + 1
+        assert [m["role"] for m in row["messages"][:-1]] == [m["role"] for m in last["messages"]]
+        assert row["messages"][-1]["role"] == "assistant"
+    trained = sum(1 for row in rows for m in row["messages"] if m["role"] == "assistant")
+    assert trained >= len(calls)  # no assistant turn is lost to a compaction
     # A resumed session rebuilds the same context from the same events.
     resumed = make_session(repo, issue, model, [])
     resumed.restore(recorded.events)

@@ -1,10 +1,11 @@
 """Turn trajectories into training and evaluation data: SFT, DPO, GRPO rows, SWE-bench
 predictions.
 
-SFT rows are one per episode (per context segment once compaction rewrites the context): the
-full conversation of the last model call plus its reply holds every assistant turn once, so
-assistant-only loss trains on each turn exactly once, without the quadratic size of one row per
-call. Tool-call arguments are JSON objects, as Hugging Face chat templates expect.
+SFT rows are one per episode, or one per context segment once compaction rewrites the context:
+the conversation of a segment's last model call plus its reply holds every assistant turn of the
+segment, so assistant-only loss trains on each turn in a context the model really saw, without
+the quadratic size of one row per call (turns kept whole across a compaction appear in both
+segments' rows). Tool-call arguments are JSON objects, as Hugging Face chat templates expect.
 """
 
 from __future__ import annotations
@@ -54,12 +55,22 @@ def outcome(trajectory: TrajectoryFile) -> tuple[Finished | None, Verified | Non
     return finished, verified
 
 
-def sft_row(trajectory: TrajectoryFile) -> dict[str, Any] | None:
-    """The conversation of an episode: messages (with tool calls and results) and tools."""
+def sft_rows(trajectory: TrajectoryFile) -> list[dict[str, Any]]:
+    """The conversation of an episode, one row per context segment (a compaction starts a new
+    one): messages (with tool calls and results) as the model saw them, and tools."""
     calls = rebuild_calls(trajectory.events)
-    if not calls:
-        return None
-    last = calls[-1]
+    last_of_segment = {call["segment"]: call for call in calls}
+    return [_conversation_row(trajectory, call) for call in last_of_segment.values()]
+
+
+def sft_row(trajectory: TrajectoryFile) -> dict[str, Any] | None:
+    """The conversation of the episode's last context segment (the whole episode when it was
+    never compacted)."""
+    rows = sft_rows(trajectory)
+    return rows[-1] if rows else None
+
+
+def _conversation_row(trajectory: TrajectoryFile, last: dict[str, Any]) -> dict[str, Any]:
     raw = [*last["messages"], last["response"]]
     names = {c["id"]: c["function"]["name"] for m in raw for c in m.get("tool_calls") or []}
     header = trajectory.header
@@ -72,6 +83,7 @@ def sft_row(trajectory: TrajectoryFile) -> dict[str, Any] | None:
         "task": header.task.get("instance_id"),
         "model": header.model,
         "reward": verified.reward if verified else None,
+        "segment": last["segment"],
     }
 
 
@@ -99,9 +111,9 @@ def export_rows(trajectories: Iterable[TrajectoryFile], fmt: str,
         raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if fmt == "sft":
         for trajectory in trajectories:
-            row = sft_row(trajectory)
-            if row and (include_failures or row["reward"] == 1):
-                yield row
+            for row in sft_rows(trajectory):
+                if include_failures or row["reward"] == 1:
+                    yield row
     elif fmt == "swebench":
         for trajectory in trajectories:
             finished, _ = outcome(trajectory)

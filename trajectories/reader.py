@@ -110,24 +110,27 @@ def apply_compaction(context: list[dict[str, Any]], event: Compaction) -> list[d
 
 
 def rebuild_calls(events: list[Event]) -> list[dict[str, Any]]:
-    """One item per model call: the messages exactly as sent, the tools, the reply, and (local
-    models) the full token-id record: prompt_ids, completion_ids, completion_logprobs."""
+    """One item per model call: the messages exactly as sent, the tools, the reply, the context
+    `segment` (0, then one more after each compaction), and (local models) the full token-id
+    record: prompt_ids, completion_ids, completion_logprobs."""
     header = next((e for e in events if isinstance(e, SessionStarted)), None)
     if header is None:
         raise ValueError("the trajectory has no session_started header")
     context: list[dict[str, Any]] = [{"role": "system", "content": header.system_prompt}]
     calls = []
     token_ids = TokenIdsExpander()
+    segment = 0
     for event in events:
         if isinstance(event, Compaction):
             context = apply_compaction(context, event)
+            segment += 1
             continue
         message = message_of(event)
         if message is None:
             continue
         if isinstance(event, AssistantMessage):
             calls.append({"step": event.step, "messages": [dict(m) for m in context],
-                          "tools": header.tools, "response": message,
+                          "tools": header.tools, "response": message, "segment": segment,
                           "token_ids": token_ids.expand(event.token_ids)})
         context.append(message)
     return calls
