@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from agent.finetune_commands import eval_command, finetune_app
 from agent.session_commands import rewind_command, sessions_app, undo_command
 from agent.trajectory_commands import replay_command, trajectories_app, verify_command
+
+if TYPE_CHECKING:
+    from agent.context import ContextConfig
 
 app = typer.Typer(
     help="apprentice: a coding agent that learns from its own work.",
@@ -41,6 +44,15 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+def context_config(window: int | None, repo_map_tokens: int, compact_at: float) -> ContextConfig:
+    """The context settings of `solve` and `tui`: compaction aims at 5/8 of where it starts."""
+    from agent.context import ContextConfig
+
+
+    return ContextConfig(context_window=window, repo_map_tokens=repo_map_tokens,
+                         threshold=compact_at, target=min(0.5, compact_at * 0.625))
+
+
 @app.callback(invoke_without_command=True)
 def default_command(ctx: typer.Context) -> None:
     """With no command, `agent` opens the TUI on the current directory."""
@@ -68,9 +80,10 @@ def tui(
     = None,
     repo_map_tokens: Annotated[int, typer.Option(
         help="Repository map in the system prompt, in tokens (0: none).")] = 512,
+    compact_at: Annotated[float, typer.Option(
+        min=0.1, max=1.0, help="Share of the window at which the context is compacted.")] = 0.8,
 ) -> None:
     """Open the interactive terminal app on a repository."""
-    from agent.context import ContextConfig
     from tools.sandbox import SandboxConfig
     from tools.workspace import WorkspaceError, open_repository
     from tui.app import run_tui  # the one place the core reaches the TUI: to start it
@@ -85,7 +98,7 @@ def tui(
         raise fail(str(exc)) from None
     run_tui(repo, model=model, api_base=api_base, resume=resume, mode=mode, max_steps=max_steps,
             sandbox=SandboxConfig(kind=sandbox, network=network),
-            context=ContextConfig(context_window=context_window, repo_map_tokens=repo_map_tokens))
+            context=context_config(context_window, repo_map_tokens, compact_at))
 
 
 @app.command()
@@ -114,12 +127,13 @@ def solve(
     = None,
     repo_map_tokens: Annotated[int, typer.Option(
         help="Repository map in the system prompt, in tokens (0: none).")] = 512,
+    compact_at: Annotated[float, typer.Option(
+        min=0.1, max=1.0, help="Share of the window at which the context is compacted.")] = 0.8,
     output_dir: Annotated[Path | None, typer.Option(help="Where patch and trajectory go.")]
     = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Solve an issue in a repository: one recorded episode, then the tests as the reward."""
-    from agent.context import ContextConfig
     from agent.llm import LLMConfig
     from agent.solve import ProgressPrinter, SolveOptions
     from agent.solve import solve as run_solve
@@ -152,7 +166,7 @@ def solve(
                           tool_choice="required" if model.startswith("local/") else None),
             sandbox=SandboxConfig(kind=sandbox, network=network),
             max_steps=max_steps, output_dir=output_dir,
-            context=ContextConfig(context_window=context_window, repo_map_tokens=repo_map_tokens),
+            context=context_config(context_window, repo_map_tokens, compact_at),
         )
         result = run_solve(task, options, listeners=[ProgressPrinter()])
     except (TaskError, WorkspaceError, SandboxError) as exc:

@@ -121,14 +121,18 @@ class Compactor:
     def __init__(self, config: ContextConfig, llm: LLMClient, tools: list[dict[str, Any]],
                  workspace: Path | None = None, counter: TokenCounter | None = None):
         self.config = config
-        self.llm = llm
         self.tools = tools
-        self.window = context_window(llm.config.model, config.context_window)
-        self.limit = int(self.window * config.threshold)
-        self.target = int(self.window * config.target)
-        self.counter = counter or TokenCounter(llm.config.model, llm.config.adapter)
+        self.use_model(llm, counter)
         self.rules = _rules_file(workspace) if workspace else None
         self.invariants = Invariants()
+
+    def use_model(self, llm: LLMClient, counter: TokenCounter | None = None) -> None:
+        """Measure and summarise with `llm` from now on (its window and tokenizer)."""
+        self.llm = llm
+        self.window = context_window(llm.config.model, self.config.context_window)
+        self.limit = int(self.window * self.config.threshold)
+        self.target = int(self.window * self.config.target)
+        self.counter = counter or TokenCounter(llm.config.model, llm.config.adapter)
 
     def observe(self, event: Event) -> None:
         self.invariants.observe(event)

@@ -97,6 +97,11 @@ class Session:
         self.context = context or ContextConfig()
         self.compactor = Compactor(self.context, llm, toolbox.schemas(), workspace.path)
 
+    def set_llm(self, llm: LLMClient) -> None:
+        """Switch model from the next call on; the context is re-measured for its window."""
+        self.llm = llm
+        self.compactor.use_model(llm)
+
     def emit(self, event: Event) -> None:
         if isinstance(event, Compaction):
             self.messages = apply_compaction(self.messages, event)

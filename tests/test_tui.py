@@ -19,6 +19,7 @@ from textual.pilot import Pilot
 
 from agent.context import ContextConfig
 from agent.llm import LLMConfig
+from agent.models import KNOWN_MODELS
 from agent.session import INTERRUPTED
 from tests.scripted_llm import ScriptedLLM, tool_call
 from trajectories.events import ErrorEvent, PlanUpdated, ToolCallStarted, ToolResult
@@ -410,8 +411,12 @@ async def test_prompt_history_completion_and_commands(example, scripted) -> None
         await say(pilot, "/trajectory")
         assert app.host is not None
         assert any(str(app.host.trajectory_path) in t for t in notices(app))
+        await say(pilot, "/model local/smollm2-135m")  # a smaller window: re-measured
+        window = KNOWN_MODELS["smollm2-135m"].context_window
+        assert app.status.context_window == app.host.session.compactor.window == window
         await say(pilot, "/model openai/other")
         assert app.status.model == "openai/other"
+        assert app.host.session.compactor.window == app.status.context_window != window
         assert app.host.session.llm.config.model == "openai/other"
         await say(pilot, "/nonsense")
         assert any("Unknown command" in str(n.message) for n in app._notifications)

@@ -148,7 +148,7 @@ class SessionHost:
     def set_model(self, model: str) -> None:
         """Use another model from the next call on."""
         config = self.session.llm.config.model_copy(update={"model": model})
-        self.session.llm = LLMClient(config)
+        self.session.set_llm(LLMClient(config))
 
     def locked(self, work: Callable[[], object]) -> object:
         """Run `work` while no turn is running (undo, diff, compaction)."""
