@@ -11,10 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from docker.errors import DockerException
 
-from tools.sandbox import SandboxError, connect_docker
-from tools.sandbox.docker_sandbox import SANDBOX_LABEL
 from tools.sandbox_repository import GitFailed, run_git
 from tools.workspace import Rewound, Workspace, WorkspaceError, host_git_env
 from tools.workspace_registry import WorkspaceRecord, delete_record, list_records
@@ -119,6 +116,11 @@ def sessions_prune(
 
 def _remove_containers(sessions_by_path: dict[str, str], dry_run: bool) -> int:
     """Remove sandbox containers that mount the working tree of an ended session."""
+    from docker.errors import DockerException
+
+    from tools.sandbox import SandboxError, connect_docker
+    from tools.sandbox.docker_sandbox import SANDBOX_LABEL
+
     if not sessions_by_path:
         return 0
     try:

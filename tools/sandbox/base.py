@@ -13,6 +13,8 @@ WORKSPACE = "/workspace"
 """Where the session's worktree appears inside the sandbox."""
 
 DEFAULT_IMAGE = "apprentice-sandbox:latest"
+SANDBOX_UID = 1000
+"""uid and gid of the image's `agent` user."""
 SETUP_NETWORK_ENV = "APPRENTICE_SETUP_NETWORK"
 """Set to 1 to let repository setup steps use the network (see `SandboxConfig`)."""
 

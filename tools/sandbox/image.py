@@ -23,7 +23,7 @@ from pathlib import Path
 import docker
 from docker.errors import BuildError, DockerException, ImageNotFound
 
-from tools.sandbox.base import DEFAULT_IMAGE, WORKSPACE, SandboxError
+from tools.sandbox.base import DEFAULT_IMAGE, SANDBOX_UID, WORKSPACE, SandboxError
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +34,6 @@ PACKAGES = ("bash", "coreutils", "git", "python3", "python3-pytest", "procps", "
 """What the sandbox image holds, in both builds (keep the Dockerfile in step)."""
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 MIRROR_ENV = "APPRENTICE_DEBIAN_MIRROR"
-SANDBOX_UID = 1000
-"""uid and gid of the image's `agent` user."""
 SANDBOX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _IMPORT_CHANGES = [
     "USER agent",

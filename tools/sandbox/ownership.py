@@ -6,7 +6,7 @@ import os
 import stat
 from pathlib import Path
 
-from tools.sandbox.image import SANDBOX_UID
+from tools.sandbox.base import SANDBOX_UID
 
 Owner = tuple[int, int]
 
