@@ -278,7 +278,12 @@ def examples_init(
 
 
 def main() -> None:
-    app()
+    """The `agent` console script: the app, with file-system failures as one-line errors."""
+    try:
+        app()
+    except OSError as exc:
+        print(f"agent: error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

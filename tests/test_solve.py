@@ -185,6 +185,14 @@ def test_not_a_git_repository_is_a_clear_error(tmp_path: Path) -> None:
     assert "is not a git repository" in proc.stderr
 
 
+def test_a_data_directory_that_is_a_file_is_a_clear_error(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.write_text("not a directory")
+    proc = run_cli("trajectories", "list", env={"APPRENTICE_HOME": str(home)})
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert f"APPRENTICE_HOME {home} is not a usable directory" in proc.stderr
+
+
 def test_missing_issue_file_is_a_clear_error(example) -> None:
     repo, _ = example
     proc = run_cli("solve", str(repo / "nope.md"), "--repo", str(repo))

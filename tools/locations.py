@@ -12,7 +12,11 @@ def data_dir() -> Path:
     """Worktrees, trajectories and the index live here (APPRENTICE_HOME overrides)."""
     root = os.environ.get("APPRENTICE_HOME")
     path = Path(root) if root else Path(platformdirs.user_data_dir("apprentice"))
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        where = "APPRENTICE_HOME" if root else "the data directory"
+        raise OSError(f"{where} {path} is not a usable directory: {exc.strerror}") from None
     return path
 
 
