@@ -38,6 +38,16 @@ app.command("verify")(verify_command)
 app.command("replay")(replay_command)
 
 
+SandboxOption = Annotated[str, typer.Option(help="docker (isolated) or local (no isolation).")]
+NetworkOption = Annotated[bool, typer.Option(help="Give the sandbox a network.")]
+ContextWindowOption = Annotated[int | None, typer.Option(
+    help="The model's window in tokens (default: its metadata).")]
+RepoMapTokensOption = Annotated[int, typer.Option(
+    help="Repository map in the system prompt, in tokens (0: none).")]
+CompactAtOption = Annotated[float, typer.Option(
+    min=0.1, max=1.0, help="Share of the window at which the context is compacted.")]
+
+
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print a one-line reason to stderr and return the exit to raise."""
     print(f"agent: error: {' '.join(message.split())}", file=sys.stderr)
@@ -69,19 +79,14 @@ def tui(
     api_base: Annotated[str | None, typer.Option(help="OpenAI-compatible server URL.")] = None,
     resume: Annotated[str | None, typer.Option(help="Continue a recorded session (id).")]
     = None,
-    sandbox: Annotated[str, typer.Option(help="docker (isolated) or local (no isolation).")]
-    = "docker",
-    network: Annotated[bool, typer.Option(help="Give the sandbox a network.")] = False,
+    sandbox: SandboxOption = "docker",
+    network: NetworkOption = False,
     mode: Annotated[str | None, typer.Option(help="Permissions: auto (default in docker), ask "
                                              "(default in local), read-only.")] = None,
     max_steps: Annotated[int, typer.Option(help="Maximum model calls per message.")] = 30,
-    context_window: Annotated[int | None, typer.Option(
-        help="The model's window in tokens (default: its metadata); compaction starts at 80%.")]
-    = None,
-    repo_map_tokens: Annotated[int, typer.Option(
-        help="Repository map in the system prompt, in tokens (0: none).")] = 512,
-    compact_at: Annotated[float, typer.Option(
-        min=0.1, max=1.0, help="Share of the window at which the context is compacted.")] = 0.8,
+    context_window: ContextWindowOption = None,
+    repo_map_tokens: RepoMapTokensOption = 512,
+    compact_at: CompactAtOption = 0.8,
 ) -> None:
     """Open the interactive terminal app on a repository."""
     from tools.sandbox import SandboxConfig
@@ -115,20 +120,15 @@ def solve(
     api_base: Annotated[str | None, typer.Option(help="OpenAI-compatible server URL.")] = None,
     adapter: Annotated[str | None, typer.Option(help="PEFT adapter dir (local models).")] = None,
     test_cmd: Annotated[str | None, typer.Option(help="Test command (the reward).")] = None,
-    sandbox: Annotated[str, typer.Option(help="docker (isolated) or local (no isolation).")]
-    = "docker",
-    network: Annotated[bool, typer.Option(help="Give the sandbox a network.")] = False,
+    sandbox: SandboxOption = "docker",
+    network: NetworkOption = False,
     max_steps: Annotated[int, typer.Option(help="Maximum model calls.")] = 30,
     max_tokens: Annotated[int, typer.Option(help="Maximum tokens per model reply.")] = 1024,
     temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.0,
     timeout: Annotated[float, typer.Option(help="Seconds per model call.")] = 300.0,
-    context_window: Annotated[int | None, typer.Option(
-        help="The model's window in tokens (default: its metadata); compaction starts at 80%.")]
-    = None,
-    repo_map_tokens: Annotated[int, typer.Option(
-        help="Repository map in the system prompt, in tokens (0: none).")] = 512,
-    compact_at: Annotated[float, typer.Option(
-        min=0.1, max=1.0, help="Share of the window at which the context is compacted.")] = 0.8,
+    context_window: ContextWindowOption = None,
+    repo_map_tokens: RepoMapTokensOption = 512,
+    compact_at: CompactAtOption = 0.8,
     output_dir: Annotated[Path | None, typer.Option(help="Where patch and trajectory go.")]
     = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,

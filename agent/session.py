@@ -103,6 +103,12 @@ class Session:
         self.compactor.use_model(llm)
 
     def emit(self, event: Event) -> None:
+        self._absorb(event)
+        for listener in self.listeners:
+            listener(event)
+
+    def _absorb(self, event: Event) -> None:
+        """Fold an event into the context and the counters (emitted now or replayed)."""
         if isinstance(event, Compaction):
             self.messages = apply_compaction(self.messages, event)
         message = message_of(event)
@@ -113,8 +119,6 @@ class Session:
             self.prompt_tokens += event.prompt_tokens
             self.completion_tokens += event.completion_tokens
             self.cost_usd += event.cost_usd
-        for listener in self.listeners:
-            listener(event)
 
     def interrupt(self) -> None:
         """Stop the running step (thread-safe): a streamed model call at its next token, a running
@@ -156,16 +160,7 @@ class Session:
         for event in events:
             if isinstance(event, SessionStarted):
                 self.messages = [{"role": "system", "content": event.system_prompt}]
-            if isinstance(event, Compaction):
-                self.messages = apply_compaction(self.messages, event)
-            message = message_of(event)
-            if message is not None:
-                self.messages.append(message)
-            self.compactor.observe(event)
-            if isinstance(event, AssistantMessage | Compaction):
-                self.prompt_tokens += event.prompt_tokens
-                self.completion_tokens += event.completion_tokens
-                self.cost_usd += event.cost_usd
+            self._absorb(event)
             if isinstance(event, AssistantMessage):
                 pending = event.tool_calls
             elif isinstance(event, ToolResult):

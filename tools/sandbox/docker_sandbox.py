@@ -9,17 +9,21 @@ import socket
 import struct
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import docker
 from docker.errors import DockerException, ImageNotFound
 
-from tools.sandbox.base import WORKSPACE, CommandResult, SandboxConfig, SandboxError
+from tools.sandbox.base import WORKSPACE, SandboxConfig, SandboxError
 from tools.sandbox.image import SANDBOX_PATH, connect_docker
 from tools.sandbox.isolation import PROBE, isolation_problems, parse_probe
 from tools.sandbox.ownership import chown_tree, sandbox_owner
-from tools.sandbox.shell_protocol import BASH_ARGV, HANDSHAKE_TIMEOUT, CommandRunner
+from tools.sandbox.shell_protocol import (
+    BASH_ARGV,
+    HANDSHAKE_TIMEOUT,
+    CommandRunner,
+    RunnerSandbox,
+)
 
 SANDBOX_LABEL = "apprentice.sandbox"
 """Label on every sandbox container (find strays with `docker ps -a -f label=...`)."""
@@ -119,7 +123,7 @@ class DockerExecTransport:
                 close()
 
 
-class DockerSandbox:
+class DockerSandbox(RunnerSandbox):
     """Runs the session's commands in a container that can only touch the workspace.
 
     One container per session (no network unless asked, memory / pids / CPU limits, all
@@ -239,18 +243,6 @@ class DockerSandbox:
         if self._client is not None and self._container_id is not None:
             self._client.api.restart(self._container_id, timeout=0)
 
-    def run(self, command: str, timeout: float | None = None) -> CommandResult:
-        """Run one command in the persistent shell; failures come back as data."""
-        if self._runner is None:
-            raise SandboxError("The sandbox is not started: call start() first.")
-        return self._runner.run(command, timeout)
-
-    def interrupt(self) -> None:
-        """Kill the running command now (thread-safe; a no-op when none runs)."""
-        runner = self._runner
-        if runner is not None:
-            runner.interrupt()
-
     def close(self) -> None:
         """Remove the container (and so everything in it); safe to call twice."""
         runner, self._runner = self._runner, None
@@ -264,15 +256,3 @@ class DockerSandbox:
         if self._client is not None:
             self._client.close()
             self._client = None
-
-    def __enter__(self) -> DockerSandbox:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -10,10 +10,9 @@ import shutil
 import signal
 import subprocess
 from pathlib import Path
-from types import TracebackType
 
-from tools.sandbox.base import CommandResult, SandboxConfig, SandboxError
-from tools.sandbox.shell_protocol import BASH_ARGV, CommandRunner
+from tools.sandbox.base import SandboxConfig, SandboxError
+from tools.sandbox.shell_protocol import BASH_ARGV, CommandRunner, RunnerSandbox
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +88,7 @@ class LocalProcessTransport:
                 stream.close()
 
 
-class LocalSandbox:
+class LocalSandbox(RunnerSandbox):
     """Runs the session's commands directly on this machine: for hosts without Docker.
 
     Nothing is isolated: commands can read and change anything the user can. It exists so the
@@ -127,32 +126,8 @@ class LocalSandbox:
             raise
         self._runner = runner
 
-    def run(self, command: str, timeout: float | None = None) -> CommandResult:
-        """Run one command in the persistent shell; failures come back as data."""
-        if self._runner is None:
-            raise SandboxError("The sandbox is not started: call start() first.")
-        return self._runner.run(command, timeout)
-
-    def interrupt(self) -> None:
-        """Kill the running command now (thread-safe; a no-op when none runs)."""
-        runner = self._runner
-        if runner is not None:
-            runner.interrupt()
-
     def close(self) -> None:
         """Kill the shell and everything it started; safe to call twice."""
         runner, self._runner = self._runner, None
         if runner is not None:
             runner.close(kill_all=True)
-
-    def __enter__(self) -> LocalSandbox:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -19,7 +19,8 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from typing import Literal, Protocol
+from types import TracebackType
+from typing import Literal, Protocol, Self
 
 from tools.sandbox.base import CommandResult, SandboxError, cut_marker, truncate_middle
 
@@ -440,3 +441,36 @@ class CommandRunner:
             self._sweep(self._work.pid, passes=10)
         self._work.close()
         self._control.close()
+
+
+class RunnerSandbox:
+    """What every persistent-shell sandbox shares: `run` and `interrupt` through its
+    `CommandRunner`, and use as a context manager. Subclasses set `_runner` in `start`."""
+
+    _runner: CommandRunner | None = None
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def run(self, command: str, timeout: float | None = None) -> CommandResult:
+        """Run one command in the persistent shell; failures come back as data."""
+        if self._runner is None:
+            raise SandboxError("The sandbox is not started: call start() first.")
+        return self._runner.run(command, timeout)
+
+    def interrupt(self) -> None:
+        """Kill the running command now (thread-safe; a no-op when none runs)."""
+        runner = self._runner
+        if runner is not None:
+            runner.interrupt()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
