@@ -85,7 +85,8 @@ def tools_section(tools: list[dict[str, Any]]) -> str:
 
 def _example_call(tools: list[dict[str, Any]]) -> str:
     """A call of the first tool with its required arguments, values elided."""
-    function = tools[0].get("function", tools[0]) if tools else {"name": "tool_name"}
+    function: dict[str, Any] = (tools[0].get("function") or tools[0]) if tools else \
+        {"name": "tool_name"}
     required = function.get("parameters", {}).get("required", [])
     arguments = {name: "..." for name in required}
     return json.dumps({"name": function["name"], "arguments": arguments})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
 import subprocess
 from pathlib import Path
@@ -104,11 +105,12 @@ class Glob(Tool):
 def _glob_match(name: str, pattern: str) -> bool:
     if "/" not in pattern and fnmatch.fnmatch(Path(name).name, pattern):
         return True
-    return Path(name).full_match(pattern) if hasattr(Path, "full_match") else _translate(
-        pattern).fullmatch(name) is not None
+    return _translate(pattern).fullmatch(name) is not None
 
 
+@functools.lru_cache(maxsize=64)
 def _translate(pattern: str) -> re.Pattern[str]:
+    """A glob (`**` spans folders, `*` and `?` do not) as a regular expression."""
     out, i = "", 0
     while i < len(pattern):
         if pattern.startswith("**/", i):
