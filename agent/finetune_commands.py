@@ -64,7 +64,8 @@ def eval_command(
     episodes: Annotated[int, typer.Option(help="Episodes per task (K of pass@K).")] = 1,
     split: Annotated[str, typer.Option(help="train, test, or all.")] = "test",
     limit: Annotated[int | None, typer.Option(help="Only the first N tasks.")] = None,
-    workers: Annotated[int, typer.Option(help="Episodes at once (one sandbox each).")] = 4,
+    workers: Annotated[int, typer.Option(help="Episodes at once (one sandbox each); 1 is "
+                                         "fastest for an in-process local model.")] = 4,
     max_steps: Annotated[int, typer.Option(help="Model calls per episode.")] = 8,
     max_tokens: Annotated[int, typer.Option(help="Tokens per model reply.")] = 256,
     temperature: Annotated[float | None, typer.Option(

@@ -237,10 +237,14 @@ def test_grpo_step_scores_sandboxed_episodes_and_masks_tool_outputs(
         """Differs within the group, so the step has an advantage to follow."""
         return [len(ids) / 100 for ids in completion_ids]
 
+    from finetune.suite import SuiteError
+
     out = tmp_path / "grpo"
     config = GRPORunConfig(suite=suite_dir, limit=1, model=str(tiny_model), output_dir=out,
                            num_generations=2, max_steps=1, episode_max_steps=2, max_tokens=12,
                            learning_rate=0.01)
+    with pytest.raises(SuiteError, match="after skipping 3"):
+        run_grpo(config.model_copy(update={"skip": 3}))
     metrics = run_grpo(config, extra_rewards=[length_reward])
     assert metrics["steps"] == 1 and metrics["episodes"] == 2
     assert metrics["groups"] == 1 and metrics["groups_all_equal"] == 1  # both failed the tests
@@ -250,6 +254,8 @@ def test_grpo_step_scores_sandboxed_episodes_and_masks_tool_outputs(
     assert logged["groups/all_equal_total"] == 1.0 and logged["episode/steps"] >= 1
     trajectories = sorted((out / "rollouts").rglob("*.jsonl"))
     assert len(trajectories) == 2
+    first = load_suite(suite_dir).split("train")[0].instance_id
+    assert all(first in str(path) for path in trajectories)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     for path in trajectories:
         events = read_trajectory(path).events
