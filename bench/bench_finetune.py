@@ -16,7 +16,27 @@ and keeps one key/value cache, so with one episode at a time each step only enco
 appends (a 2,000-token prompt costs ~7 s, an appended tool result ~1 s); parallel episodes
 re-encode the whole prompt at every call.
 
-MEASURED
+Measured (2 shared CPU cores, SmolLM2-135M-Instruct; `--train 96 --grpo-tasks 40 --grpo-steps 8
+--grpo-lr 1e-4 --grpo-temperature 0.5`, other options at their defaults; 10 held-out tasks, one
+greedy episode each, 6 model calls of at most 128 tokens):
+
+    eval        pass@1  format errors  mean steps
+    base        0.0     0.200          6.0
+    after SFT   0.2     0.058          5.2       (+20 points)
+    after GRPO  0.2     0.113          5.3       (+0 over SFT)
+
+SFT: 96 oracle conversations (~2,500 tokens each, 190 of them the model's), 1 epoch at 1e-3,
+LoRA r 16 on the last 10 blocks: 96 steps, 17.6 s/step, 28 min. GRPO from the SFT adapter on 40
+train tasks SFT never saw, G=4, one episode at a time: 8 steps, 115 s/step (an earlier version
+with 4 parallel episodes: 174 s/step), 15 min; 5 of 8 groups had all-equal test rewards (4 all
+failed, 1 all passed), so 3 steps carried signal. Training in all: 43 min. Evaluations: 3 min
+after training (episodes of ~15 s); 15 min for the base model, which was paused and shared
+the CPU with other jobs for part of it (its unloaded episodes took 20-60 s: it uses every step). At `--grpo-temperature 1.0` the same model's edits were noise: the
+first 3 groups all failed (no signal), so 0.5 is the setting above. The SFT model learnt the
+procedure exactly (grep the function, view its file, str_replace, run the tests, finish: 5 calls
+on every task) but not what to edit on unseen names: it fixed `wrong_comparison` and
+`swapped_operands`; elsewhere its old_str/new_str were wrong (an unchanged line, a made-up line),
+and it finishes without reacting to the failing tests, since the oracle data never shows a retry.
 """
 
 from __future__ import annotations
