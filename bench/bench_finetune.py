@@ -44,7 +44,8 @@ kind) the SFT adapter scored 0.5 (7/14). More SFT steps than 1 epoch, or more ta
 is the next lever; this budget had room for neither next to GRPO.
 Eight more GRPO steps from the GRPO adapter (`agent finetune grpo --adapter DIR/grpo --skip 96
 --seed 1 --workers 1 --learning-rate 1e-4 --temperature 0.5 --max-steps 8`, 133 s/step with a
-CI run sharing the CPU, 18 min; 61 min of training in all) had 6 of 8 groups all-equal.
+CI run sharing the CPU, 18 min; 61 min of training in all) had 6 of 8 groups all-equal; held-out
+pass@1 stayed 0.2 (same two tasks), format errors 0.058.
 """
 
 from __future__ import annotations
