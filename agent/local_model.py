@@ -56,7 +56,12 @@ import litellm  # noqa: E402
 from litellm import CustomLLM  # noqa: E402
 from litellm.types.utils import GenericStreamingChunk, ModelResponse  # noqa: E402
 
-from agent.models import KNOWN_MODELS, resolve_model_path  # noqa: E402
+from agent.models import (  # noqa: E402
+    KNOWN_MODELS,
+    model_window,
+    resolve_model_path,
+    tokenizer_folder,
+)
 from agent.tool_protocol import (  # noqa: E402
     TOOL_CALL_OPEN,
     TOOL_CALL_STOP,
@@ -68,7 +73,6 @@ PROVIDER = "local"
 TOKENS_FIELD = "local_tokens"
 DEFAULT_MAX_TOKENS = 512
 PREFIX_CACHE_MIN_TOKENS = 16
-FALLBACK_CONTEXT_WINDOW = 2048  # for configs that do not say (max_position_embeddings)
 
 
 @dataclass
@@ -148,20 +152,15 @@ def _load(model_path: Path, adapter_path: Path | None) -> LocalModel:
             f"local models need the local extras ({exc.name} is missing): "
             "pip install 'apprentice[local]'"
         ) from exc
-    tokenizer_dir = model_path
-    if adapter_path and (adapter_path / "tokenizer_config.json").is_file():
-        tokenizer_dir = adapter_path  # training may have changed the chat template or tokens
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_folder(model_path, adapter_path))
     model: Any = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
     if adapter_path:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, adapter_path)
     model.eval()
-    window = int(getattr(model.config, "max_position_embeddings", 0) or 0)
-    known = KNOWN_MODELS.get(model_path.name)
-    window = window or (known.context_window if known else FALLBACK_CONTEXT_WINDOW)
-    return LocalModel(model, tokenizer, model_path, adapter_path, window, threading.Lock())
+    return LocalModel(model, tokenizer, model_path, adapter_path, model_window(model_path),
+                      threading.Lock())
 
 
 def generate(

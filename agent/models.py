@@ -111,6 +111,30 @@ def pull_model(name: str, log: Callable[[str], None] = print) -> Path:
     return target
 
 
+FALLBACK_CONTEXT_WINDOW = 2048
+"""Window of a local model whose config does not say (no max_position_embeddings)."""
+
+
+def model_window(model_path: Path) -> int:
+    """Tokens the local model in `model_path` reads: its config's max_position_embeddings, else
+    the known model's window (also before it is pulled), else FALLBACK_CONTEXT_WINDOW."""
+    try:
+        config = json.loads((model_path / "config.json").read_text())
+        window = int(config.get("max_position_embeddings") or 0)
+    except (OSError, ValueError):
+        window = 0
+    known = KNOWN_MODELS.get(model_path.name)
+    return window or (known.context_window if known else FALLBACK_CONTEXT_WINDOW)
+
+
+def tokenizer_folder(model_path: Path, adapter_path: Path | None) -> Path:
+    """Where the tokenizer of a model (+ adapter) is: the adapter's own when training saved one
+    (it may have changed the chat template or tokens), else the model's."""
+    if adapter_path and (adapter_path / "tokenizer_config.json").is_file():
+        return adapter_path
+    return model_path
+
+
 def resolve_model_path(name_or_path: str) -> Path:
     """Folder of a pulled known model, or an existing local model directory."""
     if name_or_path in KNOWN_MODELS:

@@ -28,18 +28,11 @@ def context_window(model: str, override: int | None = None) -> int:
 
 
 def _local_window(spec: str) -> int:
-    from agent.local_model import FALLBACK_CONTEXT_WINDOW
-    from agent.models import KNOWN_MODELS
+    from agent.models import KNOWN_MODELS, model_cache_dir, model_window
 
     name = spec.split("+", 1)[0]
-    if name in KNOWN_MODELS:
-        return KNOWN_MODELS[name].context_window
-    config = Path(name).expanduser() / "config.json"
-    try:
-        return int(json.loads(config.read_text()).get("max_position_embeddings") or 0) or \
-            FALLBACK_CONTEXT_WINDOW
-    except (OSError, ValueError):
-        return FALLBACK_CONTEXT_WINDOW
+    return model_window(model_cache_dir() / name if name in KNOWN_MODELS else
+                        Path(name).expanduser())
 
 
 class TokenCounter:
@@ -96,8 +89,6 @@ def _local_tokenizer(spec: str, adapter: str | None) -> Any:
     from transformers import AutoTokenizer
 
     from agent.local_model import split_model_spec
+    from agent.models import tokenizer_folder
 
-    model_path, adapter_path = split_model_spec(spec, adapter)
-    if adapter_path and (adapter_path / "tokenizer_config.json").is_file():
-        return AutoTokenizer.from_pretrained(adapter_path)
-    return AutoTokenizer.from_pretrained(model_path)
+    return AutoTokenizer.from_pretrained(tokenizer_folder(*split_model_spec(spec, adapter)))
