@@ -9,6 +9,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from agent.cli_options import (
+    CompactAtOption,
+    ContextWindowOption,
+    NetworkOption,
+    RepoMapTokensOption,
+    SandboxOption,
+    ToolsOption,
+)
 from agent.finetune_commands import eval_command, finetune_app
 from agent.session_commands import rewind_command, sessions_app, undo_command
 from agent.trajectory_commands import replay_command, trajectories_app, verify_command
@@ -37,15 +45,6 @@ app.command("rewind")(rewind_command)
 app.command("verify")(verify_command)
 app.command("replay")(replay_command)
 
-
-SandboxOption = Annotated[str, typer.Option(help="docker (isolated) or local (no isolation).")]
-NetworkOption = Annotated[bool, typer.Option(help="Give the sandbox a network.")]
-ContextWindowOption = Annotated[int | None, typer.Option(
-    help="The model's window in tokens (default: its metadata).")]
-RepoMapTokensOption = Annotated[int, typer.Option(
-    help="Repository map in the system prompt, in tokens (0: none).")]
-CompactAtOption = Annotated[float, typer.Option(
-    min=0.1, max=1.0, help="Share of the window at which the context is compacted.")]
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -87,6 +86,7 @@ def tui(
     context_window: ContextWindowOption = None,
     repo_map_tokens: RepoMapTokensOption = 512,
     compact_at: CompactAtOption = 0.8,
+    tools: ToolsOption = None,
 ) -> None:
     """Open the interactive terminal app on a repository."""
     from tools.sandbox import SandboxConfig
@@ -103,7 +103,7 @@ def tui(
         raise fail(str(exc)) from None
     run_tui(repo, model=model, api_base=api_base, resume=resume, mode=mode, max_steps=max_steps,
             sandbox=SandboxConfig(kind=sandbox, network=network),
-            context=context_config(context_window, repo_map_tokens, compact_at))
+            context=context_config(context_window, repo_map_tokens, compact_at), tools=tools)
 
 
 @app.command()
@@ -129,6 +129,7 @@ def solve(
     context_window: ContextWindowOption = None,
     repo_map_tokens: RepoMapTokensOption = 512,
     compact_at: CompactAtOption = 0.8,
+    tools: ToolsOption = None,
     output_dir: Annotated[Path | None, typer.Option(help="Where patch and trajectory go.")]
     = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
@@ -166,7 +167,7 @@ def solve(
                           tool_choice="required" if model.startswith("local/") else None),
             sandbox=SandboxConfig(kind=sandbox, network=network),
             max_steps=max_steps, output_dir=output_dir,
-            context=context_config(context_window, repo_map_tokens, compact_at),
+            context=context_config(context_window, repo_map_tokens, compact_at), tools=tools,
         )
         result = run_solve(task, options, listeners=[ProgressPrinter()])
     except (TaskError, WorkspaceError, SandboxError) as exc:

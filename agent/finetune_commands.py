@@ -11,6 +11,8 @@ from typing import Annotated, Any
 
 import typer
 
+from agent.cli_options import ToolsOption
+
 finetune_app = typer.Typer(help="Train the agent's model on its own verified work (TRL + PEFT).",
                            no_args_is_help=True)
 
@@ -73,6 +75,7 @@ def eval_command(
     output_dir: Annotated[Path | None, typer.Option(help="Trajectories and report.json.")]
     = None,
     save: Annotated[Path | None, typer.Option(help="Also write the report JSON here.")] = None,
+    tools: ToolsOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Evaluate a model on a task suite: pass@1, pass@K, format errors, steps, tokens.
@@ -85,7 +88,7 @@ def eval_command(
     options = EvalOptions(model=model, api_base=api_base, adapter=adapter, episodes=episodes,
                           split=None if split == "all" else split, limit=limit, workers=workers,
                           max_steps=max_steps, max_tokens=max_tokens, temperature=temperature,
-                          output_dir=output_dir)
+                          output_dir=output_dir, tools=tools)
     if not loaded.split(options.split):
         raise _fail(f"suite {loaded.path} has no tasks in split {split!r}")
     try:
@@ -126,6 +129,8 @@ def oracle_command(
     split: Annotated[str, typer.Option(help="Which split.")] = "train",
     limit: Annotated[int | None, typer.Option(help="Only the first N tasks.")] = None,
     workers: Annotated[int, typer.Option(help="Episodes at once.")] = 4,
+    tools: Annotated[str, typer.Option(help="The tools of the model the data will train: full, "
+                                       "core (small local models) or names.")] = "core",
 ) -> None:
     """Warm-start data: the oracle policy solves the split through the real agent loop.
 
@@ -134,7 +139,7 @@ def oracle_command(
 
     loaded = _load_suite(suite)
     report, rows = oracle_trajectories(loaded, output, split=split, workers=workers,
-                                       limit=limit, on_episode=_print_episode)
+                                       limit=limit, tools=tools, on_episode=_print_episode)
     _print_summary(report.summary)
     print(f"{len(rows)} verified conversations: {Path(output) / SFT_FILE}")
 
@@ -230,6 +235,7 @@ def grpo_command(
                                                     "(new adapters).")] = None,
     bf16: Annotated[bool, typer.Option(help="bfloat16 (GPUs); float32 otherwise.")] = False,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    tools: ToolsOption = None,
 ) -> None:
     """GRPO: each completion is a whole episode in its own sandbox, rewarded by the tests."""
     from finetune.grpo import GRPORunConfig, run_grpo
@@ -243,7 +249,7 @@ def grpo_command(
         num_generations=num_generations, max_steps=max_steps, learning_rate=learning_rate,
         beta=beta, format_reward_weight=format_reward_weight, temperature=temperature,
         episode_max_steps=episode_max_steps, max_tokens=max_tokens, workers=workers, bf16=bf16,
-        seed=seed)
+        seed=seed, tools=tools)
     try:
         metrics = run_grpo(config)
     except (SuiteError, LookupError, FileNotFoundError) as exc:

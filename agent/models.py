@@ -41,6 +41,8 @@ class KnownModel:
     """Tokens the model attends to (prompt + completion)."""
     licence: str
     description: str
+    tool_set: str = "full"
+    """The tools it is given by default (`tools.control.TOOL_SETS`)."""
 
 
 KNOWN_MODELS: dict[str, KnownModel] = {
@@ -53,6 +55,7 @@ KNOWN_MODELS: dict[str, KnownModel] = {
             context_window=8192,
             licence="Apache-2.0",
             description="SmolLM2-135M-Instruct (Hugging Face), Q4_1 GGUF de-quantised to float32.",
+            tool_set="core",
         ),
     )
 }
@@ -125,6 +128,14 @@ def model_window(model_path: Path) -> int:
         window = 0
     known = KNOWN_MODELS.get(model_path.name)
     return window or (known.context_window if known else FALLBACK_CONTEXT_WINDOW)
+
+
+def default_tool_set(model: str) -> str:
+    """The tool set a litellm model name gets unless told otherwise: a known local model's own
+    (`local/smollm2-135m` -> `core`), else `full`."""
+    name = model.removeprefix("local/") if model.startswith("local/") else ""
+    known = KNOWN_MODELS.get(Path(name).name) if name else None
+    return known.tool_set if known else "full"
 
 
 def tokenizer_folder(model_path: Path, adapter_path: Path | None) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 
 SYSTEM_TEMPLATE = """You are apprentice, a careful software engineer working in a git repository.
@@ -9,8 +10,8 @@ You act only through the tools you are given; every call runs inside a sandbox w
 repository is at /workspace (paths may be given relative to it).
 
 How to work:
-1. Read the task. Find the relevant files (glob, grep, view) before changing anything.
-2. Make small, precise edits (str_replace, insert, create). Keep the project's style.
+1. Read the task. Find the relevant files ({find_tools}) before changing anything.
+2. Make small, precise edits ({edit_tools}). Keep the project's style.
 3. Run the tests with bash to check your change: {test_command}
 4. When the task is done, call finish with a short summary. Call exactly one tool per step
    if unsure. Never ask the user questions: you are on your own until you finish.
@@ -25,8 +26,7 @@ NO_TOOL_CALL_NUDGE = (
 )
 
 REPO_MAP_SECTION = """
-A map of the repository (its most referred-to definitions, with line numbers; the repo_map tool
-shows more):
+A map of the repository (its most referred-to definitions, with line numbers{more}):
 {repo_map}
 """
 
@@ -51,13 +51,26 @@ def project_rules(workspace: Path) -> str:
     return ""
 
 
-def system_prompt(workspace: Path, repo_name: str, test_command: str, repo_map: str = "") -> str:
-    """The system prompt; `repo_map` (from `tools.repo_map`) is shown when given."""
+FIND_TOOLS = ("glob", "grep", "view")
+EDIT_TOOLS = ("str_replace", "insert", "create")
+
+
+def _named(names: tuple[str, ...], tools: Collection[str] | None) -> str:
+    return ", ".join(n for n in names if tools is None or n in tools) or "bash"
+
+
+def system_prompt(workspace: Path, repo_name: str, test_command: str, repo_map: str = "",
+                  tools: Collection[str] | None = None) -> str:
+    """The system prompt; `repo_map` (from `tools.repo_map`) is shown when given; `tools` (the
+    session's tool names; None: all) picks the tools the instructions name."""
+    more = "; the repo_map tool\nshows more" if tools is None or "repo_map" in tools else ""
     return SYSTEM_TEMPLATE.format(
+        find_tools=_named(FIND_TOOLS, tools),
+        edit_tools=_named(EDIT_TOOLS, tools),
         test_command=test_command,
         repo_name=repo_name,
         listing=top_level_listing(workspace),
-        repo_map=REPO_MAP_SECTION.format(repo_map=repo_map) if repo_map else "",
+        repo_map=REPO_MAP_SECTION.format(repo_map=repo_map, more=more) if repo_map else "",
         rules=project_rules(workspace),
     )
 

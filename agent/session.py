@@ -181,7 +181,7 @@ class Session:
         repo_map = render_repo_map(self.workspace.path, self.context.repo_map_tokens,
                                    mentioned=self.task.problem_statement)
         prompt = system_prompt(self.workspace.path, self.workspace.repo_path.name,
-                               self.task.test_command, repo_map)
+                               self.task.test_command, repo_map, tools=self.toolbox.tools)
         self.messages = [{"role": "system", "content": prompt}]
         self.emit(SessionStarted(
             session_id=self.id, software_version=__version__, task=self.task.model_dump(),

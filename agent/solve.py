@@ -12,10 +12,11 @@ from typing import Any, TextIO
 
 from agent.context import ContextConfig
 from agent.llm import LLMClient, LLMConfig
+from agent.models import default_tool_set
 from agent.session import Session
 from agent.tasks import Task
 from tools.base import ToolBox, ToolContext
-from tools.control import default_tools
+from tools.control import select_tools
 from tools.locations import data_dir
 from tools.sandbox import SandboxConfig
 from tools.session_setup import open_session
@@ -46,6 +47,8 @@ class SolveOptions:
     output_dir: Path | None = None
     keep_worktree: bool = False
     context: ContextConfig = field(default_factory=ContextConfig)
+    tools: str | None = None
+    """Tool set or comma-separated tool names; default: the model's (`default_tool_set`)."""
 
 
 @dataclass
@@ -105,6 +108,7 @@ class ProgressPrinter:
 def solve(task: Task, options: SolveOptions, listeners: list[Any] | None = None) -> SolveResult:
     """Run one episode on `task` in a fresh worktree and sandbox, then verify its patch."""
     started = time.monotonic()
+    tools = select_tools(options.tools or default_tool_set(options.llm.model))
     session_id = new_session_id()
     out_dir = Path(options.output_dir or data_dir() / "runs" / session_id)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -120,7 +124,7 @@ def solve(task: Task, options: SolveOptions, listeners: list[Any] | None = None)
     listeners = [recorder, IndexUpdater(store, trajectory_path), *(listeners or [])]
     try:
         session = Session(
-            session_id, task, LLMClient(options.llm), ToolBox(default_tools()),
+            session_id, task, LLMClient(options.llm), ToolBox(tools),
             ToolContext(workspace=workspace.path, sandbox=sandbox), workspace,
             max_steps=options.max_steps, listeners=listeners,
             sandbox_settings=sandbox_config.model_dump(), context=options.context,

@@ -106,10 +106,15 @@ def _passes(source: str, test: str, name: str) -> bool:
     return True
 
 
-def _oracle_fix(path: str, old: str, new: str, function: str, note: str) -> list[dict[str, Any]]:
+def _oracle_fix(path: str, source: str, old: str, new: str, function: str,
+                note: str) -> list[dict[str, Any]]:
+    """grep the function, view the file from its `def` on (the line grep printed, so the
+    function comes first), replace, test, finish."""
+    line = next(n for n, text in enumerate(source.splitlines(), 1)
+                if text.startswith(f"def {function}("))
     return [
         {"name": "grep", "arguments": {"pattern": f"def {function}"}},
-        {"name": "view", "arguments": {"path": path}},
+        {"name": "view", "arguments": {"path": path, "view_range": [line, -1]}},
         {"name": "str_replace", "arguments": {"path": path, "old_str": old, "new_str": new}},
         {"name": "bash", "arguments": {"command": TEST_COMMAND}},
         {"name": "finish", "arguments": {"summary": note}},
@@ -156,8 +161,8 @@ def fix_blueprint(kind: str, domain: str, modules: list[str], nouns: list[str],
     others = [f"{test_path}::test_{c.function}" for c in neighbours]
     others += [f"{other_test}::test_{c.function}" for c in elsewhere]
     return Blueprint({**buggy, **common}, {**fixed, **common}, statement, [test_id],
-                     sorted(others), _oracle_fix(path, old, new, target.function,
-                                                 target.fix_note))
+                     sorted(others), _oracle_fix(path, buggy[path], old, new,
+                                                 target.function, target.fix_note))
 
 
 def create_blueprint(domain: str, modules: list[str], nouns: list[str],

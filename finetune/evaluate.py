@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,13 +23,13 @@ from pydantic import BaseModel, Field, ValidationError
 
 from agent.llm import LLMConfig
 from agent.solve import SolveOptions, SolveResult, solve
-from finetune.oracle import ORACLE_MODEL, ScriptedPolicyServer
+from finetune.oracle import ORACLE_MODEL, ORACLE_TOOL_SET, ScriptedPolicyServer
 from finetune.suite import Suite, SuiteError, SuiteTask, checkout_task
 from tools.base import ToolBox
 from tools.control import default_tools
 from tools.locations import data_dir
 from tools.sandbox import SandboxConfig
-from trajectories.events import AssistantMessage
+from trajectories.events import AssistantMessage, SessionStarted
 from trajectories.reader import read_trajectory
 
 
@@ -50,6 +50,8 @@ class EvalOptions(BaseModel):
                                       "0 (greedy) for one episode per task, else 0.7.")
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     output_dir: Path | None = Field(None, description="Where trajectories and the report go.")
+    tools: str | None = Field(None, description="Tool set (full, core) or tool names; default: "
+                              "the model's (the oracle: `core`, like the small model it teaches).")
 
     def llm(self) -> LLMConfig:
         temperature = self.temperature
@@ -109,10 +111,12 @@ class EvalReport:
 _TOOLS = ToolBox(default_tools()).tools
 
 
-def is_valid_call(call: dict[str, Any]) -> bool:
-    """A call to a known tool whose arguments are a JSON object its schema accepts."""
-    tool = _TOOLS.get(call.get("function", {}).get("name", ""))
-    if tool is None:
+def is_valid_call(call: dict[str, Any], offered: Collection[str] | None = None) -> bool:
+    """A call to a known tool (one of `offered`, when given) whose arguments are a JSON object
+    its schema accepts."""
+    name = call.get("function", {}).get("name", "")
+    tool = _TOOLS.get(name)
+    if tool is None or (offered is not None and name not in offered):
         return False
     try:
         arguments = json.loads(call["function"].get("arguments") or "{}")
@@ -124,18 +128,23 @@ def is_valid_call(call: dict[str, Any]) -> bool:
 
 def format_errors(path: Path) -> tuple[int, int]:
     """(model calls, replies that were format errors) of a recorded episode."""
-    replies = [e for e in read_trajectory(path).events if isinstance(e, AssistantMessage)]
-    bad = [r for r in replies if not r.tool_calls or not all(is_valid_call(c)
+    events = read_trajectory(path).events
+    started = next((e for e in events if isinstance(e, SessionStarted)), None)
+    offered = {t.get("function", t).get("name") for t in started.tools} if started else None
+    replies = [e for e in events if isinstance(e, AssistantMessage)]
+    bad = [r for r in replies if not r.tool_calls or not all(is_valid_call(c, offered)
                                                               for c in r.tool_calls)]
     return len(replies), len(bad)
 
 
 def run_task_episode(suite: Suite, task: SuiteTask, llm: LLMConfig, max_steps: int,
-                     sandbox: SandboxConfig, out_dir: Path) -> SolveResult:
+                     sandbox: SandboxConfig, out_dir: Path,
+                     tools: str | None = None) -> SolveResult:
     """One recorded, verified episode on a fresh clone of the task's repository."""
     with tempfile.TemporaryDirectory(prefix="apprentice-episode-") as tmp:
         agent_task = checkout_task(suite, task, Path(tmp) / "repo")
-        options = SolveOptions(llm=llm, sandbox=sandbox, max_steps=max_steps, output_dir=out_dir)
+        options = SolveOptions(llm=llm, sandbox=sandbox, max_steps=max_steps, output_dir=out_dir,
+                               tools=tools)
         return solve(agent_task, options)
 
 
@@ -149,10 +158,11 @@ def _episode(suite: Suite, task: SuiteTask, attempt: int, options: EvalOptions,
                 raise SuiteError(f"task {task.instance_id} has no oracle script")
             with ScriptedPolicyServer(task.oracle) as server:
                 result = run_task_episode(suite, task, server.llm_config(), options.max_steps,
-                                          options.sandbox, out_dir)
+                                          options.sandbox, out_dir,
+                                          options.tools or ORACLE_TOOL_SET)
         else:
             result = run_task_episode(suite, task, options.llm(), options.max_steps,
-                                      options.sandbox, out_dir)
+                                      options.sandbox, out_dir, options.tools)
     except SuiteError as exc:
         outcome.error, outcome.broken = str(exc), True
         return outcome

@@ -62,6 +62,7 @@ class GRPORunConfig(BaseModel):
                                 "one key/value cache, so 1 is fastest on a CPU: the G episodes "
                                 "of a group share their prompt and each step only appends.")
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
+    tools: str | None = Field(None, description="Tool set or names; default: the model's.")
     bf16: bool = False
     gradient_checkpointing: bool = False
     seed: int = 0
@@ -133,7 +134,7 @@ def run_grpo(config: GRPORunConfig,
     settings = RolloutSettings(
         max_steps=config.episode_max_steps, max_tokens=config.max_tokens,
         temperature=config.temperature, max_completion_tokens=config.max_completion_tokens,
-        workers=config.workers or g, sandbox=config.sandbox)
+        workers=config.workers or g, sandbox=config.sandbox, tools=config.tools)
     rollout = EpisodeRollout(suite, tasks, settings, out / "rollouts")
     stats = GroupStats(g)
     rewards: list[Any] = [stats.verify_reward, stats.format_reward, *(extra_rewards or [])]

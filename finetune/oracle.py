@@ -19,6 +19,8 @@ from agent.llm import LLMConfig
 
 ORACLE_MODEL = "oracle"
 """The model name that selects the oracle in `agent eval --model oracle`."""
+ORACLE_TOOL_SET = "core"
+"""The oracle's default tools: those of the small local models its episodes teach."""
 
 
 class ScriptedPolicyServer:

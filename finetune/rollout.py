@@ -129,6 +129,8 @@ class RolloutSettings:
     max_completion_tokens: int = 3072
     workers: int = 4
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+    tools: str | None = None
+    """Tool set or names; default: the policy model's."""
 
 
 class EpisodeRollout:
@@ -168,7 +170,7 @@ class EpisodeRollout:
                  out_dir: Path) -> tuple[SolveResult | None, str | None]:
         try:
             return run_task_episode(self.suite, task, llm, self.settings.max_steps,
-                                    self.settings.sandbox, out_dir), None
+                                    self.settings.sandbox, out_dir, self.settings.tools), None
         except Exception as exc:  # an infrastructure failure: this episode is not scored
             return None, f"{type(exc).__name__}: {exc}"
 

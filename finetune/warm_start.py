@@ -17,12 +17,15 @@ SFT_FILE = "sft.jsonl"
 
 def oracle_trajectories(suite: Suite, out_dir: Path, split: str = "train", workers: int = 4,
                         limit: int | None = None, sandbox: SandboxConfig | None = None,
-                        on_episode: Any = None) -> tuple[EvalReport, list[dict[str, Any]]]:
+                        on_episode: Any = None, tools: str | None = None,
+                        ) -> tuple[EvalReport, list[dict[str, Any]]]:
     """Run the oracle on every task of `split`; write `out_dir/sft.jsonl` with the verified
-    conversations. Returns the evaluation report (every episode) and the rows."""
+    conversations. Returns the evaluation report (every episode) and the rows. `tools`: those
+    of the model to train (default `ORACLE_TOOL_SET`, a small local model's)."""
     out_dir = Path(out_dir)
     options = EvalOptions(model=ORACLE_MODEL, split=split, workers=workers, limit=limit,
-                          output_dir=out_dir / "episodes", sandbox=sandbox or SandboxConfig())
+                          output_dir=out_dir / "episodes", sandbox=sandbox or SandboxConfig(),
+                          tools=tools)
     report = evaluate(suite, options, on_episode=on_episode)
     passed: list[EpisodeOutcome] = [e for e in report.episodes
                                     if e.reward == 1 and e.trajectory_path]

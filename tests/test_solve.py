@@ -40,13 +40,13 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
                           text=True, timeout=600, env={**os.environ, **(env or {})})
 
 
-def run_in_process(example, scripted, script, **llm) -> tuple:
+def run_in_process(example, scripted, script, tools: str | None = None, **llm) -> tuple:
     repo, issue = example
     scripted.script = list(script)
     deltas: list[str] = []
     options = SolveOptions(
         llm=LLMConfig(model="openai/scripted", api_base=scripted.url, backoff_s=0.01, **llm),
-        sandbox=SandboxConfig(), max_steps=8)
+        sandbox=SandboxConfig(), max_steps=8, tools=tools)
     def listener(event) -> None:
         if isinstance(event, AssistantDelta):
             deltas.append(event.text)
@@ -131,6 +131,19 @@ def test_bad_tool_calls_come_back_as_observations(example, scripted) -> None:
     assert result.exit_status == "finished" and result.reward == 0 and result.patch == ""
     assert not Path("/etc/evil").exists()
     assert not (example[0].parent.parent / "escape.txt").exists()
+
+
+def test_a_tool_set_limits_what_the_model_sees_and_calls(example, scripted) -> None:
+    script = [{"tool_calls": [tool_call("glob", {"pattern": "**/*.py"})]}, *FIX_SCRIPT]
+    result, trajectory, _ = run_in_process(example, scripted, script, tools="core")
+    offered = [t["function"]["name"] for t in scripted.requests[0]["tools"]]
+    assert offered == ["bash", "view", "create", "str_replace", "grep", "finish"]
+    assert [t["function"]["name"] for t in trajectory.events[0].tools] == offered
+    assert "unknown tool 'glob'" in tool_results(trajectory)[0].output
+    assert result.reward == 1
+    proc = run_cli("solve", str(example[1]), "--repo", str(example[0]), "--tools", "core,ls")
+    message = " ".join(proc.stderr.replace("│", " ").split())
+    assert proc.returncode == 2 and "unknown tool set or tool ls" in message
 
 
 def test_a_reply_without_tool_calls_is_nudged_then_stops(example, scripted) -> None:

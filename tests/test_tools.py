@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from agent.models import default_tool_set
+from agent.prompts import system_prompt
 from tools.base import ToolBox, ToolContext
-from tools.control import default_tools
+from tools.control import default_tools, select_tools
 
 
 @pytest.fixture
@@ -40,6 +42,27 @@ def test_schemas_have_the_contract_names(box: ToolBox) -> None:
     view = next(s for s in box.schemas() if s["function"]["name"] == "view")
     assert view["function"]["parameters"]["required"] == ["path"]
     assert view["function"]["description"]
+
+
+def test_tool_sets_pick_and_order_tools() -> None:
+    names = [t.name for t in select_tools("core")]
+    assert names == ["bash", "view", "create", "str_replace", "grep", "finish"]
+    assert [t.name for t in select_tools("full")] == [t.name for t in default_tools()]
+    assert [t.name for t in select_tools("view, bash")] == ["bash", "view", "finish"]
+    assert [t.name for t in select_tools("core,glob")][-3:] == ["grep", "glob", "finish"]
+    with pytest.raises(ValueError, match="unknown tool set or tool rm_rf.*core"):
+        select_tools("bash,rm_rf")
+    assert default_tool_set("local/smollm2-135m") == "core"
+    assert default_tool_set("openai/gpt-4o") == default_tool_set("local/elsewhere") == "full"
+
+
+def test_the_system_prompt_names_only_the_tools_given(tmp_path: Path) -> None:
+    core = [t.name for t in select_tools("core")]
+    prompt = system_prompt(tmp_path, "repo", "pytest", "a.py:\n  1: def f", tools=core)
+    assert "(grep, view)" in prompt and "(str_replace, create)" in prompt
+    assert "glob" not in prompt and "insert" not in prompt and "repo_map tool" not in prompt
+    full = system_prompt(tmp_path, "repo", "pytest", "a.py:\n  1: def f")
+    assert "(glob, grep, view)" in full and "repo_map tool" in full
 
 
 def test_view_numbers_lines_and_ranges(box, ctx) -> None:

@@ -413,10 +413,10 @@ class ApprenticeApp(App[None]):
 def run_tui(repo: Path, model: str | None = None, api_base: str | None = None,
             resume: str | None = None, sandbox: SandboxConfig | None = None,
             mode: str | None = None, max_steps: int = 30,
-            context: ContextConfig | None = None) -> None:
+            context: ContextConfig | None = None, tools: str | None = None) -> None:
     """Run the app in this terminal until the user quits (what `agent tui` does)."""
     recorded = recorded_model(resume) if resume and not model else None
     llm = LLMConfig(model=model or recorded or DEFAULT_MODEL, api_base=api_base, stream=True)
     options = HostOptions(repo=repo, llm=llm, sandbox=sandbox or SandboxConfig(),
-                          max_steps=max_steps, context=context)
+                          max_steps=max_steps, context=context, tools=tools)
     ApprenticeApp(options, resume=resume, mode=mode).run()

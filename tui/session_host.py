@@ -14,11 +14,12 @@ from pathlib import Path
 
 from agent.context import ContextConfig
 from agent.llm import LLMClient, LLMConfig
+from agent.models import default_tool_set
 from agent.session import Approver, Listener, Session
 from agent.solve import new_session_id
 from agent.tasks import Task, suggest_test_command
 from tools.base import ToolBox, ToolContext
-from tools.control import default_tools
+from tools.control import select_tools
 from tools.locations import data_dir
 from tools.sandbox import Sandbox, SandboxConfig, make_sandbox
 from tools.sandbox.repo_image import image_for_repository
@@ -57,6 +58,8 @@ class HostOptions:
     """A fixed id for a new session (tests and snapshots); default: a fresh one."""
     context: ContextConfig | None = None
     """How the context is measured and compacted; default: `ContextConfig()`."""
+    tools: str | None = None
+    """Tool set or comma-separated tool names; default: the model's (`default_tool_set`)."""
 
 
 class SessionHost:
@@ -120,8 +123,9 @@ class SessionHost:
         index = IndexUpdater(store, path)
         index.events = [e for e in events
                         if isinstance(e, SessionStarted | Finished | Verified | AssistantMessage)]
+        tools = select_tools(options.tools or default_tool_set(options.llm.model))
         session = Session(
-            workspace.session_id, task, LLMClient(options.llm), ToolBox(default_tools()),
+            workspace.session_id, task, LLMClient(options.llm), ToolBox(tools),
             ToolContext(workspace=workspace.path, sandbox=sandbox), workspace,
             max_steps=options.max_steps, listeners=[recorder, index, *listeners],
             sandbox_settings=sandbox_config.model_dump(), approve=approve,
