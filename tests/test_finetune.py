@@ -163,9 +163,13 @@ def test_oracle_trajectories_train_only_the_assistant_tokens(oracle_rows: list[d
                                                              model_ready: Path) -> None:
     from transformers import AutoTokenizer
 
-    from finetune.sft_data import tokenize_row
+    from agent.models import default_tool_set
+    from finetune.sft_data import row_tools, tokenize_row
+    from tools.control import select_tools
 
     assert len(oracle_rows) == 3 and all(r["reward"] == 1 for r in oracle_rows)
+    offered = [t["function"]["name"] for t in row_tools(oracle_rows[0]) or []]
+    assert offered == [t.name for t in select_tools(default_tool_set("local/smollm2-135m"))]
     tokenizer = AutoTokenizer.from_pretrained(model_ready)
     row = tokenize_row(oracle_rows[0], tokenizer)
     ids, mask = row["input_ids"], row["assistant_masks"]
