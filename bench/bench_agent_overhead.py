@@ -19,9 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from agent.example_repos import init_example  # noqa: E402
 from agent.llm import LLMConfig  # noqa: E402
+from agent.scripted_model import ScriptedModelServer  # noqa: E402
 from agent.solve import SolveOptions, solve  # noqa: E402
 from agent.tasks import Task  # noqa: E402
-from tests.scripted_llm import ScriptedLLM  # noqa: E402
 from tests.test_solve import FIX_SCRIPT  # noqa: E402
 
 
@@ -30,7 +30,7 @@ def main(episodes: int = 5) -> None:
     setups: list[float] = []
     verifies: list[float] = []
     totals: list[float] = []
-    with tempfile.TemporaryDirectory() as tmp, ScriptedLLM() as server:
+    with tempfile.TemporaryDirectory() as tmp, ScriptedModelServer() as server:
         repo, issue = init_example("calculator", Path(tmp) / "example")
         task = Task.from_issue_file(issue, repo)
         for _ in range(episodes):

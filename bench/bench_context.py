@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_context.py [--turns 200] [--window 8192]
 
-The model is the scripted OpenAI-compatible server (tests/scripted_llm.py) reached through
+The model is the scripted OpenAI-compatible server (agent/scripted_model.py) reached through
 litellm; summary requests get a fixed structured summary. Each turn views one of 40 files of
 100 to 8,000 characters, so outputs are big next to an 8k window (SmolLM2's). Every request is
 measured with the same counter the session uses (litellm's, cl100k for this model name).
@@ -29,9 +29,9 @@ os.environ.setdefault("APPRENTICE_HOME", tempfile.mkdtemp(prefix="bench-context-
 
 from agent.context import SUMMARY_SYSTEM, ContextConfig, TokenCounter  # noqa: E402
 from agent.llm import LLMClient, LLMConfig  # noqa: E402
+from agent.scripted_model import ScriptedModelServer, tool_call  # noqa: E402
 from agent.session import Session  # noqa: E402
 from agent.tasks import Task  # noqa: E402
-from tests.scripted_llm import ScriptedLLM, tool_call  # noqa: E402
 from tools.base import ToolBox, ToolContext  # noqa: E402
 from tools.control import default_tools  # noqa: E402
 from tools.workspace import Workspace  # noqa: E402
@@ -43,7 +43,7 @@ SUMMARY = ("## Goal\n- understand the records\n## Decisions\n- read every file\n
 ISSUE = "Read the data files one by one and report which records repeat."
 
 
-class SummarisingLLM(ScriptedLLM):
+class SummarisingLLM(ScriptedModelServer):
     """The scripted model; summary requests are answered with SUMMARY."""
 
     def _next_step(self) -> dict[str, Any]:

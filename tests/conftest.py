@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from agent.example_repos import init_example
-from tests.scripted_llm import ScriptedLLM
+from agent.scripted_model import ScriptedModelServer
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
@@ -30,9 +30,9 @@ def example(tmp_path: Path) -> tuple[Path, Path]:
 
 
 @pytest.fixture
-def scripted() -> Iterator[ScriptedLLM]:
+def scripted() -> Iterator[ScriptedModelServer]:
     """A scripted OpenAI-compatible server; set `.script` before the agent runs."""
-    with ScriptedLLM() as server:
+    with ScriptedModelServer() as server:
         yield server
 
 

@@ -21,9 +21,9 @@ from agent.context import (
     context_window,
 )
 from agent.llm import LLMClient, LLMConfig
+from agent.scripted_model import ScriptedModelServer, tool_call
 from agent.session import Session
 from agent.tasks import Task
-from tests.scripted_llm import ScriptedLLM, tool_call
 from tools.base import ToolBox, ToolContext
 from tools.control import default_tools
 from tools.workspace import Workspace
@@ -39,7 +39,7 @@ PLAN = [{"content": "read the data files", "status": "in_progress"},
 WINDOW = 5000
 
 
-class SummarisingLLM(ScriptedLLM):
+class SummarisingLLM(ScriptedModelServer):
     """The scripted model, answering summary requests itself (or failing them with a 400) so a
     script only holds the agent's turns, wherever compaction happens."""
 
@@ -86,7 +86,7 @@ def views(count: int, start: int = 0) -> list[dict[str, Any]]:
         tool_call("view", {"path": f"data/file_{i % 10}.txt"})]} for i in range(start, count)]
 
 
-def make_session(repo: Path, issue: Path, model: ScriptedLLM, events: list[Event],
+def make_session(repo: Path, issue: Path, model: ScriptedModelServer, events: list[Event],
                  **config: Any) -> Session:
     workspace = Workspace.create(repo, f"ctx-{len(model.script)}-{id(events)}")
     task = Task.from_issue_file(issue, repo, "python3 -m pytest -q")

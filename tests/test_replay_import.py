@@ -10,9 +10,9 @@ import git
 import pytest
 
 from agent.llm import LLMConfig
+from agent.scripted_model import tool_call
 from agent.solve import SolveOptions, solve
 from agent.tasks import Task, TaskError, load_swebench_instance
-from tests.scripted_llm import tool_call
 from tests.test_solve import FIX_SCRIPT, run_cli
 from tests.test_trajectories import GIVE_UP, GOOD_PATCH, base_commit
 from trajectories.events import (

@@ -511,9 +511,9 @@ def test_a_failing_setup_says_why_and_leaves_nothing(
 @pytest.mark.docker
 def test_a_task_image_reaches_the_sandbox_and_the_verifier(example, scripted) -> None:
     from agent.llm import LLMConfig
+    from agent.scripted_model import tool_call
     from agent.solve import SolveOptions, solve
     from agent.tasks import Task
-    from tests.scripted_llm import tool_call
     from trajectories.reader import read_trajectory
 
     client = connect_docker()

@@ -13,9 +13,9 @@ import git
 import pytest
 
 from agent.llm import LLMConfig
+from agent.scripted_model import tool_call
 from agent.solve import SolveOptions, solve
 from agent.tasks import Task
-from tests.scripted_llm import tool_call
 from tools.sandbox import SandboxConfig
 from trajectories.events import AssistantDelta
 from trajectories.reader import read_trajectory, rebuild_calls

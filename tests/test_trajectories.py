@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from agent.llm import LLMConfig
+from agent.scripted_model import tool_call
 from agent.solve import SolveOptions, solve
 from agent.tasks import Task
-from tests.scripted_llm import tool_call
 from tests.test_solve import FIX_SCRIPT, run_cli
 from trajectories.reader import read_trajectory, rebuild_calls
 from trajectories.store import TrajectoryStore

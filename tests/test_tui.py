@@ -20,8 +20,8 @@ from textual.pilot import Pilot
 from agent.context import ContextConfig
 from agent.llm import LLMConfig
 from agent.models import KNOWN_MODELS
+from agent.scripted_model import ScriptedModelServer, tool_call
 from agent.session import INTERRUPTED
-from tests.scripted_llm import ScriptedLLM, tool_call
 from trajectories.events import ErrorEvent, PlanUpdated, ToolCallStarted, ToolResult
 from trajectories.reader import read_trajectory, rebuild_calls
 from tui.app import ApprenticeApp
@@ -55,7 +55,8 @@ FIX_SCRIPT = [
 ]
 
 
-def make_app(repo: Path, scripted: ScriptedLLM, script: list[dict], **kwargs) -> ApprenticeApp:
+def make_app(repo: Path, scripted: ScriptedModelServer, script: list[dict],
+             **kwargs) -> ApprenticeApp:
     scripted.script = list(script)
     options = HostOptions(
         repo=repo, session_id=kwargs.pop("session_id", None), context=kwargs.pop("context", None),

@@ -1,7 +1,8 @@
 """A real OpenAI-compatible HTTP server on 127.0.0.1 that replays scripted assistant turns.
 
 It stands in for the LLM only; the agent reaches it through litellm like any provider
-(`--model openai/scripted --api-base http://127.0.0.1:PORT/v1`).
+(`--model openai/scripted --api-base http://127.0.0.1:PORT/v1`). The oracle policy
+(`finetune.oracle`), the tests and the benchmarks use it.
 
 A script is a list of steps; each step is one of:
 - `{"content": "...", "tool_calls": [{"name": ..., "arguments": {...} or "raw json"}]}`
@@ -18,13 +19,17 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from agent.llm import LLMConfig
+
 
 def tool_call(name: str, arguments: dict[str, Any] | str, call_id: str | None = None) -> dict:
+    """One tool call of a script step."""
     return {"name": name, "arguments": arguments, "id": call_id}
 
 
-class ScriptedLLM:
-    """Serves the script in order; records every request body it received."""
+class ScriptedModelServer:
+    """Serves the script in order (streamed when asked); records every request body received.
+    Once the script is exhausted it answers in plain text, which ends an episode."""
 
     def __init__(self, script: list[dict[str, Any]] | None = None, model: str = "scripted"):
         self.script = list(script or [])
@@ -33,13 +38,19 @@ class ScriptedLLM:
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
+                                        name=f"scripted-{model}")
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
 
-    def start(self) -> ScriptedLLM:
+    def llm_config(self, **overrides: Any) -> LLMConfig:
+        """How the agent reaches this server."""
+        return LLMConfig(model=f"openai/{self.model}", api_base=self.url, api_key="none",
+                         **overrides)
+
+    def start(self) -> ScriptedModelServer:
         self._thread.start()
         return self
 
@@ -47,7 +58,7 @@ class ScriptedLLM:
         self._server.shutdown()
         self._server.server_close()
 
-    def __enter__(self) -> ScriptedLLM:
+    def __enter__(self) -> ScriptedModelServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
