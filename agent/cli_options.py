@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 
-def _check_tools(value: str | None) -> str | None:
+def check_tools(value: str | None) -> str | None:
     """Refuse an unknown tool set or tool name before anything starts."""
     if value is not None:
         from tools.control import select_tools
@@ -28,7 +28,7 @@ RepoMapTokensOption = Annotated[int, typer.Option(
 CompactAtOption = Annotated[float, typer.Option(
     min=0.1, max=1.0, help="Share of the window at which the context is compacted.")]
 ToolsOption = Annotated[str | None, typer.Option(
-    callback=_check_tools,
+    callback=check_tools,
     help="Tools the model gets: full, core (bash, view, create, str_replace, grep, finish), "
          "tool names, or both (core,glob). Default: the model's own (core for smollm2-135m, "
          "else full).")]

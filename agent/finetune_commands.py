@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from agent.cli_options import ToolsOption
+from agent.cli_options import ToolsOption, check_tools
 
 finetune_app = typer.Typer(help="Train the agent's model on its own verified work (TRL + PEFT).",
                            no_args_is_help=True)
@@ -129,8 +129,9 @@ def oracle_command(
     split: Annotated[str, typer.Option(help="Which split.")] = "train",
     limit: Annotated[int | None, typer.Option(help="Only the first N tasks.")] = None,
     workers: Annotated[int, typer.Option(help="Episodes at once.")] = 4,
-    tools: Annotated[str, typer.Option(help="The tools of the model the data will train: full, "
-                                       "core (small local models) or names.")] = "core",
+    tools: Annotated[str | None, typer.Option(
+        callback=check_tools, help="The tools of the model the data will train: full, core "
+        "(small local models) or names. Default: core.")] = None,
 ) -> None:
     """Warm-start data: the oracle policy solves the split through the real agent loop.
 

@@ -133,7 +133,7 @@ def model_window(model_path: Path) -> int:
 def default_tool_set(model: str) -> str:
     """The tool set a litellm model name gets unless told otherwise: a known local model's own
     (`local/smollm2-135m` -> `core`), else `full`."""
-    name = model.removeprefix("local/") if model.startswith("local/") else ""
+    name = model.removeprefix("local/").split("+", 1)[0] if model.startswith("local/") else ""
     known = KNOWN_MODELS.get(Path(name).name) if name else None
     return known.tool_set if known else "full"
 

@@ -15,7 +15,7 @@ from agent.llm import LLMClient, LLMConfig
 from agent.models import default_tool_set
 from agent.session import Session
 from agent.tasks import Task
-from tools.base import ToolBox, ToolContext
+from tools.base import Tool, ToolBox, ToolContext
 from tools.control import select_tools
 from tools.locations import data_dir
 from tools.sandbox import SandboxConfig
@@ -31,6 +31,11 @@ from trajectories.events import (
 from trajectories.recorder import TrajectoryRecorder
 from trajectories.store import IndexUpdater, TrajectoryStore
 from trajectories.verify import verify_patch
+
+
+def session_tools(spec: str | None, model: str) -> list[Tool]:
+    """The tools a session offers: `spec` (a `--tools` value), else the model's default set."""
+    return select_tools(spec or default_tool_set(model))
 
 
 def new_session_id() -> str:
@@ -108,7 +113,7 @@ class ProgressPrinter:
 def solve(task: Task, options: SolveOptions, listeners: list[Any] | None = None) -> SolveResult:
     """Run one episode on `task` in a fresh worktree and sandbox, then verify its patch."""
     started = time.monotonic()
-    tools = select_tools(options.tools or default_tool_set(options.llm.model))
+    tools = session_tools(options.tools, options.llm.model)
     session_id = new_session_id()
     out_dir = Path(options.output_dir or data_dir() / "runs" / session_id)
     out_dir.mkdir(parents=True, exist_ok=True)

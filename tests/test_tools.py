@@ -53,6 +53,7 @@ def test_tool_sets_pick_and_order_tools() -> None:
     with pytest.raises(ValueError, match="unknown tool set or tool rm_rf.*core"):
         select_tools("bash,rm_rf")
     assert default_tool_set("local/smollm2-135m") == "core"
+    assert default_tool_set("local/smollm2-135m+/runs/sft") == "core"
     assert default_tool_set("openai/gpt-4o") == default_tool_set("local/elsewhere") == "full"
 
 

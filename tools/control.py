@@ -79,12 +79,11 @@ class Finish(Tool):
 
 
 TOOL_SETS: dict[str, tuple[str, ...]] = {
-    "full": ("bash", "view", "create", "str_replace", "insert", "undo_edit", "grep", "glob",
-             "repo_map", "todo", "finish"),
     "core": ("bash", "view", "create", "str_replace", "grep", "finish"),
 }
-"""Named tool sets. `core` is what a small local model handles: its tool list is half the
-prompt tokens of `full` (880 instead of 1,470 for SmolLM2)."""
+"""Named tool sets besides `full` (every tool of `default_tools`). `core` is what a small local
+model handles: its tool list is half the prompt tokens of `full` (880 instead of 1,470 for
+SmolLM2)."""
 
 
 def default_tools() -> list[Tool]:
@@ -102,12 +101,13 @@ def select_tools(spec: str = "full") -> list[Tool]:
     (`core,glob`), kept in the session's usual order. `finish` is always included."""
     tools = default_tools()
     known = [tool.name for tool in tools]
+    sets = {"full": tuple(known), **TOOL_SETS}
     items = [item.strip() for item in spec.split(",") if item.strip()]
-    wanted = [name for item in items for name in TOOL_SETS.get(item, (item,))]
+    wanted = [name for item in items for name in sets.get(item, (item,))]
     unknown = [name for name in wanted if name not in known]
     if unknown or not wanted:
         raise ValueError(f"unknown tool set or tool {', '.join(unknown) or repr(spec)}: use "
-                         f"{' or '.join(TOOL_SETS)}, or a comma-separated list of "
+                         f"{' or '.join(sets)}, or a comma-separated list of "
                          f"{', '.join(known)}")
     chosen = {*wanted, "finish"}
     return [tool for tool in tools if tool.name in chosen]

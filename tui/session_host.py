@@ -14,12 +14,10 @@ from pathlib import Path
 
 from agent.context import ContextConfig
 from agent.llm import LLMClient, LLMConfig
-from agent.models import default_tool_set
 from agent.session import Approver, Listener, Session
-from agent.solve import new_session_id
+from agent.solve import new_session_id, session_tools
 from agent.tasks import Task, suggest_test_command
 from tools.base import ToolBox, ToolContext
-from tools.control import select_tools
 from tools.locations import data_dir
 from tools.sandbox import Sandbox, SandboxConfig, make_sandbox
 from tools.sandbox.repo_image import image_for_repository
@@ -123,7 +121,7 @@ class SessionHost:
         index = IndexUpdater(store, path)
         index.events = [e for e in events
                         if isinstance(e, SessionStarted | Finished | Verified | AssistantMessage)]
-        tools = select_tools(options.tools or default_tool_set(options.llm.model))
+        tools = session_tools(options.tools, options.llm.model)
         session = Session(
             workspace.session_id, task, LLMClient(options.llm), ToolBox(tools),
             ToolContext(workspace=workspace.path, sandbox=sandbox), workspace,
