@@ -5,6 +5,10 @@ from __future__ import annotations
 from collections.abc import Collection
 from pathlib import Path
 
+from tools.paths import is_git_reserved
+from tools.sandbox.base import truncate_middle
+from tools.workspace_fs import WorkspaceFS
+
 SYSTEM_TEMPLATE = """You are apprentice, a careful software engineer working in a git repository.
 You act only through the tools you are given; every call runs inside a sandbox where the
 repository is at /workspace (paths may be given relative to it).
@@ -34,20 +38,32 @@ RULES_FILES = ("AGENTS.md", "CLAUDE.md", ".apprentice.md")
 MAX_LISTING = 40
 
 
+MAX_RULES_CHARS = 8_000
+
+
 def top_level_listing(workspace: Path) -> str:
-    entries = sorted(
-        p.name + ("/" if p.is_dir() else "") for p in workspace.iterdir() if p.name != ".git"
-    )
+    marks = {"dir": "/", "link": "@"}
+    entries = [e.name + marks.get(e.kind, "") for e in WorkspaceFS(workspace).list_dir()
+               if not is_git_reserved(e.name)]
     shown = entries[:MAX_LISTING]
     more = [f"... and {len(entries) - len(shown)} more"] if len(entries) > len(shown) else []
     return "\n".join(f"  {e}" for e in shown + more) or "  (empty)"
 
 
 def project_rules(workspace: Path) -> str:
+    """The first rules file of the repository, read without leaving the workspace: a link out
+    of it, a FIFO or a file that is not UTF-8 is reported in its place, never followed."""
+    fs = WorkspaceFS(workspace)
     for name in RULES_FILES:
-        path = workspace / name
-        if path.is_file():
-            return f"\nThe project's rules ({name}):\n{path.read_text().strip()}\n"
+        kind = fs.kind(name)
+        if kind == "missing" or kind == "dir":
+            continue
+        try:
+            text = fs.read_bytes(name, MAX_RULES_CHARS * 4).decode("utf-8", errors="replace")
+        except OSError as exc:
+            return f"\n(The project's rules file {name} was not read: {exc.strerror}.)\n"
+        text, _ = truncate_middle(text.strip(), MAX_RULES_CHARS)
+        return f"\nThe project's rules ({name}):\n{text}\n"
     return ""
 
 

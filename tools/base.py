@@ -9,7 +9,13 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ValidationError
 
-from tools.sandbox.base import Sandbox
+from tools.sandbox.base import Sandbox, truncate_middle
+
+MAX_OUTPUT_CHARS = 20_000
+"""What any tool's output may hold, as for bash (`SandboxConfig.max_output_chars`)."""
+OUTPUT_SLACK = 1_000
+"""Room above the cap for the notes bash puts before its already cut output."""
+MAX_NAME_CHARS = 80
 
 
 class ToolError(Exception):
@@ -73,11 +79,16 @@ class ToolBox:
         return [tool.schema() for tool in self.tools.values()]
 
     def call(self, name: str, raw_arguments: str | dict | None, ctx: ToolContext) -> Observation:
-        """Run one call. Bad names, bad JSON and bad arguments become error observations."""
-        tool = self.tools.get(name)
+        """Run one call. Bad names, bad JSON and bad arguments become error observations; any
+        output is capped at `MAX_OUTPUT_CHARS` (head and tail kept, with a note)."""
+        return capped(self._call(name, raw_arguments, ctx))
+
+    def _call(self, name: str, raw_arguments: str | dict | None, ctx: ToolContext) -> Observation:
+        tool = self.tools.get(name) if isinstance(name, str) else None
         if tool is None:
             known = ", ".join(sorted(self.tools))
-            return Observation(f"Error: unknown tool {name!r}. Available tools: {known}.", True)
+            shown = _clip(str(name), MAX_NAME_CHARS)
+            return Observation(f"Error: unknown tool {shown!r}. Available tools: {known}.", True)
         try:
             arguments = _decode_arguments(raw_arguments)
         except ValueError as exc:
@@ -90,6 +101,19 @@ class ToolBox:
             return tool.run(args, ctx)
         except ToolError as exc:
             return Observation(f"Error: {exc}", True)
+
+
+def capped(observation: Observation) -> Observation:
+    """`observation` with its output cut to `MAX_OUTPUT_CHARS` (head and tail) if longer."""
+    if len(observation.output) <= MAX_OUTPUT_CHARS + OUTPUT_SLACK:
+        return observation
+    text, cut = truncate_middle(observation.output, MAX_OUTPUT_CHARS)
+    observation.output = f"[note: {cut} characters of output were cut from the middle]\n{text}"
+    return observation
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text):,} characters)"
 
 
 def _decode_arguments(raw: str | dict | None) -> dict:

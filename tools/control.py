@@ -40,12 +40,13 @@ class Bash(Tool):
 
 
 class TodoItem(BaseModel):
-    content: str = Field(description="What to do.")
+    content: str = Field(description="What to do.", max_length=1_000)
     status: Literal["pending", "in_progress", "completed"] = Field("pending")
 
 
 class TodoArgs(BaseModel):
-    items: list[TodoItem] = Field(description="The whole plan; replaces the previous one.")
+    items: list[TodoItem] = Field(description="The whole plan; replaces the previous one.",
+                                  max_length=100)
 
 
 class Todo(Tool):
@@ -64,7 +65,8 @@ class Todo(Tool):
 
 
 class FinishArgs(BaseModel):
-    summary: str = Field(description="What was changed and why, in a few sentences.")
+    summary: str = Field(description="What was changed and why, in a few sentences.",
+                         max_length=20_000)
 
 
 class Finish(Tool):

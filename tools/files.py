@@ -1,44 +1,81 @@
-"""File tools: view, create, str_replace, insert and undo_edit, confined to the workspace."""
+"""File tools: view, create, str_replace, insert and undo_edit, confined to the workspace.
+
+Every file operation goes through `tools.workspace_fs`, so a symbolic link (even one the sandbox
+plants between two calls) never leads a read or a write out of the workspace."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import PurePosixPath
 
 from pydantic import BaseModel, Field
 
 from tools.base import Observation, Tool, ToolContext, ToolError
-from tools.paths import display_path, match_workspace_owner, resolve_in_workspace
+from tools.paths import is_git_reserved, workspace_relative
 from tools.syntax import syntax_error
+from tools.workspace_fs import FileAccessError, WorkspaceFS
 
 MAX_VIEW_CHARS = 16_000
+MAX_LISTED_ENTRIES = 500
 SNIPPET_CONTEXT = 4
+MAX_SNIPPET_LINE = 300
 
 
 def _history(ctx: ToolContext) -> dict[str, list[str | None]]:
     return ctx.state.setdefault("edit_history", {})
 
 
-def _read_text(path: Path, shown: str) -> str:
-    if not path.exists():
-        raise ToolError(f"{shown} does not exist.")
-    if path.is_dir():
-        raise ToolError(f"{shown} is a directory; use view on a file or glob to list files.")
+def _read_text(fs: WorkspaceFS, relative: str) -> str:
+    """The text of a regular file in the workspace, or a ToolError saying why not."""
     try:
-        return path.read_text()
+        return fs.read_text(relative)
+    except FileNotFoundError:
+        raise ToolError(f"{relative} does not exist.") from None
+    except IsADirectoryError:
+        raise ToolError(f"{relative} is a directory; use view on a file or glob to list "
+                        "files.") from None
     except UnicodeDecodeError:
-        raise ToolError(f"{shown} is not a UTF-8 text file.") from None
+        raise ToolError(f"{relative} is not a UTF-8 text file.") from None
+    except OSError as exc:
+        raise ToolError(f"{_reason(exc)}.") from None
 
 
-def _write_checked(path: Path, old: str | None, new: str, ctx: ToolContext) -> None:
+def _existing_text(fs: WorkspaceFS, relative: str) -> str | None:
+    """The text of `relative` if it is a file, None if nothing is there; else a ToolError."""
+    kind = fs.kind(relative)
+    if kind == "missing":
+        return None
+    if kind == "dir":
+        raise ToolError(f"{relative} is a directory.")
+    return _read_text(fs, relative)
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror if isinstance(exc, FileAccessError) and exc.strerror else str(exc)
+
+
+def _write_checked(fs: WorkspaceFS, relative: str, old: str | None, new: str,
+                   ctx: ToolContext) -> None:
     """Write `new`, refusing it if it breaks the syntax of a file that parsed before."""
-    error = syntax_error(path, new)
-    if error and (old is None or syntax_error(path, old) is None):
-        shown = display_path(path, ctx.workspace)
-        raise ToolError(f"edit refused: {shown} would no longer parse ({error}). Fix and retry.")
-    _history(ctx).setdefault(str(path), []).append(old)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(new)
-    match_workspace_owner(path, ctx.workspace)
+    suffix = PurePosixPath(relative)
+    error = syntax_error(suffix, new)
+    if error and (old is None or syntax_error(suffix, old) is None):
+        raise ToolError(f"edit refused: {relative} would no longer parse ({error}). Fix and "
+                        "retry.")
+    try:
+        fs.write_text(relative, new, owner=fs.owner())
+    except OSError as exc:
+        raise ToolError(f"could not write {relative}: {_reason(exc)}.") from None
+    _history(ctx).setdefault(relative, []).append(old)
+
+
+def _target(path: str, ctx: ToolContext) -> tuple[WorkspaceFS, str]:
+    return WorkspaceFS(ctx.workspace), workspace_relative(path)
+
+
+def _clip(line: str) -> str:
+    if len(line) <= MAX_SNIPPET_LINE:
+        return line
+    return line[:MAX_SNIPPET_LINE] + f" ... [{len(line) - MAX_SNIPPET_LINE} more characters]"
 
 
 def _numbered(lines: list[str], start: int) -> str:
@@ -46,7 +83,7 @@ def _numbered(lines: list[str], start: int) -> str:
 
 
 def _snippet(text: str, around_line: int, shown: str) -> str:
-    lines = text.splitlines()
+    lines = [_clip(line) for line in text.splitlines()]
     first = max(1, around_line - SNIPPET_CONTEXT)
     last = min(len(lines), around_line + SNIPPET_CONTEXT)
     body = _numbered(lines[first - 1 : last], first)
@@ -67,14 +104,10 @@ class View(Tool):
     Args = ViewArgs
 
     def run(self, args: ViewArgs, ctx: ToolContext) -> Observation:
-        path = resolve_in_workspace(args.path, ctx.workspace)
-        shown = display_path(path, ctx.workspace)
-        if path.is_dir():
-            entries = sorted(
-                p.name + ("/" if p.is_dir() else "") for p in path.iterdir() if p.name != ".git"
-            )
-            return Observation(f"Directory {shown}:\n" + "\n".join(entries))
-        lines = _read_text(path, shown).splitlines()
+        fs, shown = _target(args.path, ctx)
+        if fs.kind(shown) == "dir":
+            return Observation(_listing(fs, shown))
+        lines = _read_text(fs, shown).splitlines()
         first, last = 1, len(lines)
         if args.view_range is not None:
             if len(args.view_range) != 2:
@@ -90,6 +123,20 @@ class View(Tool):
         return Observation(body or f"{shown} is empty.")
 
 
+def _listing(fs: WorkspaceFS, shown: str) -> str:
+    try:
+        found = fs.list_dir(shown)
+    except OSError as exc:
+        raise ToolError(f"{_reason(exc)}.") from None
+    marks = {"dir": "/", "link": "@"}
+    entries = [e.name + marks.get(e.kind, "") for e in found
+               if not is_git_reserved(e.name)]
+    shown_entries = entries[:MAX_LISTED_ENTRIES]
+    more = len(entries) - len(shown_entries)
+    tail = [f"... and {more} more entries"] if more else []
+    return f"Directory {shown}:\n" + "\n".join(shown_entries + tail)
+
+
 class CreateArgs(BaseModel):
     path: str = Field(description="File to create or overwrite, relative to the repository root.")
     file_text: str = Field(description="The whole content of the file.")
@@ -102,12 +149,11 @@ class Create(Tool):
     Args = CreateArgs
 
     def run(self, args: CreateArgs, ctx: ToolContext) -> Observation:
-        path = resolve_in_workspace(args.path, ctx.workspace)
-        shown = display_path(path, ctx.workspace)
-        if path.is_dir():
-            raise ToolError(f"{shown} is a directory.")
-        old = path.read_text() if path.exists() else None
-        _write_checked(path, old, args.file_text, ctx)
+        fs, shown = _target(args.path, ctx)
+        if shown == ".":
+            raise ToolError("the repository root is a directory; give a file path.")
+        old = _existing_text(fs, shown)
+        _write_checked(fs, shown, old, args.file_text, ctx)
         verb = "Overwrote" if old is not None else "Created"
         return Observation(f"{verb} {shown} ({len(args.file_text.splitlines())} lines).",
                            data={"path": shown})
@@ -126,9 +172,8 @@ class StrReplace(Tool):
     Args = StrReplaceArgs
 
     def run(self, args: StrReplaceArgs, ctx: ToolContext) -> Observation:
-        path = resolve_in_workspace(args.path, ctx.workspace)
-        shown = display_path(path, ctx.workspace)
-        text = _read_text(path, shown)
+        fs, shown = _target(args.path, ctx)
+        text = _read_text(fs, shown)
         if not args.old_str:
             raise ToolError("old_str is empty; give the exact text to replace.")
         count = text.count(args.old_str)
@@ -141,7 +186,7 @@ class StrReplace(Tool):
                             "more surrounding lines to make it unique.")
         start = text.index(args.old_str)
         new_text = text.replace(args.old_str, args.new_str, 1)
-        _write_checked(path, text, new_text, ctx)
+        _write_checked(fs, shown, text, new_text, ctx)
         line = text[:start].count("\n") + 1
         return Observation(_snippet(new_text, line, shown), data={"path": shown})
 
@@ -167,9 +212,8 @@ class Insert(Tool):
     Args = InsertArgs
 
     def run(self, args: InsertArgs, ctx: ToolContext) -> Observation:
-        path = resolve_in_workspace(args.path, ctx.workspace)
-        shown = display_path(path, ctx.workspace)
-        text = _read_text(path, shown)
+        fs, shown = _target(args.path, ctx)
+        text = _read_text(fs, shown)
         lines = text.splitlines(keepends=True)
         if not 0 <= args.insert_line <= len(lines):
             raise ToolError(f"insert_line {args.insert_line} is out of range: {shown} has "
@@ -178,7 +222,7 @@ class Insert(Tool):
             lines[-1] += "\n"
         block = args.new_str if args.new_str.endswith("\n") else args.new_str + "\n"
         new_text = "".join(lines[: args.insert_line]) + block + "".join(lines[args.insert_line :])
-        _write_checked(path, text, new_text, ctx)
+        _write_checked(fs, shown, text, new_text, ctx)
         return Observation(_snippet(new_text, args.insert_line + 1, shown), data={"path": shown})
 
 
@@ -193,16 +237,19 @@ class UndoEdit(Tool):
     Args = UndoEditArgs
 
     def run(self, args: UndoEditArgs, ctx: ToolContext) -> Observation:
-        path = resolve_in_workspace(args.path, ctx.workspace)
-        shown = display_path(path, ctx.workspace)
-        history = _history(ctx).get(str(path))
+        fs, shown = _target(args.path, ctx)
+        history = _history(ctx).get(shown)
         if not history:
             raise ToolError(f"no edit of {shown} to undo.")
         previous = history.pop()
-        if previous is None:
-            path.unlink(missing_ok=True)
-            return Observation(f"Undid the creation of {shown}; it no longer exists.",
-                               data={"path": shown})
-        path.write_text(previous)
+        try:
+            if previous is None:
+                fs.unlink(shown)
+                return Observation(f"Undid the creation of {shown}; it no longer exists.",
+                                   data={"path": shown})
+            fs.write_text(shown, previous, owner=fs.owner())
+        except OSError as exc:
+            history.append(previous)
+            raise ToolError(f"could not undo the edit of {shown}: {_reason(exc)}.") from None
         return Observation(f"Restored {shown} to its content before the last edit.",
                            data={"path": shown})

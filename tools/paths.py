@@ -1,18 +1,34 @@
-"""Map the paths a model writes to files inside the workspace, and never outside it."""
+"""Map the paths a model writes to paths relative to the workspace, and never outside it.
+
+Only the text of the path is checked here; opening it safely (no symlink leads out of the
+workspace, even one planted meanwhile) is `tools.workspace_fs`'s job.
+"""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
 from tools.base import ToolError
 from tools.sandbox.base import WORKSPACE
 
+MAX_PATH_CHARS = 4_096
 
-def resolve_in_workspace(path: str, workspace: Path) -> Path:
-    """Host path for `path` (relative, or absolute under /workspace); refuse anything outside."""
+
+def is_git_reserved(relative: str) -> bool:
+    """Whether git reserves the path: a `.git` component anywhere, in any letter case (git's
+    own check is case-insensitive, so `.GIT/x` cannot be tracked either)."""
+    return any(part.lower() == ".git" for part in PurePosixPath(relative).parts)
+
+
+def workspace_relative(path: str) -> str:
+    """The workspace-relative form (`.` for the root) of `path` (relative, or absolute under
+    /workspace); refuses anything outside the workspace or inside `.git`."""
     if not path or not path.strip():
         raise ToolError("path is empty; give a path relative to the repository root.")
+    if len(path) > MAX_PATH_CHARS:
+        raise ToolError(f"path is {len(path):,} characters long; give a real path.")
+    if "\0" in path:
+        raise ToolError("path contains a NUL character.")
     posix = PurePosixPath(path.strip())
     if posix.is_absolute():
         try:
@@ -22,30 +38,15 @@ def resolve_in_workspace(path: str, workspace: Path) -> Path:
                 f"{path} is outside the workspace; use a path under {WORKSPACE} "
                 "or relative to the repository root."
             ) from None
-    root = workspace.resolve()
-    candidate = (root / posix).resolve()
-    if candidate != root and root not in candidate.parents:
-        raise ToolError(f"{path} resolves outside the workspace ({WORKSPACE}); refusing.")
-    if ".git" in candidate.relative_to(root).parts:
+    parts: list[str] = []
+    for part in posix.parts:
+        if part == "..":
+            if not parts:
+                raise ToolError(f"{path} resolves outside the workspace ({WORKSPACE}); refusing.")
+            parts.pop()
+        elif part not in ("", "."):
+            parts.append(part)
+    relative = "/".join(parts) or "."
+    if is_git_reserved(relative):
         raise ToolError(f"{path} is inside .git; use git through the bash tool instead.")
-    return candidate
-
-
-def display_path(host_path: Path, workspace: Path) -> str:
-    """How a host path is shown to the model: relative to the repository root."""
-    rel = host_path.resolve().relative_to(workspace.resolve())
-    return str(rel) if str(rel) != "." else "."
-
-
-def match_workspace_owner(host_path: Path, workspace: Path) -> None:
-    """Give a file created by the host the workspace's owner, so the sandbox user can edit it."""
-    if os.geteuid() != 0:
-        return
-    owner = workspace.stat()
-    current = host_path
-    root = workspace.resolve()
-    while current != root and root in current.parents:
-        st = current.stat()
-        if (st.st_uid, st.st_gid) != (owner.st_uid, owner.st_gid):
-            os.chown(current, owner.st_uid, owner.st_gid)
-        current = current.parent
+    return relative

@@ -37,6 +37,7 @@ from tools.locations import data_dir
 from tools.repo_map_languages import LANGUAGE_BY_SUFFIX, QUERIES, FileTags, parse_file
 from tools.repo_map_ranking import ATTRIBUTE_WEIGHT, COMMON_NAMES, Ranking
 from tools.repo_map_store import TagStore, source_files, stat_sources
+from tools.workspace_fs import WorkspaceFS
 
 __all__ = ["RepoMap", "RepoMapTool", "estimate_tokens", "render_repo_map", "source_files"]
 
@@ -117,7 +118,7 @@ class RepoMap:
         current: dict[str, _Entry] = {}
         pending: dict[str, tuple[int, int, str]] = {}
         restated: dict[str, _Entry] = {}
-        root = str(self.root)
+        fs = WorkspaceFS(self.root)
         for path, info in stat_sources(self.root):
             if info.st_size > MAX_FILE_BYTES:
                 continue
@@ -130,8 +131,7 @@ class RepoMap:
                 pending[path] = seen
                 continue
             try:
-                with open(os.path.join(root, path), "rb") as handle:
-                    data = handle.read()
+                data = fs.read_bytes(path, MAX_FILE_BYTES)
             except OSError:
                 continue
             stats.read += 1
@@ -144,15 +144,14 @@ class RepoMap:
         return current, pending, restated
 
     def _parse(self, paths: list[str]) -> dict[str, FileTags]:
-        jobs = [(str(self.root / p), LANGUAGE_BY_SUFFIX[os.path.splitext(p)[1].lower()])
-                for p in paths]
-        prefix = len(str(self.root)) + 1
+        jobs = [(str(self.root), p, LANGUAGE_BY_SUFFIX[os.path.splitext(p)[1].lower()],
+                 MAX_FILE_BYTES) for p in paths]
         if self.workers > 1 and len(jobs) >= PARALLEL_MIN_FILES:
             with ProcessPoolExecutor(self.workers, mp_context=get_context("spawn")) as pool:
                 results = list(pool.map(parse_file, jobs, chunksize=16))
         else:
             results = [parse_file(job) for job in jobs]
-        return {path[prefix:]: tags for path, tags in results}
+        return dict(results)
 
     def render(self, max_tokens: int = 1024, focus: Iterable[str] = (), mentioned: str = "",
                count_tokens: Callable[[str], int] | None = None) -> str:

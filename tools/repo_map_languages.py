@@ -6,7 +6,10 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import cache
+from pathlib import Path
 from typing import Any
+
+from tools.workspace_fs import WorkspaceFS
 
 LANGUAGE_BY_SUFFIX = {
     ".py": "python", ".pyi": "python",
@@ -216,12 +219,12 @@ def extract_tags(language: str, source: bytes) -> FileTags:
     return tags
 
 
-def parse_file(job: tuple[str, str]) -> tuple[str, FileTags]:
-    """(path, tags) of a (path, language) job; a file that cannot be read has no tags."""
-    path, language = job
+def parse_file(job: tuple[str, str, str, int]) -> tuple[str, FileTags]:
+    """(path, tags) of a (root, path, language, size limit) job; the file is read without
+    leaving `root` (`tools.workspace_fs`); one that cannot be read has no tags."""
+    root, path, language, limit = job
     try:
-        with open(path, "rb") as handle:
-            return path, extract_tags(language, handle.read())
+        return path, extract_tags(language, WorkspaceFS(Path(root)).read_bytes(path, limit))
     except (OSError, ValueError):
         return path, FileTags()
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import marshal
 import os
 import sqlite3
-import subprocess
+import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from tools.host_git import GitFailed, list_files
 from tools.repo_map_languages import LANGUAGE_BY_SUFFIX, FileTags
+from tools.workspace_fs import WorkspaceFS
 
 SKIPPED_DIRS = frozenset({".git", "node_modules", "__pycache__", ".venv", "venv", ".tox",
                           "dist", "build", "target", ".mypy_cache", ".pytest_cache"})
@@ -61,30 +63,30 @@ class TagStore:
 
 
 def source_files(root: Path) -> list[str]:
-    """Files of the languages the map knows, relative to `root`: what git lists (tracked and
-    untracked, minus ignored) in a repository, else a walk skipping hidden and vendored folders."""
+    """Files of the languages the map knows, relative to `root`: what git lists (minus what
+    .gitignore ignores and vendored folders), else a walk skipping hidden and vendored folders."""
     return sorted(path for path, _ in stat_sources(Path(root)))
 
 
 def stat_sources(root: Path) -> Iterator[tuple[str, os.stat_result]]:
-    """(relative path, stat) of each source file (see `source_files`)."""
+    """(relative path, stat) of each source file (see `source_files`): regular files only, so
+    a symbolic link (perhaps to a file outside the workspace) never enters the map."""
     base = str(root)
-    if (root / ".git").exists():
-        try:
-            listed = subprocess.run(
-                ["git", "-c", "safe.directory=*", "ls-files", "-z", "--cached", "--others",
-                 "--exclude-standard"], cwd=root, capture_output=True, timeout=60, check=True,
-            ).stdout.decode(errors="replace")
-        except (subprocess.SubprocessError, OSError):
-            pass
-        else:
-            for name in dict.fromkeys(listed.split("\0")):
-                if name and _known(name):
-                    try:
-                        yield name, os.stat(os.path.join(base, name))
-                    except OSError:
-                        continue
-            return
+    fs = WorkspaceFS(root)
+    try:
+        names = list_files(root)
+    except (GitFailed, OSError):
+        names = None
+    if names is not None:
+        for name in names:
+            if _known(name) and not _vendored(name):
+                try:
+                    info = fs.lstat(name)
+                except OSError:
+                    continue
+                if stat.S_ISREG(info.st_mode):
+                    yield name, info
+        return
     folders = [""]
     while folders:
         folder = folders.pop()
@@ -97,11 +99,16 @@ def stat_sources(root: Path) -> Iterator[tuple[str, os.stat_result]]:
                 if item.is_dir(follow_symlinks=False):
                     if item.name not in SKIPPED_DIRS and not item.name.startswith("."):
                         folders.append(folder + item.name + "/")
-                elif _known(item.name) and item.is_file():
+                elif _known(item.name) and item.is_file(follow_symlinks=False):
                     try:
-                        yield folder + item.name, item.stat()
+                        yield folder + item.name, item.stat(follow_symlinks=False)
                     except OSError:
                         continue
+
+
+def _vendored(name: str) -> bool:
+    """Whether a listed file lies in a folder the map skips (dependencies, caches)."""
+    return any(part in SKIPPED_DIRS - {"dist", "build", "target"} for part in name.split("/")[:-1])
 
 
 def _known(name: str) -> bool:

@@ -14,13 +14,10 @@ from __future__ import annotations
 import os
 import shutil
 import stat
-import subprocess
 from pathlib import Path
 
+from tools.host_git import run_git
 from tools.sandbox.ownership import Owner, chown_tree
-
-GIT_TIMEOUT = 300.0
-"""Seconds any one git command on the host may take."""
 
 SANDBOX_GIT_CONFIG = """[core]
 \trepositoryformatversion = 0
@@ -31,24 +28,6 @@ SANDBOX_GIT_CONFIG = """[core]
 \tname = apprentice
 \temail = agent@apprentice.invalid
 """
-
-
-class GitFailed(RuntimeError):
-    """A git command failed; the message holds git's own error."""
-
-
-def run_git(args: list[str], env: dict[str, str], cwd: Path | None = None) -> str:
-    """Run `git ARGS` and return its stdout; raise GitFailed with git's stderr otherwise."""
-    try:
-        done = subprocess.run(
-            ["git", *args], env=env, cwd=cwd, capture_output=True, text=True,
-            errors="replace", timeout=GIT_TIMEOUT,
-        )
-    except subprocess.TimeoutExpired:
-        raise GitFailed(f"git {args[0]} took more than {GIT_TIMEOUT:.0f} s") from None
-    if done.returncode != 0:
-        raise GitFailed(done.stderr.strip() or f"git {' '.join(args)} exited {done.returncode}")
-    return done.stdout
 
 
 def hardlinks_are_safe(objects: Path, owner: Owner | None) -> bool:

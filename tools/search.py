@@ -1,37 +1,53 @@
-"""grep and glob over the workspace, skipping .git and what .gitignore ignores."""
+"""grep and glob over the workspace, skipping .git and what .gitignore ignores.
+
+The listing comes from `tools.host_git.list_files` (git, with nothing of the workspace's own
+configuration), and files are read through `tools.workspace_fs`: links out of the workspace,
+FIFOs and huge files are skipped. A search stops at a deadline, and each regular expression
+match has a time-out, so a catastrophic pattern cannot hang the host.
+"""
 
 from __future__ import annotations
 
 import fnmatch
 import functools
+import os
 import re
-import subprocess
+import time
 from pathlib import Path
 
+import regex
 from pydantic import BaseModel, Field
 
 from tools.base import Observation, Tool, ToolContext, ToolError
-from tools.paths import display_path, resolve_in_workspace
+from tools.host_git import GitFailed, list_files
+from tools.paths import is_git_reserved, workspace_relative
+from tools.workspace_fs import WorkspaceFS
 
 MAX_MATCHES = 200
 MAX_LINE_CHARS = 300
+MAX_PATTERN_CHARS = 1_000
+MAX_SEARCHED_BYTES = 2_000_000
+"""Files larger than this are not searched."""
+SEARCH_DEADLINE_S = 20.0
+"""Seconds one grep may take in all; each line's match gets what is left of it."""
 
 
 def workspace_files(workspace: Path) -> list[str]:
     """Files of the workspace, relative, honouring .gitignore (falls back to a walk)."""
     try:
-        listed = subprocess.run(
-            ["git", "-c", "safe.directory=*", "ls-files", "-z", "--cached", "--others",
-             "--exclude-standard"],
-            cwd=workspace, capture_output=True, timeout=30, check=True,
-        ).stdout.decode()
-        names = [n for n in listed.split("\0") if n]
-        return sorted(n for n in names if (workspace / n).is_file())
-    except (subprocess.SubprocessError, OSError):
-        return sorted(
-            str(p.relative_to(workspace)) for p in workspace.rglob("*")
-            if p.is_file() and ".git" not in p.relative_to(workspace).parts
-        )
+        return list_files(workspace)
+    except (GitFailed, OSError):
+        return _walk(workspace)
+
+
+def _walk(workspace: Path) -> list[str]:
+    """Every regular file under `workspace` found without following links, `.git` skipped."""
+    found: list[str] = []
+    for folder, dirs, files, _ in os.fwalk(workspace):
+        rel = os.path.relpath(folder, workspace)
+        dirs[:] = [d for d in dirs if not is_git_reserved(d)]
+        found += [name if rel == "." else f"{rel}/{name}" for name in files]
+    return sorted(found)
 
 
 class GrepArgs(BaseModel):
@@ -47,19 +63,24 @@ class Grep(Tool):
     Args = GrepArgs
 
     def run(self, args: GrepArgs, ctx: ToolContext) -> Observation:
+        if len(args.pattern) > MAX_PATTERN_CHARS:
+            raise ToolError(f"the pattern is {len(args.pattern):,} characters; keep it under "
+                            f"{MAX_PATTERN_CHARS:,}.")
         try:
-            regex = re.compile(args.pattern)
-        except re.error as exc:
+            pattern = regex.compile(args.pattern, flags=regex.VERSION0)
+        except (regex.error, re.error, ValueError, OverflowError) as exc:
             raise ToolError(f"invalid regular expression {args.pattern!r}: {exc}") from None
+        fs = WorkspaceFS(ctx.workspace)
         prefix = ""
         if args.path:
-            target = resolve_in_workspace(args.path, ctx.workspace)
-            if not target.exists():
+            prefix = workspace_relative(args.path)
+            if fs.kind(prefix) in ("missing", "outside"):
                 raise ToolError(f"{args.path} does not exist.")
-            prefix = display_path(target, ctx.workspace)
             prefix = "" if prefix == "." else prefix
+        deadline = time.monotonic() + SEARCH_DEADLINE_S
         matches: list[str] = []
         total = 0
+        stopped = ""
         for name in workspace_files(ctx.workspace):
             if prefix and not (name == prefix or name.startswith(prefix.rstrip("/") + "/")):
                 continue
@@ -67,18 +88,26 @@ class Grep(Tool):
                     and not fnmatch.fnmatch(name, args.include):
                 continue
             try:
-                text = (ctx.workspace / name).read_text()
+                text = fs.read_text(name, limit=MAX_SEARCHED_BYTES)
             except (UnicodeDecodeError, OSError):
                 continue
-            for number, line in enumerate(text.splitlines(), 1):
-                if regex.search(line):
-                    total += 1
-                    if len(matches) < MAX_MATCHES:
-                        matches.append(f"{name}:{number}:{line[:MAX_LINE_CHARS]}")
+            try:
+                for number, line in enumerate(text.splitlines(), 1):
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise TimeoutError
+                    if pattern.search(line, timeout=left):
+                        total += 1
+                        if len(matches) < MAX_MATCHES:
+                            matches.append(f"{name}:{number}:{line[:MAX_LINE_CHARS]}")
+            except TimeoutError:
+                stopped = (f"\n[search stopped after {SEARCH_DEADLINE_S:.0f} s in {name}: "
+                           "simplify the pattern or narrow it with path or include]")
+                break
         if not matches:
-            return Observation(f"No matches for {args.pattern!r}.")
+            return Observation(f"No matches for {args.pattern!r}.{stopped}", is_error=bool(stopped))
         more = f"\n[{total - len(matches)} more matches not shown]" if total > len(matches) else ""
-        return Observation("\n".join(matches) + more)
+        return Observation("\n".join(matches) + more + stopped)
 
 
 class GlobArgs(BaseModel):
@@ -92,6 +121,9 @@ class Glob(Tool):
     Args = GlobArgs
 
     def run(self, args: GlobArgs, ctx: ToolContext) -> Observation:
+        if len(args.pattern) > MAX_PATTERN_CHARS:
+            raise ToolError(f"the pattern is {len(args.pattern):,} characters; keep it under "
+                            f"{MAX_PATTERN_CHARS:,}.")
         pattern = args.pattern.removeprefix("/workspace/").removeprefix("./")
         found = [n for n in workspace_files(ctx.workspace) if _glob_match(n, pattern)]
         if not found:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functools import cache
-from pathlib import Path
+from pathlib import PurePath
 from typing import Any
 
 LANGUAGE_BY_SUFFIX = {
@@ -36,7 +36,7 @@ def _parser(language: str) -> Any:
     return get_parser(language)  # type: ignore[arg-type]
 
 
-def syntax_error(path: Path, text: str) -> str | None:
+def syntax_error(path: PurePath, text: str) -> str | None:
     """Describe the first syntax error in `text` (as the file `path`), or None if it parses."""
     language = LANGUAGE_BY_SUFFIX.get(path.suffix.lower())
     if language is None:

@@ -19,18 +19,24 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import re
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import git
 
-from tools.locations import data_dir, worktrees_dir
+from tools.host_git import (
+    IGNORED_BY_AGENT,
+    GitFailed,
+    agent_excludes_file,
+    isolated_env,
+    run_git,
+)
+from tools.locations import worktrees_dir
 from tools.sandbox.ownership import Owner, chown_tree, sandbox_owner
-from tools.sandbox_repository import GitFailed, create_sandbox_repository, run_git
+from tools.sandbox_repository import create_sandbox_repository
 from tools.workspace_registry import (
     WorkspaceRecord,
     delete_record,
@@ -38,9 +44,6 @@ from tools.workspace_registry import (
     matching_records,
     save_record,
 )
-
-IGNORED_BY_AGENT = "__pycache__/\n*.pyc\n.pytest_cache/\n.mypy_cache/\n.ruff_cache/\n"
-"""Build litter the sandbox produces, kept out of checkpoints and patches."""
 
 AGENT_IDENTITY = {
     "GIT_AUTHOR_NAME": "apprentice",
@@ -50,44 +53,31 @@ AGENT_IDENTITY = {
 }
 
 _UNBORN_NESTED = re.compile(r"error: '(.+?)' does not have a commit checked out")
-
-HOST_GIT_SETTINGS = {
-    "core.hooksPath": os.devnull,  # no hook runs on the agent's checkpoints
-    "core.fsmonitor": "false",
-    "diff.ignoreSubmodules": "all",  # never run git inside a nested repository the agent made
-    "status.submoduleSummary": "false",
-    "submodule.recurse": "false",
-    "commit.gpgSign": "false",
-}
-"""Settings of every host-side git command on a session's files."""
+_INVALID_PATH = re.compile(r"error: invalid path '(.+?)'")
 
 
 class WorkspaceError(RuntimeError):
     """The repository cannot host a session; the message says why and what to do."""
 
 
-def _excludes_file() -> Path:
-    path = data_dir() / "git-excludes"
-    if not path.exists() or path.read_text() != IGNORED_BY_AGENT:
-        path.write_text(IGNORED_BY_AGENT)
-    return path
-
-
 def host_git_env(repo_root: Path) -> dict[str, str]:
-    """The environment of host git commands: no inherited GIT_* variables, our settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-    settings = {
-        **HOST_GIT_SETTINGS,
-        "core.excludesFile": str(_excludes_file()),
-        "safe.directory": str(repo_root),  # the user's own repository, whoever owns it
-    }
-    for index, (key, value) in enumerate(settings.items()):
-        env[f"GIT_CONFIG_KEY_{index}"] = key
-        env[f"GIT_CONFIG_VALUE_{index}"] = value
-    env["GIT_CONFIG_COUNT"] = str(len(settings))
-    env["GIT_TERMINAL_PROMPT"] = "0"
+    """The environment of host git commands on the user's repository and the session's files:
+    isolated as `tools.host_git` explains, the repository's drivers emptied, our identity."""
+    env = isolated_env({"core.excludesFile": str(agent_excludes_file())},
+                       config_files=_repository_configs(Path(repo_root)))
     env.update(AGENT_IDENTITY)
     return env
+
+
+def _repository_configs(repo_root: Path) -> tuple[Path, ...]:
+    """The config files of the user's repository (the common one and the worktree's own)."""
+    dot_git = repo_root / ".git"
+    if dot_git.is_file():  # the user's checkout is itself a linked worktree
+        linked = Path(dot_git.read_text().partition("gitdir:")[2].strip())
+        common = linked / "commondir"
+        base = (linked / common.read_text().strip()).resolve() if common.is_file() else linked
+        return (base / "config", linked / "config.worktree")
+    return (dot_git / "config", dot_git / "config.worktree")
 
 
 def open_repository(repo_path: Path) -> git.Repo:
@@ -133,6 +123,15 @@ class Rewound:
     """Files whose content changed."""
 
 
+def _reserved_root(path: str) -> str:
+    """The first component of `path` from which git refuses it (`a/.GIT/x` -> `a/.GIT`)."""
+    parts = path.split("/")
+    for index, part in enumerate(parts):
+        if part.lower() == ".git":
+            return "/".join(parts[: index + 1])
+    return path
+
+
 def session_path(root: Path, session_id: str) -> Path:
     """Where the working tree of session `session_id` on repository `root` lives."""
     digest = hashlib.sha1(str(root).encode()).hexdigest()[:8]
@@ -154,6 +153,8 @@ class Workspace:
     session_id: str
     git_dir: Path | None = None
     owner: Owner | None = None
+    left_out: list[str] = field(default_factory=list)
+    """Paths the last checkpoint could not include (git refuses them), relative."""
 
     def __post_init__(self) -> None:
         if self.git_dir is None:  # built by hand: the note knows, or a plain worktree's link
@@ -276,23 +277,27 @@ class Workspace:
         return bool(self._git("status", "--porcelain", "--ignore-submodules=all").strip())
 
     def _stage_all(self) -> None:
-        """`git add -A`, leaving out nested repositories without a commit (git refuses them)."""
+        """`git add -A`, leaving out what git refuses to track: nested repositories without a
+        commit, and paths git reserves (`.GIT/x`, `.git` in any case, anywhere). What was left
+        out is in `self.left_out`, for the session to report."""
         excluded: list[str] = []
-        for _ in range(20):
+        for _ in range(50):
             try:
-                self._git("add", "-A", "--", ".", *(f":(exclude){p}" for p in excluded))
-                return
+                self._git("add", "-A", "--", ".", *(f":(exclude,literal){p}" for p in excluded))
+                break
             except GitFailed as exc:
-                found = _UNBORN_NESTED.findall(str(exc))
+                found = _UNBORN_NESTED.findall(str(exc)) + _INVALID_PATH.findall(str(exc))
                 if not found or set(found) <= set(excluded):
                     raise
-                excluded += found
-        raise WorkspaceError(f"too many nested repositories without a commit in {self.path}")
+                excluded += [_reserved_root(p) for p in found]
+        else:
+            raise WorkspaceError(f"too many paths git refuses in {self.path}")
+        self.left_out = sorted(set(excluded))
 
     def checkpoint(self, message: str) -> str | None:
         """Commit every change as a checkpoint; return the commit, or None if nothing changed."""
         self._stage_all()
-        if not self._git("diff", "--cached", "--name-only").strip():
+        if not self._git("diff", "--cached", "--name-only", "--no-ext-diff").strip():
             return None
         self._git("commit", "-q", "--no-verify", "-m", message)
         return self.head()
@@ -300,7 +305,8 @@ class Workspace:
     def patch(self) -> str:
         """The diff from the base commit to the current files, untracked files included."""
         self._stage_all()
-        text = self._git("diff", "--cached", "--binary", self.base_commit)
+        text = self._git("diff", "--cached", "--binary", "--no-ext-diff", "--no-textconv",
+                         self.base_commit)
         return text + "\n" if text and not text.endswith("\n") else text
 
     def head(self) -> str:

@@ -29,18 +29,30 @@ def chown_tree(root: Path, owner: Owner, skip: frozenset[str] = frozenset()) -> 
     not entered.
     """
     uid, gid = owner
-    for folder, dirs, files in os.walk(root):  # does not descend into symlinked folders
+    # fwalk opens each folder relative to its parent's handle and checks it is the folder it
+    # listed, so a folder swapped for a symlink meanwhile is not entered (os.walk would).
+    for folder, dirs, files, folder_fd in os.fwalk(root, follow_symlinks=False):
         if folder == str(root):
             dirs[:] = [name for name in dirs if name not in skip]
             files = [name for name in files if name not in skip]
-        for name in [".", *dirs, *files]:
-            path = os.path.join(folder, name)
-            try:
-                info = os.lstat(path)
-                if info.st_uid == uid and info.st_gid == gid:
-                    continue
-                if stat.S_ISREG(info.st_mode) and info.st_nlink > 1:
-                    continue
-                os.chown(path, uid, gid, follow_symlinks=False)
-            except FileNotFoundError:  # removed meanwhile (e.g. git's lock files)
-                continue
+        _chown_at(folder_fd, None, uid, gid)
+        for name in [*dirs, *files]:
+            _chown_at(folder_fd, name, uid, gid)
+
+
+def _chown_at(folder_fd: int, name: str | None, uid: int, gid: int) -> None:
+    """chown `name` in the folder `folder_fd` (the folder itself for None), never a link's
+    target, never a regular file with several links."""
+    try:
+        info = os.fstat(folder_fd) if name is None else os.stat(
+            name, dir_fd=folder_fd, follow_symlinks=False)
+        if (info.st_uid, info.st_gid) == (uid, gid):
+            return
+        if stat.S_ISREG(info.st_mode) and info.st_nlink > 1:
+            return
+        if name is None:
+            os.fchown(folder_fd, uid, gid)
+        else:
+            os.chown(name, uid, gid, dir_fd=folder_fd, follow_symlinks=False)
+    except FileNotFoundError:  # removed meanwhile (e.g. git's lock files)
+        return
