@@ -117,14 +117,23 @@ def _clip(text: str, limit: int) -> str:
 
 
 def _decode_arguments(raw: str | dict | None) -> dict:
+    """The arguments as a JSON object whose text is safe to store (lone surrogates, even as
+    `\\ud800` escapes, become U+FFFD); a ValueError says what is wrong with them."""
     if raw is None or raw == "":
         return {}
-    if isinstance(raw, dict):
-        return raw
+    if not isinstance(raw, str | dict):
+        raise ValueError(f"expected a JSON object, got {type(raw).__name__}")
     try:
-        value = json.loads(raw)
+        value = json.loads(raw) if isinstance(raw, str) else raw
+        if isinstance(value, dict) and (isinstance(raw, dict) or "\\u" in raw
+                                        or not raw.isascii()):
+            text = json.dumps(value, ensure_ascii=False, default=str)
+            safe = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+            value = json.loads(safe) if safe != text else value
     except json.JSONDecodeError as exc:
         raise ValueError(f"{exc.msg} at position {exc.pos}") from None
+    except RecursionError:
+        raise ValueError("nested too deeply to parse; send a flat JSON object") from None
     if not isinstance(value, dict):
         raise ValueError(f"expected a JSON object, got {type(value).__name__}")
     return value
