@@ -32,8 +32,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, model_validator
 
 from agent.llm import LLMClient
-from agent.prompts import RULES_FILES
+from agent.prompts import MAX_RULES_CHARS, RULES_FILES
 from agent.token_counter import TokenCounter, context_window
+from tools.workspace_fs import WorkspaceFS
 from trajectories.events import Compaction, Event, PlanUpdated, SessionStarted, UserMessage
 
 MASK_PREFIX = "[output cut to save context:"
@@ -409,11 +410,12 @@ def _render(message: dict[str, Any]) -> str:
 
 
 def _rules_file(workspace: Path) -> tuple[str, str] | None:
+    """The first rules file, read without leaving the workspace (a link out is not read)."""
+    fs = WorkspaceFS(workspace)
     for name in RULES_FILES:
-        path = workspace / name
-        if path.is_file():
+        if fs.kind(name) == "file":
             try:
-                return name, path.read_text()
+                return name, fs.read_bytes(name, MAX_RULES_CHARS * 4).decode(errors="replace")
             except OSError:
                 return None
     return None

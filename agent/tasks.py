@@ -5,12 +5,15 @@ The fields follow SWE-bench, so a SWE-bench instance is a valid task.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import subprocess
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
+
+from tools.workspace_fs import WorkspaceFS
 
 
 class TaskError(ValueError):
@@ -122,22 +125,35 @@ def load_swebench_instance(path: Path, instance_id: str | None = None) -> dict[s
 
 def suggest_test_command(repo: Path) -> str | None:
     """The test command a repository suggests by its layout, or None."""
-    def has(name: str) -> bool:
-        return (repo / name).exists()
+    fs = WorkspaceFS(repo)
+    names = {entry.name for entry in fs.list_dir()}
 
-    python_tests = any(repo.glob("test_*.py")) or any(repo.glob("*_test.py")) or has("tests") \
-        or has("test") or has("pytest.ini") or has("conftest.py")
-    pyproject = repo / "pyproject.toml"
-    if python_tests or (pyproject.exists() and "pytest" in pyproject.read_text()):
+    def has(name: str) -> bool:
+        return name in names
+
+    def text(name: str) -> str:
+        """A top-level file's text, read without leaving the repository ('' if it cannot be)."""
+        try:
+            return fs.read_bytes(name, 1_000_000).decode(errors="replace") if has(name) else ""
+        except OSError:
+            return ""
+
+    python_tests = any(fnmatch.fnmatch(n, "test_*.py") or fnmatch.fnmatch(n, "*_test.py")
+                       for n in names) or has("tests") or has("test") or has("pytest.ini") \
+        or has("conftest.py")
+    if python_tests or "pytest" in text("pyproject.toml"):
         return "python3 -m pytest -q"
     if has("package.json"):
-        scripts = json.loads((repo / "package.json").read_text()).get("scripts", {})
-        if "test" in scripts:
+        try:
+            scripts = json.loads(text("package.json") or "{}").get("scripts", {})
+        except (ValueError, AttributeError):
+            scripts = {}
+        if isinstance(scripts, dict) and "test" in scripts:
             return "npm test"
     if has("Cargo.toml"):
         return "cargo test"
     if has("go.mod"):
         return "go test ./..."
-    if has("Makefile") and "\ntest:" in "\n" + (repo / "Makefile").read_text():
+    if "\ntest:" in "\n" + text("Makefile"):
         return "make test"
     return None

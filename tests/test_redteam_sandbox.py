@@ -332,3 +332,16 @@ def test_every_output_is_capped(box: ToolBox, tmp_path: Path) -> None:
         observation = box.call(name, json.dumps(args), ctx)
         assert len(observation.output) <= CAP, (name[:20], len(observation.output))
         assert len(json.dumps(observation.data)) <= CAP, name[:20]
+
+
+def test_the_test_command_guess_reads_nothing_outside(host: Path, tmp_path: Path) -> None:
+    from agent.tasks import suggest_test_command
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (host / "pyproject.toml").write_text("[tool.pytest.ini_options]\n")
+    (repo / "pyproject.toml").symlink_to(host / "pyproject.toml")
+    os.mkfifo(repo / "Makefile")
+    assert _within(10, lambda: suggest_test_command(repo)) is None
+    (repo / "test_x.py").write_text("def test_x():\n    pass\n")
+    assert suggest_test_command(repo) == "python3 -m pytest -q"
