@@ -83,22 +83,30 @@ class ToolBox:
         output is capped at `MAX_OUTPUT_CHARS` (head and tail kept, with a note)."""
         return capped(self._call(name, raw_arguments, ctx))
 
-    def _call(self, name: str, raw_arguments: str | dict | None, ctx: ToolContext) -> Observation:
+    def validate(self, name: str, raw_arguments: str | dict | None) -> BaseModel | str:
+        """The parsed arguments of a call, or why it is not a valid call of one of these tools
+        (unknown tool, arguments not a JSON object, or not what its schema accepts)."""
         tool = self.tools.get(name) if isinstance(name, str) else None
         if tool is None:
-            known = ", ".join(sorted(self.tools))
-            shown = _clip(str(name), MAX_NAME_CHARS)
-            return Observation(f"Error: unknown tool {shown!r}. Available tools: {known}.", True)
+            return f"unknown tool {_clip(str(name), MAX_NAME_CHARS)!r}"
         try:
             arguments = _decode_arguments(raw_arguments)
         except ValueError as exc:
-            return Observation(f"Error: arguments for {name} are not valid JSON ({exc}).", True)
+            return f"arguments for {name} are not valid JSON ({exc})"
         try:
-            args = tool.Args.model_validate(arguments)
+            return tool.Args.model_validate(arguments)
         except ValidationError as exc:
-            return Observation(f"Error: invalid arguments for {name}: {_explain(exc)}", True)
+            return f"invalid arguments for {name}: {_explain(exc)}"
+
+    def _call(self, name: str, raw_arguments: str | dict | None, ctx: ToolContext) -> Observation:
+        args = self.validate(name, raw_arguments)
+        if isinstance(args, str):
+            known = ", ".join(sorted(self.tools))
+            hint = f" Available tools: {known}." if args.startswith("unknown tool") else ""
+            stop = "" if args.endswith(".") else "."
+            return Observation(f"Error: {args}{stop}{hint}", True)
         try:
-            return tool.run(args, ctx)
+            return self.tools[name].run(args, ctx)
         except ToolError as exc:
             return Observation(f"Error: {exc}", True)
 

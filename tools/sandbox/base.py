@@ -87,6 +87,10 @@ class Sandbox(Protocol):
 
     def run(self, command: str, timeout: float | None = None) -> CommandResult: ...
 
+    def interrupt(self) -> None:
+        """Kill the running command now (thread-safe; a no-op when none runs)."""
+        ...
+
     def close(self) -> None: ...
 
 
