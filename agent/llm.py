@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import email.utils
+import json
+import math
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +18,23 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import litellm  # noqa: E402
 
+from trajectories.events import scrub_text  # noqa: E402
+
 litellm.suppress_debug_info = True
+
+REPLY_CHARS_MAX = 100_000
+"""Longest assistant text, and longest arguments of one tool call, kept from a reply; the rest is
+cut with a note, so one event stays bounded whatever a provider sends."""
+CALL_ID_CHARS_MAX = 256
+RETRY_AFTER_MAX_S = 60.0
+"""Longest wait a provider's `Retry-After` can impose before the next attempt."""
+RetryListener = Callable[[str], None]
+"""Told, before each wait, what failed and when the next attempt comes."""
+
+
+class EmptyReplyError(Exception):
+    """The provider answered without any choice: a transient fault, retried like a 5xx."""
+
 
 RETRIED_ERRORS: tuple[type[Exception], ...] = (
     litellm.RateLimitError,
@@ -24,9 +43,11 @@ RETRIED_ERRORS: tuple[type[Exception], ...] = (
     litellm.BadGatewayError,
     litellm.APIConnectionError,
     litellm.Timeout,
+    EmptyReplyError,
 )
-"""Transient failures: retried with exponential backoff. Everything else aborts at once
-(authentication, bad request, unknown model, context window exceeded)."""
+"""Transient failures: retried with exponential backoff, or after the provider's `Retry-After`.
+Everything else aborts at once (authentication, bad request, unknown model, context window
+exceeded)."""
 
 
 class ModelError(RuntimeError):
@@ -79,21 +100,27 @@ class LLMClient:
         messages: list[dict[str, Any]],
         tools: list[dict[str, Any]],
         on_delta: Callable[[str], None] | None = None,
+        on_retry: RetryListener | None = None,
     ) -> LLMReply:
-        """Call the model, retrying transient errors; raise ModelError when it cannot answer."""
+        """Call the model, retrying transient errors (`on_retry` hears of each); raise
+        ModelError when it cannot answer."""
+        attempts = self.config.retries + 1
         attempt = 0
         while True:
+            attempt += 1
             started = time.monotonic()
             try:
                 response = self._call(messages, tools, on_delta)
                 return self._reply(response, time.monotonic() - started)
             except RETRIED_ERRORS as exc:
-                attempt += 1
-                if attempt > self.config.retries:
+                if attempt >= attempts:
                     raise ModelError(
                         f"{self.config.model} failed after {attempt} attempts: {_short(exc)}"
                     ) from exc
-                delay = self.config.backoff_s * 2 ** (attempt - 1) * (1 + random.random() / 4)
+                delay = self._delay(exc, attempt)
+                if on_retry is not None:
+                    on_retry(f"{self._what_failed(exc)}; retrying in {delay:.1f} s "
+                             f"(attempt {attempt + 1} of {attempts})")
                 time.sleep(delay)
             except litellm.AuthenticationError as exc:
                 raise ModelError(
@@ -102,6 +129,23 @@ class LLMClient:
                 ) from exc
             except (litellm.APIError, litellm.BadRequestError, litellm.NotFoundError) as exc:
                 raise ModelError(f"{self.config.model} refused the request: {_short(exc)}") from exc
+
+    def _delay(self, exc: Exception, attempt: int) -> float:
+        """The provider's `Retry-After` (capped at RETRY_AFTER_MAX_S), else exponential backoff
+        with jitter."""
+        asked = retry_after_s(exc)
+        if asked is not None:
+            return min(asked, RETRY_AFTER_MAX_S)
+        return self.config.backoff_s * 2 ** (attempt - 1) * (1 + random.random() / 4)
+
+    def _what_failed(self, exc: Exception) -> str:
+        model = self.config.model
+        if isinstance(exc, litellm.RateLimitError):
+            return f"rate limited by {model} (429)"
+        if isinstance(exc, EmptyReplyError):
+            return f"{model} sent a reply with no choices"
+        status = getattr(exc, "status_code", None)
+        return f"{model} failed ({type(exc).__name__}{f' {status}' if status else ''})"
 
     def _call(self, messages, tools, on_delta) -> Any:
         kwargs: dict[str, Any] = {
@@ -135,13 +179,13 @@ class LLMClient:
         return litellm.stream_chunk_builder(chunks, messages=messages)
 
     def _reply(self, response: Any, latency: float) -> LLMReply:
-        message = response.choices[0].message
-        tool_calls = [
-            {"id": call.id or f"call_{i}", "type": "function",
-             "function": {"name": call.function.name or "",
-                          "arguments": call.function.arguments or ""}}
-            for i, call in enumerate(message.tool_calls or [])
-        ]
+        """The first choice as clean, bounded text: lone surrogates replaced, tool-call ids made
+        unique strings, content and each call's arguments capped at REPLY_CHARS_MAX."""
+        choices = getattr(response, "choices", None)
+        if not choices:
+            raise EmptyReplyError("the reply had no choices")
+        message = choices[0].message
+        content = _text(getattr(message, "content", None))
         usage = getattr(response, "usage", None)
         try:
             cost = float(litellm.completion_cost(completion_response=response) or 0.0)
@@ -153,14 +197,88 @@ class LLMClient:
 
             token_ids = token_ids_of(response)
         return LLMReply(
-            content=message.content or None,
-            tool_calls=tool_calls,
-            prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-            completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+            content=_capped(content, "reply") or None,
+            tool_calls=_tool_calls(getattr(message, "tool_calls", None) or []),
+            prompt_tokens=_count(getattr(usage, "prompt_tokens", 0)),
+            completion_tokens=_count(getattr(usage, "completion_tokens", 0)),
             cost_usd=cost,
             latency_s=latency,
             token_ids=token_ids,
         )
+
+
+def _tool_calls(calls: Iterable[Any]) -> list[dict[str, Any]]:
+    """OpenAI-format tool calls with text fields only, whatever JSON types the provider sent."""
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for index, call in enumerate(calls):
+        function = getattr(call, "function", None)
+        call_id = _text(getattr(call, "id", None))[:CALL_ID_CHARS_MAX] or f"call_{index}"
+        while call_id in seen:
+            call_id = f"{call_id}_{index}"
+        seen.add(call_id)
+        arguments = _text(getattr(function, "arguments", None))
+        out.append({"id": call_id, "type": "function", "function": {
+            "name": _text(getattr(function, "name", None))[:CALL_ID_CHARS_MAX],
+            "arguments": _capped(arguments, "tool-call arguments"),
+        }})
+    return out
+
+
+def _text(value: Any) -> str:
+    """Any reply field as store-safe text: strings as they are, None as "", other JSON as JSON."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        try:
+            value = json.dumps(value, ensure_ascii=False, default=str)
+        except (ValueError, TypeError, RecursionError):
+            value = f"<unreadable {type(value).__name__}>"
+    return scrub_text(value)
+
+
+def _capped(text: str, what: str) -> str:
+    if len(text) <= REPLY_CHARS_MAX:
+        return text
+    return (f"{text[:REPLY_CHARS_MAX]}\n[apprentice: the model's {what} ran to {len(text):,} "
+            f"characters; only the first {REPLY_CHARS_MAX:,} are kept]")
+
+
+def _count(value: Any) -> int:
+    try:
+        return max(int(value or 0), 0)
+    except (TypeError, ValueError, OverflowError):
+        return 0
+
+
+def retry_after_s(exc: Exception) -> float | None:
+    """Seconds the provider asked to wait (`Retry-After`: seconds or an HTTP date, or
+    `retry-after-ms`) in the failed response's headers; None when it did not say."""
+    headers = getattr(exc, "litellm_response_headers", None) or getattr(
+        getattr(exc, "response", None), "headers", None)
+    try:
+        lowered = {str(k).lower(): str(v) for k, v in dict(headers or {}).items()}
+    except (TypeError, ValueError):
+        return None
+    milliseconds = _seconds(lowered.get("retry-after-ms", ""))
+    if milliseconds is not None:
+        return milliseconds / 1000
+    return _seconds(lowered.get("retry-after", ""))
+
+
+def _seconds(value: str) -> float | None:
+    """A Retry-After value: delay-seconds or an HTTP date (as seconds from now)."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            return None
+        seconds = when.timestamp() - time.time()
+    return max(seconds, 0.0) if math.isfinite(seconds) else None
 
 
 def _short(exc: Exception) -> str:

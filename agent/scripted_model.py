@@ -6,8 +6,13 @@ It stands in for the LLM only; the agent reaches it through litellm like any pro
 
 A script is a list of steps; each step is one of:
 - `{"content": "...", "tool_calls": [{"name": ..., "arguments": {...} or "raw json"}]}`
-- `{"status": 500}` / `{"status": 429}`: answer that HTTP error instead
+- `{"status": 500}` / `{"status": 429, "headers": {"Retry-After": "2"}}`: answer that HTTP
+  error instead, with those response headers
 - `{"hang": seconds}`: wait that long before answering the next step
+- `{"choices_empty": true}`: a well-formed completion (or stream) whose `choices` is empty
+- `{"response": <any JSON>}`: that body verbatim with status 200 (malformed replies)
+
+Tool-call ids are sent as given (any JSON type), or generated when a call has none.
 """
 
 from __future__ import annotations
@@ -86,30 +91,38 @@ class ScriptedModelServer:
                     return self._json(504, {"error": {"message": "hung"}})
                 if "status" in step:
                     return self._json(step["status"], {"error": {
-                        "message": f"scripted error {step['status']}", "type": "server_error"}})
-                message = owner._message(step)
+                        "message": f"scripted error {step['status']}", "type": "server_error"}},
+                        step.get("headers"))
+                if "response" in step:
+                    return self._json(200, step["response"])
                 usage = {"prompt_tokens": 100 + len(json.dumps(body["messages"])) // 4,
                          "completion_tokens": 20, "total_tokens": 0}
                 usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+                message = owner._message(step)
                 if body.get("stream"):
-                    return self._stream(message, usage)
+                    return self._stream(message, usage, empty=bool(step.get("choices_empty")))
                 finish = "tool_calls" if message.get("tool_calls") else "stop"
+                choices = [] if step.get("choices_empty") else [
+                    {"index": 0, "message": message, "finish_reason": finish}]
                 self._json(200, {
                     "id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion",
                     "created": int(time.time()), "model": owner.model,
-                    "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-                    "usage": usage,
+                    "choices": choices, "usage": usage,
                 })
 
-            def _json(self, status: int, payload: dict[str, Any]) -> None:
+            def _json(self, status: int, payload: Any,
+                      headers: dict[str, str] | None = None) -> None:
                 data = json.dumps(payload).encode()
                 self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, str(value))
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
 
-            def _stream(self, message: dict[str, Any], usage: dict[str, int]) -> None:
+            def _stream(self, message: dict[str, Any], usage: dict[str, int],
+                        empty: bool = False) -> None:
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.end_headers()
@@ -122,12 +135,13 @@ class ScriptedModelServer:
                                                 for p in pieces]
                 for index, call in enumerate(message.get("tool_calls") or []):
                     chunks.append({"tool_calls": [{"index": index, **call}]})
-                for delta in chunks:
+                for delta in [] if empty else chunks:
                     self._event({**base, "choices": [{"index": 0, "delta": delta,
                                                       "finish_reason": None}]})
                 finish = "tool_calls" if message.get("tool_calls") else "stop"
-                self._event({**base, "choices": [{"index": 0, "delta": {},
-                                                  "finish_reason": finish}]})
+                if not empty:
+                    self._event({**base, "choices": [{"index": 0, "delta": {},
+                                                      "finish_reason": finish}]})
                 self._event({**base, "choices": [], "usage": usage})
                 self.wfile.write(b"data: [DONE]\n\n")
                 self.wfile.flush()
@@ -145,7 +159,7 @@ class ScriptedModelServer:
         for call in step.get("tool_calls") or []:
             arguments = call["arguments"]
             calls.append({
-                "id": call.get("id") or f"call_{uuid.uuid4().hex[:8]}",
+                "id": f"call_{uuid.uuid4().hex[:8]}" if call.get("id") is None else call["id"],
                 "type": "function",
                 "function": {"name": call["name"], "arguments": arguments
                              if isinstance(arguments, str) else json.dumps(arguments)},

@@ -30,6 +30,7 @@ from trajectories.events import (
     ToolCallStarted,
     ToolResult,
     UserMessage,
+    scrub_text,
 )
 from trajectories.reader import apply_compaction, message_of
 
@@ -131,8 +132,8 @@ class Session:
     def run(self) -> SessionResult:
         """Run until finish, the step limit, a stalled model or a fatal error."""
         self.start()
-        self.emit(UserMessage(session_id=self.id, content=task_message(
-            self.task.problem_statement), origin="task"))
+        self.emit(UserMessage(session_id=self.id, content=scrub_text(task_message(
+            self.task.problem_statement)), origin="task"))
         status, summary, error = self._loop()
         return self._finish(status, summary, error)
 
@@ -142,7 +143,8 @@ class Session:
         the turn ended ("answered", "finished", "max_steps", "interrupted" or "error")."""
         self.start()
         self._interrupted.clear()
-        self.emit(UserMessage(session_id=self.id, step=self.step, content=text, origin="user"))
+        self.emit(UserMessage(session_id=self.id, step=self.step, content=scrub_text(text),
+                              origin="user"))
         status, _, _ = self._loop(chat=True)
         return status
 
@@ -205,9 +207,10 @@ class Session:
             except SessionInterrupted:
                 return self._interrupted_status()
             except ModelError as exc:
-                self.emit(ErrorEvent(session_id=self.id, step=self.step, message=str(exc),
-                                     fatal=True))
-                return "error", None, str(exc)
+                return self._fatal(str(exc))
+            except Exception as exc:  # a bug on the model path must still end the run cleanly
+                return self._fatal(f"the model call failed unexpectedly: "
+                                   f"{type(exc).__name__}: {exc}")
             if not reply.tool_calls:
                 if chat:
                     return "answered", reply.content, None
@@ -223,6 +226,17 @@ class Session:
             if summary is not None:
                 return "finished", summary, None
         return "max_steps", None, None
+
+    def _fatal(self, message: str) -> tuple[str, str | None, str | None]:
+        message = scrub_text(message)
+        self.emit(ErrorEvent(session_id=self.id, step=self.step, message=message, fatal=True))
+        return "error", None, message
+
+    def _on_retry(self, message: str) -> None:
+        """A transient model failure is shown (not fatal) before the client waits and retries."""
+        self.emit(ErrorEvent(session_id=self.id, step=self.step, message=scrub_text(message)))
+        if self._interrupted.is_set():
+            raise SessionInterrupted(INTERRUPTED)
 
     def _interrupted_status(self) -> tuple[str, str | None, str | None]:
         self.emit(ErrorEvent(session_id=self.id, step=self.step, message=INTERRUPTED))
@@ -255,6 +269,7 @@ class Session:
                                    prompt_messages=len(self.messages)))
         reply = self.llm.complete(
             self.messages, self.toolbox.schemas(), on_delta=self._on_delta,
+            on_retry=self._on_retry,
         )
         event = AssistantMessage(
             session_id=self.id, step=self.step, content=reply.content,
@@ -281,7 +296,7 @@ class Session:
                 observation = self._run_tool(name, arguments)
             self.emit(ToolResult(
                 session_id=self.id, step=self.step, tool_call_id=call["id"], name=name,
-                output=observation.output, is_error=observation.is_error,
+                output=scrub_text(observation.output), is_error=observation.is_error,
                 duration_s=round(observation.data.pop("_duration_s", 0.0), 4),
                 data=observation.data,
             ))

@@ -30,11 +30,12 @@ block left open at the end of generation runs to the end of the text. Generation
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import uuid
 from typing import Any
+
+from trajectories.export import load_shallow_json
 
 TOOL_CALL_OPEN = "<tool_call>"
 TOOL_CALL_CLOSE = "</tool_call>"
@@ -93,11 +94,9 @@ def _example_call(tools: list[dict[str, Any]]) -> str:
 
 
 def format_tool_call(name: str, arguments: str) -> str:
-    """One `<tool_call>` block; unparsable `arguments` are written back verbatim."""
-    try:
-        parsed = json.loads(arguments) if arguments.strip() else {}
-    except json.JSONDecodeError:
-        parsed = None
+    """One `<tool_call>` block; unparsable (or too deeply nested) `arguments` are written back
+    verbatim."""
+    parsed = load_shallow_json(arguments) if arguments.strip() else {}
     if not name or parsed is None:
         # A malformed call as parse_tool_calls returned it: its raw text is the whole block.
         return f"{TOOL_CALL_OPEN}{arguments}{TOOL_CALL_CLOSE}"
@@ -120,10 +119,7 @@ def parse_tool_calls(text: str) -> tuple[str, list[dict[str, Any]]]:
 
 def _tool_calls(raw: str) -> list[dict[str, Any]]:
     """The calls in one block: a call object, or a list of them (SmolLM2's training format)."""
-    try:
-        obj = json.loads(raw)
-    except json.JSONDecodeError:
-        obj = None
+    obj = load_shallow_json(raw)
     if isinstance(obj, list) and obj and all(_is_call(item) for item in obj):
         return [_openai_call(item["name"], _arguments_text(item)) for item in obj]
     if _is_call(obj):
@@ -267,9 +263,10 @@ def _native_message(message: dict[str, Any]) -> dict[str, Any]:
         calls = []
         for call in message["tool_calls"]:
             function = dict(call["function"])
-            # malformed, or already an object: passed through as is
-            with contextlib.suppress(json.JSONDecodeError, TypeError):
-                function["arguments"] = json.loads(function.get("arguments") or "{}")
+            # malformed, too deep, or already an object: passed through as is
+            value = load_shallow_json(function.get("arguments") or "{}")
+            if value is not None:
+                function["arguments"] = value
             calls.append({**call, "function": function})
         out["tool_calls"] = calls
     return out

@@ -7,6 +7,7 @@ was sent at every call.
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Annotated, Any, Literal
 
@@ -16,6 +17,16 @@ SCHEMA_VERSION = 3
 """Version of the on-disk format. 2: `token_ids` of assistant messages store prompt ids as a delta
 (see `trajectories.token_ids`). 3: `compaction` events rewrite the context. Readers accept every
 version up to this one."""
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def scrub_text(text: str) -> str:
+    """`text` made safe to encode as UTF-8 (files, HTTP, SQLite, git): surrogate pairs are joined
+    into their character and lone surrogates become U+FFFD. Text without any is returned as is."""
+    if _SURROGATE.search(text) is None:
+        return text
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 class BaseEvent(BaseModel):

@@ -5,7 +5,8 @@ SFT rows are one per episode, or one per context segment once compaction rewrite
 the conversation of a segment's last model call plus its reply holds every assistant turn of the
 segment, so assistant-only loss trains on each turn in a context the model really saw, without
 the quadratic size of one row per call (turns kept whole across a compaction appear in both
-segments' rows). Tool-call arguments are JSON objects, as Hugging Face chat templates expect.
+segments' rows). Tool-call arguments are JSON objects, as Hugging Face chat templates expect;
+arguments that are not an object, or nest deeper than `MAX_JSON_DEPTH`, stay the model's text.
 """
 
 from __future__ import annotations
@@ -22,11 +23,38 @@ from trajectories.reader import TrajectoryFile, rebuild_calls
 FORMATS = ("sft", "dpo", "grpo", "swebench")
 
 
-def _arguments(raw: str) -> dict[str, Any] | str:
+MAX_JSON_DEPTH = 64
+"""Deepest tool-call arguments turned into objects; deeper ones stay text, since chat templates,
+`json.dumps` and readers of the rows would exceed Python's recursion limit on them."""
+
+
+def load_shallow_json(raw: Any) -> Any:
+    """`raw` parsed as JSON, or None when it is not text, not JSON, or nested deeper than
+    `MAX_JSON_DEPTH` (however deep: parsing never raises RecursionError)."""
+    if not isinstance(raw, str):
+        return None
     try:
         value = json.loads(raw)
-    except (json.JSONDecodeError, TypeError):
-        return raw
+    except (ValueError, RecursionError):
+        return None
+    return value if _depth_within(value, MAX_JSON_DEPTH) else None
+
+
+def _depth_within(value: Any, limit: int) -> bool:
+    """True if lists and objects in `value` nest at most `limit` deep (checked iteratively)."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth >= limit:
+                return False
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return True
+
+
+def _arguments(raw: str) -> dict[str, Any] | str:
+    value = load_shallow_json(raw)
     return value if isinstance(value, dict) else raw
 
 

@@ -44,7 +44,7 @@ def check_schema_version(line: str, path: Path) -> None:
     """Refuse a header written in a format newer than this reader knows."""
     try:
         data = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):  # not a header: parse_event reports the line
         return
     if not isinstance(data, dict) or data.get("type") != "session_started":
         return

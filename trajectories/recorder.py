@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import IO, Literal
 
-from trajectories.events import AssistantDelta, AssistantMessage, Event
+from trajectories.events import AssistantDelta, AssistantMessage, Event, scrub_text
 from trajectories.redact import Redactor
 from trajectories.token_ids import TokenIdsCompactor
 
@@ -21,7 +21,8 @@ class TrajectoryRecorder:
     `durability="flush"` (default) hands every line to the operating system before returning,
     so a crash or kill -9 of the process loses at most the event in flight; `"fsync"` also
     forces it to the disk, so a power cut or kernel crash loses nothing already recorded either
-    (see bench/bench_trajectories.py for what each costs). Streamed text deltas are not stored:
+    (see bench/bench_trajectories.py for what each costs). Lone surrogates in any text become
+    U+FFFD, so every event can be written as UTF-8. Streamed text deltas are not stored:
     the final assistant message holds the text. Token ids are stored as deltas
     (`trajectories.token_ids`)."""
 
@@ -45,7 +46,7 @@ class TrajectoryRecorder:
             data["token_ids"] = self.token_ids.compact(event.token_ids)
         else:
             data = event.model_dump(mode="json")
-        line = self.redact(json.dumps(data, ensure_ascii=False))
+        line = self.redact(scrub_text(json.dumps(data, ensure_ascii=False)))
         self._file.write(line + "\n")
         self._file.flush()
         if self.durability == "fsync":
