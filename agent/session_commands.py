@@ -12,7 +12,8 @@ from typing import Annotated, Any
 
 import typer
 
-from tools.sandbox_repository import GitFailed, run_git
+from tools.host_git import GitFailed, run_git
+from tools.process_owner import ProcessOwner
 from tools.workspace import Rewound, Workspace, WorkspaceError, host_git_env
 from tools.workspace_registry import WorkspaceRecord, delete_record, list_records
 
@@ -66,9 +67,12 @@ def sessions_list(
     """Show each session: its state, branch, checkpoints and working tree.
 
     States: active (its process runs), ended (working tree left behind), removed (only the
-    branch is left).
+    branch is left). Episodes whose process was killed are marked `killed` in the trajectory
+    index on the way (`--json` shows each session's episode status).
     """
-    rows = [describe(record) for record in list_records()]
+    statuses = _episode_statuses()
+    rows = [{**describe(record), "episode": statuses.get(record.session_id)}
+            for record in list_records()]
     if as_json:
         print(json.dumps(rows, indent=2))
         return
@@ -90,10 +94,12 @@ def sessions_prune(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would go.")] = False,
 ) -> None:
     """Remove the working trees of sessions that have ended (active ones are left alone),
-    and sandbox containers a crashed session left running."""
-    pruned = 0
+    sandbox and verify containers and verify folders a killed process left, and mark its
+    unfinished episodes `killed` in the trajectory index."""
+    pruned = _mark_killed_episodes(dry_run)
     ended = [record for record in list_records() if not record.active()]
     pruned += _remove_containers({r.path: r.session_id for r in ended}, dry_run)
+    pruned += _remove_verify_folders(dry_run)
     for record in ended:
         state = record.state()
         gone = _branch_head(record) is None
@@ -114,31 +120,94 @@ def sessions_prune(
         print("nothing to prune")
 
 
+def _episode_statuses() -> dict[str, str]:
+    """Each indexed episode's exit status, after marking those whose process is gone."""
+    from trajectories.store import TrajectoryStore
+
+    store = TrajectoryStore()
+    try:
+        killed = store.mark_killed()
+        rows = store.list()
+    finally:
+        store.close()
+    if killed:
+        print(f"agent: note: marked {len(killed)} episode(s) killed, their process is gone: "
+              f"{', '.join(killed)}", file=sys.stderr)
+    return {row["id"]: row["exit_status"] for row in rows}
+
+
+def _mark_killed_episodes(dry_run: bool) -> int:
+    """Mark the unfinished episodes of processes that are gone as killed in the index."""
+    from trajectories.store import TrajectoryStore
+
+    store = TrajectoryStore()
+    try:
+        killed = store.orphaned()
+        if not dry_run:
+            store.mark_killed(killed)
+    finally:
+        store.close()
+    for episode_id in killed:
+        print(f"{'would ' if dry_run else ''}mark episode {episode_id} killed (its process is "
+              "gone)")
+    return len(killed)
+
+
 def _remove_containers(sessions_by_path: dict[str, str], dry_run: bool) -> int:
-    """Remove sandbox containers that mount the working tree of an ended session."""
+    """Remove sandbox containers that mount the working tree of an ended session, and those
+    (sessions' or verify's) whose owner process is gone."""
     from docker.errors import DockerException
 
     from tools.sandbox import SandboxError, connect_docker
     from tools.sandbox.docker_sandbox import SANDBOX_LABEL
 
-    if not sessions_by_path:
-        return 0
     try:
         client = connect_docker(timeout=5)
     except SandboxError:
         return 0  # no engine: no container to remove either
     removed = 0
-    for container in client.containers.list(all=True, filters={"label": SANDBOX_LABEL}):
-        sources = {mount.get("Source") for mount in container.attrs.get("Mounts", [])}
-        for path in sources & set(sessions_by_path):
-            print(f"{'would ' if dry_run else ''}remove container {container.short_id} of "
-                  f"{sessions_by_path[path]}")
-            removed += 1
-            if not dry_run:
-                with contextlib.suppress(DockerException):
-                    container.remove(force=True)
+    try:
+        containers = client.containers.list(all=True, filters={"label": SANDBOX_LABEL})
+    except DockerException:
+        containers = []
+    for container in containers:
+        reason = _stray_reason(container.attrs, sessions_by_path)
+        if reason is None:
+            continue
+        print(f"{'would ' if dry_run else ''}remove container {container.short_id} {reason}")
+        removed += 1
+        if not dry_run:
+            with contextlib.suppress(DockerException):
+                container.remove(force=True)
     client.close()
     return removed
+
+
+def _stray_reason(attrs: dict[str, Any], sessions_by_path: dict[str, str]) -> str | None:
+    """Why a sandbox container is a stray (`of <session>`), or None if it is in use."""
+    sources = {mount.get("Source") for mount in attrs.get("Mounts", [])}
+    mounted_sessions = sorted(sources & set(sessions_by_path))
+    if mounted_sessions:
+        return f"of {sessions_by_path[mounted_sessions[0]]}"
+    owner = ProcessOwner.from_labels(attrs.get("Config", {}).get("Labels") or {})
+    if owner is not None and owner.gone():
+        mounted = ", ".join(sorted(s for s in sources if s)) or "nothing"
+        return f"of process {owner.pid}, which is gone (it mounted {mounted})"
+    return None
+
+
+def _remove_verify_folders(dry_run: bool) -> int:
+    """Remove the temporary folders of verify runs whose process is gone."""
+    from trajectories.verify import orphaned_verify_folders, remove_folder
+
+    folders = orphaned_verify_folders()
+    for folder in folders:
+        print(f"{'would ' if dry_run else ''}remove verify folder {folder} (its process is "
+              "gone)")
+        problem = None if dry_run else remove_folder(folder)
+        if problem:
+            print(f"agent: warning: could not remove {folder}: {problem}", file=sys.stderr)
+    return len(folders)
 
 
 def _open_idle(session: str, force: bool) -> Workspace:

@@ -129,10 +129,10 @@ def test_a_killed_process_leaves_a_readable_file_and_a_repairable_index(
     assert [e.type for e in trajectory.events].count("tool_result") == 2
     assert len(rebuild_calls(trajectory.events)) == 2
     store = TrajectoryStore()
-    assert store.list()[0]["exit_status"] == "running"
+    assert store.list()[0]["exit_status"] == "killed"  # its process is gone
     assert run_cli("trajectories", "reindex").returncode == 0
     row = TrajectoryStore().list()[0]
-    assert row["exit_status"] == "incomplete" and row["steps"] == 2
+    assert row["exit_status"] == "killed" and row["steps"] == 2
 
 
 def test_secrets_in_the_environment_never_reach_any_file(example, scripted, monkeypatch,

@@ -3,12 +3,14 @@ rebuildable from the JSONL files alone."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from tools.locations import data_dir
+from tools.process_owner import ProcessOwner
 from trajectories.events import (
     AssistantMessage,
     Event,
@@ -17,6 +19,7 @@ from trajectories.events import (
     Verified,
 )
 from trajectories.reader import UnsupportedSchemaError, read_trajectory
+from trajectories.redact import redact_text
 
 REINDEX_BATCH = 500
 COLUMNS = ("id", "task", "repo", "model", "started_at", "ended_at", "steps", "prompt_tokens",
@@ -30,6 +33,14 @@ CREATE TABLE IF NOT EXISTS episodes (
 CREATE INDEX IF NOT EXISTS episodes_model ON episodes(model);
 CREATE INDEX IF NOT EXISTS episodes_started ON episodes(started_at);
 """
+OWNER_COLUMNS = {"owner_pid": "INTEGER", "owner_started": "TEXT", "owner_boot": "TEXT",
+                 "owner_host": "TEXT"}
+"""The process recording an episode (`ProcessOwner`), added to older indexes on open. Kept
+apart from COLUMNS: a trajectory file does not name its process, so reindexing keeps them."""
+UNFINISHED = ("running", "incomplete")
+KILLED = "killed"
+"""The exit status of an unfinished episode whose process is gone (killed, or crashed hard)."""
+TEXT_COLUMNS = ("task", "repo", "model")
 
 
 def default_index_path() -> Path:
@@ -60,9 +71,12 @@ def summarize(events: Iterable[Event], path: Path) -> dict[str, Any] | None:
                        completion_tokens=event.completion_tokens, cost_usd=event.cost_usd)
         elif isinstance(event, Verified):
             row.update(reward=event.reward, verified_at=event.timestamp)
-    if row is not None and row["exit_status"] == "running" and row["ended_at"] is not None:
+    if row is None:
+        return None
+    if row["exit_status"] == "running" and row["ended_at"] is not None:
         row["exit_status"] = "incomplete"
-    return row
+    return {k: redact_text(v) if k in TEXT_COLUMNS and isinstance(v, str) else v
+            for k, v in row.items()}
 
 
 class TrajectoryStore:
@@ -75,6 +89,16 @@ class TrajectoryStore:
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.executescript(SCHEMA)
+        self._add_owner_columns()
+
+    def _add_owner_columns(self) -> None:
+        """Give an index made by an older version the owner columns."""
+        present = {r["name"] for r in self.db.execute("PRAGMA table_info(episodes)")}
+        with self.db:
+            for name, kind in OWNER_COLUMNS.items():
+                if name not in present:
+                    with contextlib.suppress(sqlite3.OperationalError):  # added meanwhile
+                        self.db.execute(f"ALTER TABLE episodes ADD COLUMN {name} {kind}")
 
     def close(self) -> None:
         self.db.close()
@@ -90,6 +114,36 @@ class TrajectoryStore:
         updates = ", ".join(f"{c}=excluded.{c}" for c in COLUMNS if c != "id")
         self.db.execute(f"INSERT INTO episodes ({names}) VALUES ({marks}) "
                         f"ON CONFLICT(id) DO UPDATE SET {updates}", row)
+
+    def set_owner(self, episode_id: str, owner: ProcessOwner) -> None:
+        """Record which process runs the episode, so its death can be told later."""
+        with self.db:
+            self.db.execute("UPDATE episodes SET owner_pid = ?, owner_started = ?, owner_boot = ?, "
+                            "owner_host = ? WHERE id = ?",
+                            (owner.pid, owner.started, owner.boot, owner.host, episode_id))
+
+    def orphaned(self) -> list[str]:
+        """Ids of unfinished episodes whose process is gone (killed, or crashed hard).
+
+        An episode indexed without an owner (by an older version, or rebuilt by `reindex` into
+        a new index) cannot be judged and is not among them."""
+        marks = ", ".join("?" for _ in UNFINISHED)
+        rows = self.db.execute(
+            "SELECT id, owner_pid, owner_started, owner_boot, owner_host FROM episodes "
+            f"WHERE exit_status IN ({marks}) AND owner_pid IS NOT NULL", UNFINISHED).fetchall()
+        return [r["id"] for r in rows if _owner(r).gone()]
+
+    def mark_killed(self, episode_ids: list[str] | None = None) -> list[str]:
+        """Give orphaned episodes (default: all, see `orphaned`) the status `killed`; their ids."""
+        killed = self.orphaned() if episode_ids is None else episode_ids
+        if killed:
+            marks = ", ".join("?" for _ in UNFINISHED)
+            with self.db:
+                for episode_id in killed:
+                    self.db.execute(
+                        f"UPDATE episodes SET exit_status = ? WHERE id = ? AND exit_status IN "
+                        f"({marks})", (KILLED, episode_id, *UNFINISHED))
+        return killed
 
     def index_file(self, path: Path) -> dict[str, Any] | None:
         row = summarize(read_trajectory(path).events, Path(path).resolve())
@@ -132,6 +186,8 @@ class TrajectoryStore:
     def list(self, model: str | None = None, reward: int | None = None,
              since: float | None = None, task: str | None = None,
              limit: int | None = None) -> list[dict[str, Any]]:
+        """Rows, newest first; episodes whose process is gone are marked killed first."""
+        self.mark_killed()
         clauses: list[str] = []
         params: list[Any] = []
         for column, value in (("model", model), ("reward", reward), ("task", task)):
@@ -147,13 +203,20 @@ class TrajectoryStore:
         return [dict(r) for r in self.db.execute(query, params)]
 
     def get(self, episode_id: str) -> dict[str, Any] | None:
+        self.mark_killed()
         row = self.db.execute("SELECT * FROM episodes WHERE id = ? OR id LIKE ?",
                               (episode_id, episode_id + "%")).fetchone()
         return dict(row) if row else None
 
 
+def _owner(row: sqlite3.Row) -> ProcessOwner:
+    return ProcessOwner(row["owner_pid"], row["owner_started"], row["owner_boot"],
+                        row["owner_host"] or "")
+
+
 class IndexUpdater:
-    """An event listener that keeps the episode's row current while it runs."""
+    """An event listener that keeps the episode's row current while it runs, and records this
+    process as its owner (so a kill is told from a run in progress)."""
 
     def __init__(self, store: TrajectoryStore, path: Path):
         self.store = store
@@ -167,4 +230,6 @@ class IndexUpdater:
                 row = summarize(self.events, self.path)
                 if row is not None:
                     self.store.upsert(row)
+                    if isinstance(event, SessionStarted):
+                        self.store.set_owner(row["id"], ProcessOwner.current())
 

@@ -3,16 +3,22 @@ sandbox. It never trusts what the episode claimed."""
 
 from __future__ import annotations
 
+import os
 import shlex
+import shutil
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tools.process_owner import ProcessOwner
 from tools.sandbox import SandboxConfig, make_sandbox
 
 VERIFY_TIMEOUT_S = 900.0
+VERIFY_PREFIX = "apprentice-verify-"
+"""Verify folders are `<tmp>/apprentice-verify-<pid>-<random>`, holding the tree and OWNER_NOTE."""
+OWNER_NOTE = "owner.json"
 
 
 @dataclass
@@ -66,7 +72,8 @@ def verify_patch(
     config = sandbox or SandboxConfig()
     command = test_invocation(test_command, fail_to_pass or [], pass_to_pass or [])
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="apprentice-verify-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"{VERIFY_PREFIX}{os.getpid()}-") as tmp:
+        ProcessOwner.current().write(Path(tmp) / OWNER_NOTE)  # outside what the sandbox sees
         tree = Path(tmp) / "workspace"
         tree.mkdir()
         export_tree(Path(repo), base_commit, tree)
@@ -88,3 +95,24 @@ def verify_patch(
     reward = int(result.exit_code == 0 and not result.timed_out)
     return VerifyResult(reward, command, result.output, result.exit_code, config.image,
                         time.monotonic() - started)
+
+
+def orphaned_verify_folders(root: Path | None = None) -> list[Path]:
+    """Verify folders under `root` (default: the temp folder) whose owner process is gone,
+    left by a verify that was killed. A folder without a readable owner note is left alone."""
+    base = Path(root or tempfile.gettempdir())
+    found = []
+    for folder in sorted(base.glob(f"{VERIFY_PREFIX}*")):
+        owner = ProcessOwner.read(folder / OWNER_NOTE)
+        if folder.is_dir() and owner is not None and owner.gone():
+            found.append(folder)
+    return found
+
+
+def remove_folder(folder: Path) -> str | None:
+    """Delete `folder` and everything in it; the reason it could not, or None."""
+    try:
+        shutil.rmtree(folder)
+    except OSError as exc:
+        return str(exc)
+    return None

@@ -14,6 +14,7 @@ from typing import Any
 import docker
 from docker.errors import DockerException, ImageNotFound
 
+from tools.process_owner import ProcessOwner
 from tools.sandbox.base import WORKSPACE, SandboxConfig, SandboxError
 from tools.sandbox.image import SANDBOX_PATH, connect_docker
 from tools.sandbox.isolation import PROBE, isolation_problems, parse_probe
@@ -26,7 +27,9 @@ from tools.sandbox.shell_protocol import (
 )
 
 SANDBOX_LABEL = "apprentice.sandbox"
-"""Label on every sandbox container (find strays with `docker ps -a -f label=...`)."""
+"""Label on every sandbox container (find strays with `docker ps -a -f label=...`). Each also
+carries its owner's `ProcessOwner.labels()`, so `agent sessions prune` can remove the containers
+of processes that are gone."""
 
 CONTAINER_ENV = {
     "PATH": SANDBOX_PATH,
@@ -197,7 +200,7 @@ class DockerSandbox(RunnerSandbox):
             "user": user,
             "environment": CONTAINER_ENV,
             "working_dir": WORKSPACE,
-            "labels": {SANDBOX_LABEL: "1"},
+            "labels": {SANDBOX_LABEL: "1", **ProcessOwner.current().labels()},
             "hostname": "sandbox",
         }
 
