@@ -6,7 +6,7 @@ import json
 import secrets
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -29,6 +29,7 @@ from trajectories.events import (
     Verified,
 )
 from trajectories.recorder import TrajectoryRecorder
+from trajectories.redact import Redactor
 from trajectories.store import IndexUpdater, TrajectoryStore
 from trajectories.verify import verify_patch
 
@@ -80,15 +81,24 @@ class SolveResult:
     duration_s: float
     verify_duration_s: float
 
+    def redacted(self, redactor: Redactor | None = None) -> SolveResult:
+        """A copy fit to print: secrets in the patch, summary, error and test output removed."""
+        redact = redactor or Redactor()
+        return replace(self, patch=redact(self.patch), test_output=redact(self.test_output),
+                       summary=redact(self.summary) if self.summary else self.summary,
+                       error=redact(self.error) if self.error else self.error)
+
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
+        """The result as JSON, secrets redacted."""
+        return json.dumps(asdict(self.redacted()), indent=2)
 
 
 class ProgressPrinter:
-    """Prints a line per step to stderr from the event stream."""
+    """Prints a line per step to stderr from the event stream, secrets redacted."""
 
-    def __init__(self, stream: TextIO = sys.stderr):
+    def __init__(self, stream: TextIO = sys.stderr, redactor: Redactor | None = None):
         self.stream = stream
+        self.redact = redactor or Redactor()
 
     def __call__(self, event: Event) -> None:
         line = None
@@ -107,7 +117,7 @@ class ProgressPrinter:
         elif isinstance(event, Verified):
             line = f"verified: reward {event.reward} ({event.test_command})"
         if line:
-            print(line, file=self.stream, flush=True)
+            print(self.redact(line), file=self.stream, flush=True)
 
 
 def solve(task: Task, options: SolveOptions, listeners: list[Any] | None = None) -> SolveResult:

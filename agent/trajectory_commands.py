@@ -20,6 +20,7 @@ from trajectories.reader import (
     read_trajectory,
     rebuild_calls,
 )
+from trajectories.redact import Redactor
 from trajectories.store import TrajectoryStore
 
 trajectories_app = typer.Typer(help="Recorded episodes: list, show, reindex, export, import.",
@@ -99,38 +100,47 @@ def show(
     calls: Annotated[bool, typer.Option(help="One item per model call, as sent.")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Print an episode as a transcript, or (--calls --json) each model call's exact input."""
+    """Print an episode as a transcript, or (--calls --json) each model call's exact input.
+    Secrets are redacted again on the way out (a recording may predate a redaction rule)."""
     trajectory = load(id_or_path)
+    redact = Redactor()
     if calls:
         rebuilt = rebuild_calls(trajectory.events)
         if as_json:
-            print(json.dumps(rebuilt, indent=2, ensure_ascii=False))
+            print(json.dumps(redact.data(rebuilt), indent=2, ensure_ascii=False))
         else:
             for call in rebuilt:
                 print(f"call at step {call['step']}: {len(call['messages'])} messages")
         return
     if as_json:
-        print(json.dumps([e.model_dump(mode="json") for e in trajectory.events], indent=2))
+        events = [e.model_dump(mode="json") for e in trajectory.events]
+        print(json.dumps(redact.data(events), indent=2))
         return
+    for line in transcript(trajectory):
+        print(redact(line))
+
+
+def transcript(trajectory: TrajectoryFile) -> Iterator[str]:
+    """The episode as readable text, a paragraph per event."""
     header = trajectory.header
     assert header is not None
-    print(f"# {header.session_id}  model={header.model}  task={header.task.get('instance_id')}")
-    print(f"# repo={header.repo} base={header.base_commit[:12]} branch={header.branch}\n")
+    yield f"# {header.session_id}  model={header.model}  task={header.task.get('instance_id')}"
+    yield f"# repo={header.repo} base={header.base_commit[:12]} branch={header.branch}\n"
     for event in trajectory.events:
         if isinstance(event, UserMessage):
-            print(f"[{event.origin}] {event.content}\n")
+            yield f"[{event.origin}] {event.content}\n"
         elif isinstance(event, AssistantMessage):
-            print(f"[assistant, step {event.step}] {event.content or ''}".rstrip())
+            yield f"[assistant, step {event.step}] {event.content or ''}".rstrip()
             for call in event.tool_calls:
-                print(f"  -> {call['function']['name']}({call['function']['arguments']})")
-            print()
+                yield f"  -> {call['function']['name']}({call['function']['arguments']})"
+            yield ""
         elif isinstance(event, ToolResult):
             body = event.output if len(event.output) < 1500 else event.output[:1500] + " ..."
-            print(f"[{event.name}{' error' if event.is_error else ''}]\n{body}\n")
+            yield f"[{event.name}{' error' if event.is_error else ''}]\n{body}\n"
         elif event.type == "finished":
-            print(f"[finished] {event.exit_status}: {event.summary or ''}\n")
+            yield f"[finished] {event.exit_status}: {event.summary or ''}\n"
         elif isinstance(event, Verified):
-            print(f"[verified] reward={event.reward} ({event.test_command})\n")
+            yield f"[verified] reward={event.reward} ({event.test_command})\n"
 
 
 @trajectories_app.command("reindex")
@@ -168,22 +178,24 @@ def verify_command(
                                test_patch=task.get("test_patch") or "")
     except SandboxError as exc:
         raise _fail(str(exc)) from None
+    redact = Redactor()
+    test_output = redact(verdict.test_output)
     event = Verified(session_id=header.session_id, step=finished.steps if finished else 0,
                      reward=verdict.reward, test_command=verdict.test_command,
-                     test_output=verdict.test_output, exit_code=verdict.exit_code,
+                     test_output=test_output, exit_code=verdict.exit_code,
                      image=verdict.image, duration_s=round(verdict.duration_s, 3))
     with trajectory.path.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(event.model_dump(mode="json")) + "\n")
+        handle.write(redact(json.dumps(event.model_dump(mode="json"))) + "\n")
     store = TrajectoryStore()
     store.index_file(trajectory.path)
     store.close()
     if as_json:
         print(json.dumps({"id": header.session_id, "reward": verdict.reward,
                           "test_command": verdict.test_command, "exit_code": verdict.exit_code,
-                          "test_output": verdict.test_output, "image": verdict.image,
+                          "test_output": test_output, "image": verdict.image,
                           "duration_s": round(verdict.duration_s, 3)}, indent=2))
     else:
-        print(verdict.test_output.rstrip())
+        print(test_output.rstrip())
         print(f"reward: {verdict.reward}")
 
 
@@ -195,7 +207,8 @@ def export(
     since: Annotated[str | None, typer.Option(help="Only episodes started since DATE.")] = None,
     include_failures: Annotated[bool, typer.Option(help="SFT: keep unverified/failed.")] = False,
 ) -> None:
-    """Export episodes as training data (TRL formats) or SWE-bench predictions."""
+    """Export episodes as training data (TRL formats) or SWE-bench predictions, secrets
+    redacted."""
     from trajectories.export import FORMATS, export_rows, write_jsonl
 
     if fmt not in FORMATS:
@@ -211,7 +224,10 @@ def export(
             except UnsupportedSchemaError as exc:
                 print(f"agent: warning: skipped {exc}", file=sys.stderr)
 
-    count = write_jsonl(export_rows(files(), fmt, include_failures=include_failures), out)
+    redact = Redactor()
+    rows_out = (redact.data(row) for row in
+                export_rows(files(), fmt, include_failures=include_failures))
+    count = write_jsonl(rows_out, out)
     print(f"wrote {count} {fmt} rows to {out}")
 
 
@@ -228,9 +244,14 @@ def import_command(
     keep_paths: Annotated[bool, typer.Option(
         help="Keep the other agent's repository root instead of /workspace.")] = False,
 ) -> None:
-    """Convert other agents' trajectories into SFT rows in our format and tool protocol."""
+    """Convert other agents' trajectories into SFT rows in our format and tool protocol,
+    secrets redacted."""
+    import tempfile
+    from collections.abc import Sequence
+
+    from agent.prompts import system_prompt
     from trajectories.export import write_jsonl
-    from trajectories.importers import FORMATS, import_rows, resolved_ids
+    from trajectories.importers import FORMATS, IMPORTED_TEST_COMMAND, import_rows, resolved_ids
 
     if fmt not in FORMATS:
         raise _fail(f"--format must be one of {', '.join(FORMATS)}")
@@ -242,12 +263,22 @@ def import_command(
     except (OSError, ValueError) as exc:
         raise _fail(f"cannot read --resolved {resolved}: {exc}") from None
     problems: list[str] = []
-    rows = import_rows(paths, fmt, problems, resolved=ids, include_failures=include_failures,
-                       rewrite_root=not keep_paths)
-    count = write_jsonl(rows, out)
+    with tempfile.TemporaryDirectory() as unknown_repo:  # the other agent's repo is not here
+
+        def our_prompt(repo: str, tools: Sequence[str]) -> str:
+            return system_prompt(Path(unknown_repo), repo, IMPORTED_TEST_COMMAND, tools=tools)
+
+        rows = import_rows(paths, fmt, problems, resolved=ids, include_failures=include_failures,
+                           rewrite_root=not keep_paths, system_prompt=our_prompt)
+        redact = Redactor()
+        count = write_jsonl((redact.data(row) for row in rows), out)
     for problem in problems:
         print(f"agent: warning: {problem}", file=sys.stderr)
     print(f"wrote {count} sft rows to {out} ({len(problems)} skipped)")
+    if count == 0:
+        where = ", ".join(map(str, paths))
+        raise _fail("nothing was imported: " + ("every trajectory was skipped (reasons above)"
+                    if problems else f"no *.traj or *.traj.json files in {where}"))
 
 
 def replay_command(
