@@ -16,6 +16,8 @@ from agent.cli_options import (
     RepoMapTokensOption,
     SandboxOption,
     ToolsOption,
+    limit_problem,
+    text_file_problem,
 )
 from agent.finetune_commands import eval_command, finetune_app
 from agent.session_commands import rewind_command, sessions_app, undo_command
@@ -97,6 +99,9 @@ def tui(
         raise fail(f"--sandbox must be docker or local, not {sandbox!r}", 2)
     if mode not in (None, "auto", "ask", "read-only"):
         raise fail(f"--mode must be auto, ask or read-only, not {mode!r}", 2)
+    problem = limit_problem(max_steps, context_window, repo_map_tokens)
+    if problem:
+        raise fail(problem, 2)
     try:
         open_repository(repo)
     except WorkspaceError as exc:
@@ -146,6 +151,12 @@ def solve(
         raise fail(f"--sandbox must be docker or local, not {sandbox!r}", 2)
     if (issue is None) == (instance is None):
         raise fail("give either an issue file or --instance FILE (a SWE-bench instance)", 2)
+    problem = (limit_problem(max_steps, context_window, repo_map_tokens, timeout, max_tokens,
+                             temperature)
+               or (text_file_problem(issue, "issue file") if issue else None)
+               or (text_file_problem(instance, "--instance file") if instance else None))
+    if problem:
+        raise fail(problem, 2)
     try:
         git_repo = open_repository(repo)
         root = Path(git_repo.working_tree_dir or repo)
@@ -179,7 +190,7 @@ def solve(
     if as_json:
         print(result.to_json())
     else:
-        print(result.patch or "(no changes)")
+        print(result.redacted().patch or "(no changes)")
         print(f"reward: {result.reward}  exit_status: {result.exit_status}  steps: "
               f"{result.steps}  tokens: {result.prompt_tokens}+{result.completion_tokens}  "
               f"cost: ${result.cost_usd:.4f}")
@@ -187,7 +198,7 @@ def solve(
         print(f"patch: {result.patch_path}")
         print(f"trajectory: {result.trajectory_path}")
     if result.exit_status == "error":
-        raise fail(result.error or "the episode ended with an error")
+        raise fail(result.redacted().error or "the episode ended with an error")
 
 
 @app.command("map")
