@@ -300,3 +300,5 @@ def report_command(
     png, md = write_report(run, given)
     print(png)
     print(md)
+
+from agent import synthesis_commands  # noqa: E402,F401  (registers `synthesize`)
