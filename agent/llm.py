@@ -8,7 +8,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -182,9 +182,10 @@ class LLMClient:
         """The first choice as clean, bounded text: lone surrogates replaced, tool-call ids made
         unique strings, content and each call's arguments capped at REPLY_CHARS_MAX."""
         choices = getattr(response, "choices", None)
-        if not choices:
+        message = getattr(choices[0], "message", None) if isinstance(choices, list) and choices \
+            else None
+        if message is None:
             raise EmptyReplyError("the reply had no choices")
-        message = choices[0].message
         content = _text(getattr(message, "content", None))
         usage = getattr(response, "usage", None)
         try:
@@ -198,7 +199,7 @@ class LLMClient:
             token_ids = token_ids_of(response)
         return LLMReply(
             content=_capped(content, "reply") or None,
-            tool_calls=_tool_calls(getattr(message, "tool_calls", None) or []),
+            tool_calls=_tool_calls(getattr(message, "tool_calls", None)),
             prompt_tokens=_count(getattr(usage, "prompt_tokens", 0)),
             completion_tokens=_count(getattr(usage, "completion_tokens", 0)),
             cost_usd=cost,
@@ -207,11 +208,14 @@ class LLMClient:
         )
 
 
-def _tool_calls(calls: Iterable[Any]) -> list[dict[str, Any]]:
-    """OpenAI-format tool calls with text fields only, whatever JSON types the provider sent."""
+def _tool_calls(calls: Any) -> list[dict[str, Any]]:
+    """OpenAI-format tool calls with text fields only, whatever JSON types the provider sent (a
+    lone call that is not in a list counts as one)."""
+    if not calls:
+        return []
     out: list[dict[str, Any]] = []
     seen: set[str] = set()
-    for index, call in enumerate(calls):
+    for index, call in enumerate(calls if isinstance(calls, list | tuple) else [calls]):
         function = getattr(call, "function", None)
         call_id = _text(getattr(call, "id", None))[:CALL_ID_CHARS_MAX] or f"call_{index}"
         while call_id in seen:
