@@ -320,9 +320,11 @@ def test_mini_swe_agent_v1_and_v2_become_rows_in_our_tool_protocol(tmp_path: Pat
     rows = {r["task"]: r for r in load_dataset("json", data_files=str(out), split="train")}
     v1 = rows["calc-1"]
     assert v1["model"] == "anthropic/claude-sonnet-4" and v1["reward"] is None
-    roles = [m["role"] for m in v1["messages"]]
-    assert roles == ["system", "user", "assistant", "tool", "assistant", "user", "assistant",
-                     "tool", "assistant", "tool"]
+    roles = [m["role"] for m in v1["messages"]]  # the format error and its feedback: dropped
+    assert roles == ["system", "user", "assistant", "tool", "assistant", "tool", "assistant",
+                     "tool"]
+    assert "I will fix it now" not in json.dumps(v1["messages"])
+    assert "EXACTLY ONE action" not in json.dumps(v1["messages"])
     calls = calls_of(v1["messages"])
     assert calls[0] == ("bash", {"command": "cat /workspace/calculator/operations.py"})
     assert calls[1][0] == "bash" and "a + b" in calls[1][1]["command"]
@@ -352,7 +354,7 @@ def test_swe_agent_trajectories_become_rows_and_unmappable_ones_are_skipped(
     write_json(tmp_path / "runs" / "calc-7.traj", SWE_AGENT)
     write_json(tmp_path / "runs" / "calc-8.traj", SWE_AGENT_TEXT)
     legacy = {**SWE_AGENT_TEXT, "history": [*SWE_AGENT_TEXT["history"][:2], {
-        "role": "assistant", "content": "...", "thought": "Open it.", "action": "open foo.py",
+        "role": "assistant", "content": "...", "thought": "Look.", "action": "decompile foo",
         "message_type": "action"}]}
     write_json(tmp_path / "runs" / "calc-9.traj", legacy)
     write_json(tmp_path / "report.json", {"resolved_ids": ["example__calc-7"]})
@@ -361,7 +363,8 @@ def test_swe_agent_trajectories_become_rows_and_unmappable_ones_are_skipped(
                    "--out", str(out), "--resolved", str(tmp_path / "report.json"),
                    "--include-failures")
     assert proc.returncode == 0, proc.stderr
-    assert "calc-9.traj: skipped: SWE-agent command 'open' has no counterpart" in proc.stderr
+    assert "calc-9.traj: skipped: SWE-agent command 'decompile' has no counterpart" \
+        in proc.stderr
     rows = {r["task"]: r for r in map(json.loads, out.read_text().splitlines())}
     assert set(rows) == {"example__calc-7", "calc-8"}
     fc = rows["example__calc-7"]
@@ -405,7 +408,7 @@ def test_import_of_a_missing_path_or_wrong_format_is_a_clear_error(tmp_path: Pat
     proc = run_cli("trajectories", "import", "--format", "swe-agent",
                    str(tmp_path / "mini.traj.json"), "--out", str(tmp_path / "o.jsonl"))
     assert "no `history` list (not a SWE-agent trajectory)" in proc.stderr
-    assert "wrote 0 sft rows" in proc.stdout
+    assert "wrote 0 sft rows" in proc.stdout and proc.returncode == 1
 
 
 # --- token ids ------------------------------------------------------------------------------

@@ -5,16 +5,22 @@ Two formats, chosen because they hold most of the public agent runs on SWE-bench
 act through a shell and a `str_replace_editor` whose commands map one to one onto our tools:
 
 - mini-swe-agent (`*.traj.json`): `{"info": {...}, "messages": [...], "trajectory_format":
-  "mini-swe-agent-1" | "mini-swe-agent-1.1"}`. Version 1 (and v2's text mode) acts with one
-  fenced ```bash (or ```mswea_bash_command) block per reply, the observation being the next
-  user message; version 2 calls a native `bash` tool and answers with `tool` messages, ending
-  with a `{"role": "exit"}` message. The episode ends by running
-  `echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT` (v1: `MINI_SWE_AGENT_FINAL_OUTPUT`).
+  "mini-swe-agent-1" | "mini-swe-agent-1.1"}`, or early versions' bare list of messages.
+  Text mode acts with one action per reply, the observation being the next user message: a
+  fenced ```bash or ```mswea_bash_command block, or (its XML configs) `<bash_code>` or
+  `<mswea_bash_command>` tags, or the file's own `action_regex`; version 2 can also call a
+  native `bash` tool, answered by `tool` messages, ending with a `{"role": "exit"}` message.
+  The episode ends by running `echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT` (v1:
+  `MINI_SWE_AGENT_FINAL_OUTPUT`). A format error (a reply with no single action, or a user
+  message marked `interrupt_type: FormatError`) is dropped with its feedback turn, so the
+  bad reply is never trained on.
 - SWE-agent (`*.traj`): `{"history": [...], "trajectory": [...], "info": {...},
   "replay_config": "..."}`. `history` holds the messages (`role`, `content` as text or text
   parts, `message_type`, `thought`, `action`, and with function calling `tool_calls` /
   `tool_call_ids`); demonstrations are marked `is_demo` and dropped. The full `history` is used,
-  not the per-step `query` (which history processors may have elided).
+  not the per-step `query` (which history processors may have elided). SWE-agent 0.x's
+  windowed editor (`open`, `goto`, `scroll_*`, `edit N:M`, `create`, `find_file`,
+  `search_*`) is mapped by `trajectories.swe_agent_commands`.
 
 Conversion, so that imported rows teach the protocol our agent uses:
 - a shell command becomes a `bash` call; `str_replace_editor <cmd>` becomes our `view`,
@@ -23,9 +29,11 @@ Conversion, so that imported rows teach the protocol our agent uses:
   ends there (earlier `submit`s that only triggered a review are dropped with their reply);
 - the repository root the other agent used (`/testbed`, read from the file's own config) is
   rewritten to our `/workspace` everywhere, unless `rewrite_root=False`;
-- `tools` are our tool schemas; the system prompt is kept as the source had it.
-A trajectory using a command with no counterpart here (SWE-agent 0.x's `open`, `edit`, ...) is
-skipped with the reason, rather than teaching the model a tool it does not have.
+- `tools` are the schemas of our tools that the row's calls use (plus finish), and with a
+  `system_prompt` builder (the CLI passes one from `agent.prompts`) the system prompt is ours
+  for those tools instead of the source's, which described another protocol.
+A trajectory using a command with no counterpart here (the cursor editor, EnIGMA's CTF
+tools, ...) is skipped with the reason, rather than teaching the model a tool it lacks.
 """
 
 from __future__ import annotations
@@ -33,34 +41,47 @@ from __future__ import annotations
 import json
 import re
 import shlex
-from collections.abc import Iterable, Iterator
-from functools import lru_cache
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from tools.base import ToolBox
-from tools.control import default_tools
+from tools.control import select_tools
 from tools.sandbox import WORKSPACE
 from trajectories.export import to_training_message
+from trajectories.swe_agent_commands import UnmappedCommand, Viewer, text_command, tool_command
 
 FORMATS = ("mini-swe-agent", "swe-agent")
 SUFFIXES = (".traj.json", ".traj", ".json")
 SUBMIT_MARKERS = ("COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT", "MINI_SWE_AGENT_FINAL_OUTPUT")
-ACTION_BLOCK = re.compile(r"```(?:bash|mswea_bash_command)\s*\n(.*?)\n```", re.DOTALL)
+ACTION_PATTERNS = (
+    re.compile(r"```(?:bash|mswea_bash_command)\s*\n(.*?)\n```", re.DOTALL),
+    re.compile(r"<mswea_bash_command>(.*?)</mswea_bash_command>", re.DOTALL),
+    re.compile(r"<bash_code>(.*?)</bash_code>", re.DOTALL),
+)
+"""mini-swe-agent's text action formats: its fenced blocks and its XML configs' tags."""
 EDITOR_COMMANDS = {"view", "create", "str_replace", "insert", "undo_edit"}
 EDITOR_ARGS = {"path", "view_range", "file_text", "old_str", "new_str", "insert_line"}
-SWE_AGENT_ONLY = {"open", "goto", "scroll_up", "scroll_down", "edit", "create", "search_dir",
-                  "search_file", "find_file", "filemap", "view_image", "str_replace_editor"}
+IMPORTED_TEST_COMMAND = "the project's tests (find out how they are run)"
+"""What our system prompt names as the test command of an imported task (the source's is
+unknown)."""
+SystemPrompt = Callable[[str, Sequence[str]], str]
+"""Builds our system prompt from a repository name and the row's tool names."""
 
 
 class ImportSkipped(ValueError):
     """A trajectory that cannot become training data; the message says why."""
 
 
-@lru_cache(maxsize=1)
-def our_tools_json() -> str:
-    """Our tools' schemas, as the `tools` column of SFT rows holds them."""
-    return json.dumps(ToolBox(default_tools()).schemas())
+def tools_used(messages: list[dict[str, Any]]) -> list[str]:
+    """Our tools that the calls in `messages` use, with finish, in the session's order."""
+    names = {c["function"]["name"] for m in messages for c in m.get("tool_calls") or []}
+    return [tool.name for tool in select_tools(",".join(sorted(names)) or "finish")]
+
+
+def tools_json(names: Sequence[str]) -> str:
+    """The schemas of the named tools, as the `tools` column of SFT rows holds them."""
+    return json.dumps(ToolBox(select_tools(",".join(names))).schemas())
 
 
 def _text(content: Any) -> str:
@@ -162,26 +183,55 @@ def _row(conversation: Conversation, source: str, name: str, model: str,
     raw = _rewrite(conversation.messages, root)
     names = {c["id"]: c["function"]["name"] for m in raw for c in m.get("tool_calls") or []}
     return {"messages": [to_training_message(m, names) for m in raw],
-            "tools": our_tools_json(), "session_id": f"{source}:{name}",
+            "tools": tools_json(tools_used(raw)), "session_id": f"{source}:{name}",
             "task": name, "model": model, "reward": None}
 
 
-def from_mini_swe_agent(data: dict[str, Any], name: str,
+def _mini_patterns(config: dict[str, Any]) -> list[re.Pattern[str]]:
+    """The file's own action regex (if it names one), then the formats known here."""
+    own = ((config.get("agent") or {}).get("action_regex")
+           or (config.get("model") or {}).get("action_regex"))
+    try:
+        first = [re.compile(own, re.DOTALL)] if own else []
+    except re.error:
+        first = []
+    return [*first, *ACTION_PATTERNS]
+
+
+def _actions(content: str, patterns: list[re.Pattern[str]]) -> tuple[list[str], str]:
+    """The actions of a text-mode reply (by the first format that finds any), and the reply
+    without them."""
+    for pattern in patterns:
+        found = pattern.findall(content)
+        if found:
+            return [a.strip() for a in found], pattern.sub("", content).strip()
+    return [], content
+
+
+def _is_format_error(message: dict[str, Any]) -> bool:
+    return (message.get("extra") or {}).get("interrupt_type") == "FormatError"
+
+
+def from_mini_swe_agent(data: dict[str, Any] | list[Any], name: str,
                         rewrite_root: bool = True) -> dict[str, Any]:
-    """An SFT row from a mini-swe-agent trajectory (v1 text actions or v2 tool calls)."""
-    messages = data.get("messages")
-    if not isinstance(messages, list):
+    """An SFT row from a mini-swe-agent trajectory (text actions or v2 tool calls)."""
+    messages = data if isinstance(data, list) else data.get("messages")
+    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
         raise ImportSkipped("it has no `messages` list (not a mini-swe-agent trajectory)")
-    config = (data.get("info") or {}).get("config") or {}
+    config = ((data.get("info") or {}).get("config") or {}) if isinstance(data, dict) else {}
     model = (config.get("model") or {}).get("model_name") or "unknown"
     cwd = (config.get("environment") or {}).get("cwd") or None
+    patterns = _mini_patterns(config)
     conversation = Conversation()
     pending: list[str] = []  # call ids awaiting their observation, in order
+    bad_reply = acted = False
     for message in messages:
         role = message.get("role")
         if conversation.finished:
             break
-        if role == "user" and pending:  # text mode: the observation of the last action
+        if role == "user" and (bad_reply or _is_format_error(message)):
+            bad_reply = False  # the feedback on a malformed reply: neither is trained on
+        elif role == "user" and pending:  # text mode: the observation of the last action
             conversation.result(pending.pop(0), _text(message.get("content")))
         elif role in ("system", "user"):
             conversation.add(role, _text(message.get("content")))
@@ -191,29 +241,44 @@ def from_mini_swe_agent(data: dict[str, Any], name: str,
                 pending.remove(call_id)
             conversation.result(call_id or conversation.new_id(), _text(message.get("content")))
         elif role == "assistant":
-            pending = _mini_assistant(conversation, message)
+            reply = _mini_reply(message, patterns)
+            bad_reply = reply is None
+            if reply is not None:
+                acted = True
+                pending = _mini_assistant(conversation, *reply)
         elif role != "exit":
             raise ImportSkipped(f"unsupported message role {role!r}")
+    if not acted:
+        raise ImportSkipped("no reply holds an action in a format known here (```bash, "
+                            "```mswea_bash_command, <bash_code>, <mswea_bash_command> or the "
+                            "file's action_regex)")
     return _row(conversation, "mini-swe-agent", name, model,
                 cwd if rewrite_root and cwd not in (None, "", "/", WORKSPACE) else None)
 
 
-def _mini_assistant(conversation: Conversation, message: dict[str, Any]) -> list[str]:
-    """Add one mini-swe-agent reply; return the ids of the calls awaiting observations."""
+def _mini_reply(message: dict[str, Any], patterns: list[re.Pattern[str]]
+                ) -> tuple[str, list[tuple[str | None, str]]] | None:
+    """(text, [(call id, command)]) of one reply; None for a format error (no single
+    action)."""
     content = _text(message.get("content"))
-    calls: list[tuple[str, str, dict[str, Any]]] = []
     if message.get("tool_calls"):
+        commands: list[tuple[str | None, str]] = []
         for call in message["tool_calls"]:
             function = call.get("function") or {}
             if function.get("name") != "bash":
                 raise ImportSkipped(f"unknown mini-swe-agent tool {function.get('name')!r}")
-            command = _arguments(function.get("arguments")).get("command", "")
-            calls.append((call.get("id") or conversation.new_id(), "bash", {"command": command}))
-    else:
-        blocks = ACTION_BLOCK.findall(content)
-        if len(blocks) == 1:  # otherwise a format error: the next user message says so
-            content = ACTION_BLOCK.sub("", content).strip()
-            calls.append((conversation.new_id(), "bash", {"command": blocks[0].strip()}))
+            commands.append((call.get("id"),
+                             _arguments(function.get("arguments")).get("command", "")))
+        return content, commands
+    actions, rest = _actions(content, patterns)
+    return (rest, [(None, actions[0])]) if len(actions) == 1 else None
+
+
+def _mini_assistant(conversation: Conversation, content: str,
+                    commands: list[tuple[str | None, str]]) -> list[str]:
+    """Add one mini-swe-agent reply; return the ids of the calls awaiting observations."""
+    calls = [(call_id or conversation.new_id(), "bash", {"command": command})
+             for call_id, command in commands]
     submit = next((c for c in calls if is_submission(c[2]["command"])), None)
     if submit is not None:
         calls = [c for c in calls if c is not submit]
@@ -225,6 +290,20 @@ def _mini_assistant(conversation: Conversation, message: dict[str, Any]) -> list
         conversation.finish(submit[0], _finish_args(content)["summary"])
         return []
     return [c[0] for c in calls]
+
+
+CURRENT_DIRECTORY = re.compile(r"^\(Current directory: (/[^/\s)]+)\)$", re.M)
+
+
+def _swe_root(replay: dict[str, Any], items: list[dict[str, Any]]) -> str | None:
+    """The repository root: where the prompt says the shell is (0.x), else the replay config's
+    repo_name (a replayed file can keep an older run's paths)."""
+    for item in items:
+        if item.get("role") != "assistant" and (m := CURRENT_DIRECTORY.search(
+                _text(item.get("content")).replace("\r\n", "\n"))):
+            return m.group(1)
+    repo_name = ((replay.get("env") or {}).get("repo") or {}).get("repo_name")
+    return f"/{repo_name}" if repo_name else None
 
 
 def from_swe_agent(data: dict[str, Any], name: str, rewrite_root: bool = True) -> dict[str, Any]:
@@ -239,12 +318,11 @@ def from_swe_agent(data: dict[str, Any], name: str, rewrite_root: bool = True) -
         except json.JSONDecodeError:
             replay = {}
     model = ((replay.get("agent") or {}).get("model") or {}).get("name") or "unknown"
-    repo_name = ((replay.get("env") or {}).get("repo") or {}).get("repo_name")
     name = (replay.get("problem_statement") or {}).get("id") or name
     items = [h for h in history if not h.get("is_demo")]
     last_submit = max((i for i, h in enumerate(items) if h.get("role") == "assistant"
                        and _is_swe_submit(h)), default=None)
-    conversation = Conversation()
+    conversation, viewer = Conversation(), Viewer()
     pending: list[str] = []
     skipping = False
     for index, item in enumerate(items):
@@ -255,7 +333,11 @@ def from_swe_agent(data: dict[str, Any], name: str, rewrite_root: bool = True) -
             skipping = _is_swe_submit(item) and index != last_submit
             if skipping:
                 continue
-            pending = _swe_assistant(conversation, item, index == last_submit)
+            following = items[index + 1] if index + 1 < len(items) else {}
+            observation = _text(following.get("content")) if following.get("role") in (
+                "tool", "user") else ""
+            pending = _swe_assistant(conversation, item, index == last_submit, viewer,
+                                     observation)
         elif skipping:
             continue
         elif role == "tool" or (role == "user" and pending):
@@ -265,9 +347,10 @@ def from_swe_agent(data: dict[str, Any], name: str, rewrite_root: bool = True) -
                 raise ImportSkipped("a tool result answers no call")
             pending.remove(call_id)
             conversation.result(call_id, content)
+            viewer.observe(content)
         elif role in ("system", "user"):
             conversation.add(role, content)
-    root = f"/{repo_name}" if rewrite_root and repo_name else None
+    root = _swe_root(replay, items) if rewrite_root else None
     return _row(conversation, "swe-agent", name, model, root)
 
 
@@ -275,26 +358,32 @@ def _is_swe_submit(item: dict[str, Any]) -> bool:
     calls = item.get("tool_calls") or []
     if calls:
         return any((c.get("function") or {}).get("name") == "submit" for c in calls)
-    return (item.get("action") or "").strip() == "submit"
+    action = (item.get("action") or "").strip()
+    return action == "submit" or action.startswith(("submit ", "submit\n"))
 
 
-def _swe_assistant(conversation: Conversation, item: dict[str, Any], final: bool) -> list[str]:
+def _swe_assistant(conversation: Conversation, item: dict[str, Any], final: bool,
+                   viewer: Viewer, observation: str) -> list[str]:
     thought = item.get("thought") or ""
     calls: list[tuple[str, str, dict[str, Any]]] = []
-    if item.get("tool_calls"):
-        content = _text(item.get("content")) or thought
-        for call in item["tool_calls"]:
-            function = call.get("function") or {}
-            call_id = call.get("id") or conversation.new_id()
-            calls.append((call_id, *_swe_call(function.get("name") or "",
-                                              _arguments(function.get("arguments")), thought)))
-    else:
-        content = thought
-        action = (item.get("action") or "").strip()
-        if action in ("exit", "exit_cost", "exit_context", "exit_format", "exit_error"):
-            return []
-        if action:
-            calls.append((conversation.new_id(), *_swe_text_action(action, thought)))
+    try:
+        if item.get("tool_calls"):
+            content = _text(item.get("content")) or thought
+            for call in item["tool_calls"]:
+                function = call.get("function") or {}
+                call_id = call.get("id") or conversation.new_id()
+                calls.append((call_id, *_swe_call(function.get("name") or "", _arguments(
+                    function.get("arguments")), thought, viewer, observation)))
+        else:
+            content = thought
+            action = (item.get("action") or "").strip()
+            if action in ("exit", "exit_cost", "exit_context", "exit_format", "exit_error"):
+                return []
+            if action:
+                calls.append((conversation.new_id(),
+                              *_swe_text_action(action, thought, viewer, observation)))
+    except UnmappedCommand as exc:
+        raise ImportSkipped(str(exc)) from None
     conversation.assistant(content, calls)
     if final and calls and calls[-1][1] == "finish":
         conversation.finish(calls[-1][0], calls[-1][2]["summary"])
@@ -302,29 +391,37 @@ def _swe_assistant(conversation: Conversation, item: dict[str, Any], final: bool
     return [c[0] for c in calls]
 
 
-def _swe_call(name: str, args: dict[str, Any], thought: str) -> tuple[str, dict[str, Any]]:
+def _submit_args(thought: str, value: Any = None) -> dict[str, Any]:
+    """finish's arguments for `submit`, and for `submit VALUE` (a CTF flag) the value."""
+    args = _finish_args(thought)
+    if value:
+        args["summary"] = f"{args['summary']}\nSubmitted: {value}"
+    return args
+
+
+def _swe_call(name: str, args: dict[str, Any], thought: str, viewer: Viewer,
+              observation: str) -> tuple[str, dict[str, Any]]:
     if name == "bash":
         return "bash", {"command": args.get("command", "")}
     if name == "str_replace_editor":
         return _editor_call(args)
     if name == "submit":
-        return "finish", _finish_args(thought)
-    raise ImportSkipped(f"SWE-agent tool {name!r} has no counterpart here")
+        return "finish", _submit_args(thought, args.get("flag") or args.get("value"))
+    return tool_command(name, args, viewer, observation)
 
 
-def _swe_text_action(action: str, thought: str) -> tuple[str, dict[str, Any]]:
+def _swe_text_action(action: str, thought: str, viewer: Viewer,
+                     observation: str) -> tuple[str, dict[str, Any]]:
     """A thought/action-mode command line as one of our tool calls."""
-    if action == "submit":
-        return "finish", _finish_args(thought)
     try:
         words = shlex.split(action)
     except ValueError:
         words = action.split()
     head = words[0] if words else ""
+    if head == "submit":
+        return "finish", _submit_args(thought, " ".join(words[1:]))
     if head != "str_replace_editor":
-        if head in SWE_AGENT_ONLY:
-            raise ImportSkipped(f"SWE-agent command {head!r} has no counterpart here")
-        return "bash", {"command": action}
+        return text_command(action, viewer, observation) or ("bash", {"command": action})
     if len(words) < 3:
         raise ImportSkipped(f"cannot read the editor command {action[:80]!r}")
     args: dict[str, Any] = {"command": words[1], "path": words[2]}
@@ -357,35 +454,60 @@ def instance_name(path: Path) -> str:
     return path.stem
 
 
-def import_file(path: Path, fmt: str, rewrite_root: bool = True) -> dict[str, Any]:
-    """One trajectory file as an SFT row; raises ImportSkipped (with the reason) if it can't."""
+def repo_name(task: str) -> str:
+    """A SWE-bench instance id's repository (`owner__repo-123` -> `owner/repo`), else `task`."""
+    m = re.fullmatch(r"([\w.-]+?)__([\w.-]+?)-\d+", task)
+    return f"{m.group(1)}/{m.group(2)}" if m else task
+
+
+def use_our_prompt(row: dict[str, Any], system_prompt: SystemPrompt) -> dict[str, Any]:
+    """`row` with our system prompt, for its tools, in place of the source's."""
+    names = [t["function"]["name"] for t in json.loads(row["tools"])]
+    ours = {"role": "system", "content": system_prompt(repo_name(row["task"]), names)}
+    messages = row["messages"]
+    rest = messages[1:] if messages and messages[0]["role"] == "system" else messages
+    return {**row, "messages": [ours, *rest]}
+
+
+def import_file(path: Path, fmt: str, rewrite_root: bool = True,
+                system_prompt: SystemPrompt | None = None) -> dict[str, Any]:
+    """One trajectory file as an SFT row; raises ImportSkipped (with the reason) if it can't.
+    With `system_prompt`, the row's system prompt is ours (see `use_our_prompt`)."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ImportSkipped(f"it is not readable JSON ({exc})") from None
-    if not isinstance(data, dict):
+    name = instance_name(Path(path))
+    if fmt == "mini-swe-agent" and isinstance(data, list):  # early versions: messages only
+        row = from_mini_swe_agent(data, name, rewrite_root=rewrite_root)
+    elif not isinstance(data, dict):
         raise ImportSkipped("it is not a JSON object")
-    convert = from_mini_swe_agent if fmt == "mini-swe-agent" else from_swe_agent
-    return convert(data, instance_name(Path(path)), rewrite_root=rewrite_root)
+    else:
+        convert = from_mini_swe_agent if fmt == "mini-swe-agent" else from_swe_agent
+        row = convert(data, name, rewrite_root=rewrite_root)
+    return use_our_prompt(row, system_prompt) if system_prompt is not None else row
 
 
 def import_rows(paths: Iterable[Path], fmt: str, problems: list[str],
                 resolved: set[str] | None = None, include_failures: bool = False,
-                rewrite_root: bool = True) -> Iterator[dict[str, Any]]:
+                rewrite_root: bool = True, system_prompt: SystemPrompt | None = None,
+                ) -> Iterator[dict[str, Any]]:
     """SFT rows from trajectory files (or folders of them). With `resolved` (the instance ids a
     SWE-bench evaluation resolved) rows get a reward, and unresolved ones are dropped unless
-    `include_failures`. Skipped files are described in `problems`."""
+    `include_failures`. Skipped files and dropped rows are described in `problems`."""
     for path in trajectory_files(paths):
         try:
-            row = import_file(path, fmt, rewrite_root=rewrite_root)
+            row = import_file(path, fmt, rewrite_root=rewrite_root, system_prompt=system_prompt)
         except ImportSkipped as exc:
             problems.append(f"{path}: skipped: {exc}")
             continue
         if resolved is not None:
             row["reward"] = int(row["task"] in resolved)
             if row["reward"] == 0 and not include_failures:
+                problems.append(f"{path}: skipped: {row['task']} is not resolved in the "
+                                "report (--include-failures keeps it, with reward 0)")
                 continue
         yield row
 
