@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tools.base import Observation, ToolBox, ToolContext
-from tools.control import default_tools
+from tools.control import default_tools, select_tools
 from tools.sandbox import SandboxConfig, make_sandbox
 from tools.workspace import Workspace
 from trajectories.events import AssistantMessage, Finished, ToolCallStarted, ToolResult
@@ -124,11 +124,7 @@ def replay_trajectory(
                           f"base commit {header.base_commit[:12]}")
     config = sandbox or SandboxConfig.model_validate(header.sandbox or {})
     report = ReplayReport(header.session_id, header.base_commit, config.image)
-    toolbox = ToolBox(default_tools())
-    recorded_tools = [t.get("function", {}).get("name") for t in header.tools]
-    if recorded_tools != list(toolbox.tools):
-        report.notes.append(f"the tool set changed since recording: recorded {recorded_tools}, "
-                            f"now {list(toolbox.tools)}")
+    toolbox = recorded_toolbox(header.tools, report.notes)
     started = time.monotonic()
     workspace = Workspace.create(repo, f"replay-{secrets.token_hex(4)}", base=header.base_commit)
     box = None
@@ -148,6 +144,24 @@ def replay_trajectory(
         workspace.remove(delete_branch=True)
     report.duration_s = round(time.monotonic() - started, 3)
     return report
+
+
+def recorded_toolbox(schemas: list[dict[str, Any]], notes: list[str]) -> ToolBox:
+    """The tools the episode was offered, rebuilt from its recorded schemas' names; a note
+    says where today's tools differ (a tool gone or renamed, schemas changed)."""
+    recorded = [str(t.get("function", {}).get("name")) for t in schemas]
+    try:
+        toolbox = ToolBox(select_tools(",".join(recorded)))
+    except ValueError as exc:
+        notes.append(f"the recorded tools cannot all be rebuilt ({exc}); replaying with "
+                     "today's default tools")
+        return ToolBox(default_tools())
+    if list(toolbox.tools) != recorded:
+        notes.append(f"the tool set changed since recording: recorded {recorded}, "
+                     f"now {list(toolbox.tools)}")
+    elif toolbox.schemas() != schemas:
+        notes.append("the tools' schemas changed since recording (same names)")
+    return toolbox
 
 
 def _rerun(trajectory: TrajectoryFile, toolbox: ToolBox, ctx: ToolContext, workspace: Workspace,
