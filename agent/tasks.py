@@ -116,6 +116,9 @@ def load_swebench_instance(path: Path, instance_id: str | None = None) -> dict[s
         instances = [i for i in instances if i.get("instance_id") == instance_id]
         if not instances:
             raise TaskError(f"{path} has no instance {instance_id!r}.")
+        if len(instances) > 1:
+            raise TaskError(f"{path}: {len(instances)} instances share id {instance_id!r}; "
+                            "keep one of them in the file (ids must be unique).")
     if len(instances) != 1:
         ids = ", ".join(str(i.get("instance_id")) for i in instances[:5])
         raise TaskError(f"{path} holds {len(instances)} instances ({ids}, ...); pick one with "
