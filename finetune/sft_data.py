@@ -3,7 +3,8 @@ agent's local model sees (`agent.tool_protocol`), with a mask on the assistant's
 
 Rows are `trajectories.export`'s SFT rows (`messages` with tool calls and results, `tools` as
 JSON, `reward`), from a JSONL file (`agent trajectories export --format sft`), from trajectory
-files, or from the trajectory index. Only rows with reward 1 train.
+files, or from the trajectory index. Only rows with reward 1 train (and, when asked, rows with no
+reward yet).
 """
 
 from __future__ import annotations
@@ -41,8 +42,9 @@ def rows_from_store(store: TrajectoryStore, model: str | None = None, task: str 
     return rows_from_trajectories(Path(r["path"]) for r in found if Path(r["path"]).is_file())
 
 
-def load_rows(path: Path) -> list[dict[str, Any]]:
-    """SFT rows from a JSONL file; rows carrying a reward other than 1 are left out."""
+def load_rows(path: Path, include_unverified: bool = False) -> list[dict[str, Any]]:
+    """SFT rows from a JSONL file: those with reward 1, and with `include_unverified` those
+    with no reward yet (`reward: null`, as imported rows have). Reward 0 never trains."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path} not found; make one with `agent trajectories export --format "
@@ -50,7 +52,16 @@ def load_rows(path: Path) -> list[dict[str, Any]]:
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     if any("messages" not in row for row in rows):
         raise DataError(f"{path} has rows without `messages`: it is not SFT data")
-    return [row for row in rows if row.get("reward", 1) == 1]
+    verified = [row for row in rows if row.get("reward", 1) == 1]
+    unverified = [row for row in rows if "reward" in row and row["reward"] is None]
+    if include_unverified:
+        return [row for row in rows if row.get("reward", 1) in (1, None)]
+    if unverified and not verified:
+        raise DataError(f"{path} holds {len(unverified)} unverified rows (reward null, e.g. "
+                        "imported) and none with reward 1: pass --include-unverified to train "
+                        "on them, or give them rewards first (`agent trajectories import "
+                        "--resolved REPORT`)")
+    return verified
 
 
 def openai_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
