@@ -172,6 +172,9 @@ def sft_command(
                                             )] = "keep_start",
     bf16: Annotated[bool, typer.Option(help="bfloat16 (GPUs); float32 otherwise.")] = False,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    include_unverified: Annotated[bool, typer.Option(
+        help="--data: also train on rows with no reward yet (reward null, e.g. imported from "
+        "other agents).")] = False,
 ) -> None:
     """Supervised fine-tuning (LoRA) on verified trajectories, loss on assistant tokens only."""
     from pydantic import ValidationError
@@ -184,7 +187,7 @@ def sft_command(
         raise _fail("give exactly one of --data FILE and --from-store", 2)
     try:
         if data is not None:
-            rows, source = load_rows(data), str(data)
+            rows, source = load_rows(data, include_unverified=include_unverified), str(data)
         else:
             store = TrajectoryStore()
             try:
