@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tools.host_git import isolated_env
 from tools.process_owner import ProcessOwner
 from tools.sandbox import SandboxConfig, make_sandbox
 
@@ -43,15 +44,17 @@ def test_invocation(test_command: str, fail_to_pass: list[str], pass_to_pass: li
 
 def export_tree(repo: Path, commit: str, dest: Path) -> None:
     """Write the files of `commit` into `dest` as a fresh git repository at that commit."""
-    archive = subprocess.run(["git", "-C", str(repo), "archive", "--format=tar", commit],
+    env = isolated_env({"user.name": "apprentice", "user.email": "agent@apprentice.invalid"})
+    archive = subprocess.run(["git", "-C", str(repo), "archive", "--format=tar", commit], env=env,
                              capture_output=True, check=True, timeout=300)
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True, timeout=300)
-    env_git = ["git", "-C", str(dest), "-c", "user.name=apprentice",
-               "-c", "user.email=agent@apprentice.invalid"]
-    subprocess.run([*env_git, "init", "-q"], check=True, timeout=60)
-    subprocess.run([*env_git, "add", "-A"], check=True, timeout=300)
+    # The tree is the repository's (perhaps hostile) content: git runs with `isolated_env`, so
+    # its .gitattributes cannot name a filter of the user's global config.
+    env_git = ["git", "-C", str(dest)]
+    subprocess.run([*env_git, "init", "-q", "--template="], check=True, timeout=60, env=env)
+    subprocess.run([*env_git, "add", "-A"], check=True, timeout=300, env=env)
     subprocess.run([*env_git, "commit", "-q", "--no-verify", "-m", f"base {commit}"],
-                   check=True, timeout=300, capture_output=True)
+                   check=True, timeout=300, capture_output=True, env=env)
 
 
 def verify_patch(
@@ -81,7 +84,8 @@ def verify_patch(
             if not diff.strip():
                 continue
             applied = subprocess.run(["git", "-C", str(tree), "apply", "--whitespace=nowarn", "-"],
-                                     input=diff.encode(), capture_output=True, timeout=120)
+                                     input=diff.encode(), capture_output=True, timeout=120,
+                                     env=isolated_env())
             if applied.returncode != 0:
                 reason = applied.stderr.decode(errors="replace").strip()
                 return VerifyResult(0, command, f"{name} does not apply: {reason}", None,
