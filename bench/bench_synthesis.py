@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -93,6 +94,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-eval", action="store_true")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `kill PID`: sandboxes closed
     started = time.monotonic()
     sources = [fetch(n, v, args.sdists) for n, v in LIBRARIES.items()]
     corpus = args.out / "corpus"
