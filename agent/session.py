@@ -94,6 +94,7 @@ class Session:
         self.completion_tokens = 0
         self.cost_usd = 0.0
         self._interrupted = threading.Event()
+        self._reported_left_out: set[str] = set()
         self._started = False
         self.context = context or ContextConfig()
         self.compactor = Compactor(self.context, llm, toolbox.schemas(), workspace.path)
@@ -324,24 +325,35 @@ class Session:
         observation.data["_duration_s"] = time.monotonic() - started
         return observation
 
-    def _checkpoint(self) -> None:
+    def _checkpoint(self) -> str | None:
+        """Commit the turn's changes; returns why it failed (reported as an error event)."""
         try:
             commit = self.workspace.checkpoint(f"apprentice: checkpoint after step {self.step}")
-        except Exception as exc:  # git trouble is reported, not fatal
-            self.emit(ErrorEvent(session_id=self.id, step=self.step,
-                                 message=f"checkpoint failed: {exc}"))
-            return
+        except Exception as exc:  # git trouble is reported; the episode goes on
+            message = scrub_text(f"checkpoint failed: {exc}")
+            self.emit(ErrorEvent(session_id=self.id, step=self.step, message=message))
+            return message
+        left_out = [p for p in self.workspace.left_out if p not in self._reported_left_out]
+        if left_out:
+            self._reported_left_out.update(left_out)
+            self.emit(ErrorEvent(session_id=self.id, step=self.step, message=scrub_text(
+                "left out of the checkpoint and the patch (git refuses these paths): "
+                + ", ".join(left_out))))
         if commit:
             self.emit(Checkpoint(session_id=self.id, step=self.step, commit=commit))
+        return None
 
     def _finish(self, status: str, summary: str | None, error: str | None) -> SessionResult:
         patch = ""
+        failed = self._checkpoint()
         try:
-            self._checkpoint()
             patch = self.workspace.patch()
         except Exception as exc:
-            self.emit(ErrorEvent(session_id=self.id, step=self.step,
-                                 message=f"could not compute the patch: {exc}"))
+            failed = scrub_text(f"could not compute the patch: {exc}")
+            self.emit(ErrorEvent(session_id=self.id, step=self.step, message=failed, fatal=True))
+        if failed and not patch and status != "error":  # never an empty patch that looks
+            status, error = "error", failed  # like a normal end when the work was not saved
+
         result = SessionResult(status, self.step, self.prompt_tokens, self.completion_tokens,
                                self.cost_usd, patch, summary, error)
         self.emit(Finished(

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
 from agent.llm import LLMConfig
 from agent.solve import SolveOptions, SolveResult, solve
@@ -108,22 +108,19 @@ class EvalReport:
         return path
 
 
-_TOOLS = ToolBox(default_tools()).tools
+_TOOLS = ToolBox(default_tools())
 
 
 def is_valid_call(call: dict[str, Any], offered: Collection[str] | None = None) -> bool:
     """A call to a known tool (one of `offered`, when given) whose arguments are a JSON object
-    its schema accepts."""
-    name = call.get("function", {}).get("name", "")
-    tool = _TOOLS.get(name)
-    if tool is None or (offered is not None and name not in offered):
+    its schema accepts (`ToolBox.validate`, the check every call goes through)."""
+    function = call.get("function") if isinstance(call, dict) else None
+    if not isinstance(function, dict):
         return False
-    try:
-        arguments = json.loads(call["function"].get("arguments") or "{}")
-        tool.Args.model_validate(arguments)
-    except (json.JSONDecodeError, ValidationError, TypeError, ValueError):
+    name = function.get("name", "")
+    if offered is not None and name not in offered:
         return False
-    return isinstance(arguments, dict)
+    return not isinstance(_TOOLS.validate(name, function.get("arguments")), str)
 
 
 def format_errors(path: Path) -> tuple[int, int]:

@@ -345,3 +345,36 @@ def test_the_test_command_guess_reads_nothing_outside(host: Path, tmp_path: Path
     assert _within(10, lambda: suggest_test_command(repo)) is None
     (repo / "test_x.py").write_text("def test_x():\n    pass\n")
     assert suggest_test_command(repo) == "python3 -m pytest -q"
+
+
+def test_a_session_reports_what_git_refuses_and_a_failed_patch(
+        example: tuple[Path, Path], scripted, docker_ready: None) -> None:
+    """`.GIT` made in the sandbox is reported and the rest of the work kept; when the patch
+    cannot be computed, the episode ends in `error`, not with an empty patch and `finished`."""
+    from agent.episode import EpisodeConfig, open_episode
+    from agent.scripted_model import tool_call
+    from agent.tasks import Task
+    from trajectories.events import ErrorEvent
+
+    repo, issue = example
+    task = Task(instance_id="red", repo=str(repo), problem_statement=issue.read_text(),
+                test_command="true")
+    scripted.script = [
+        {"tool_calls": [tool_call("bash", {"command": "mkdir .GIT && echo x > .GIT/c && "
+                                                      "echo kept >> README.md"})]},
+        {"tool_calls": [tool_call("finish", {"summary": "done"})]},
+    ]
+    events: list[object] = []
+    config = EpisodeConfig(llm=scripted.llm_config(), sandbox=CONFIG, max_steps=4)
+    with open_episode(task, config, listeners=[events.append]) as episode:
+        result = episode.session.run()
+    assert result.exit_status == "finished" and "+kept" in result.patch
+    assert any(isinstance(e, ErrorEvent) and ".GIT" in e.message for e in events)
+
+    scripted.script = [{"tool_calls": [tool_call("finish", {"summary": "done"})]}]
+    with open_episode(task, config) as episode:
+        def broken() -> str:
+            raise RuntimeError("disk full")
+        episode.workspace.patch = broken  # type: ignore[method-assign]
+        result = episode.session.run()
+    assert result.exit_status == "error" and "disk full" in (result.error or "")

@@ -100,7 +100,7 @@ def _arguments(raw: Any) -> dict[str, Any]:
         return raw
     try:
         value = json.loads(raw or "{}")
-    except (TypeError, json.JSONDecodeError):
+    except (TypeError, json.JSONDecodeError, RecursionError):
         raise ImportSkipped(f"tool-call arguments are not JSON: {str(raw)[:80]}") from None
     if not isinstance(value, dict):
         raise ImportSkipped(f"tool-call arguments are not an object: {str(raw)[:80]}")

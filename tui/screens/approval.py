@@ -23,7 +23,7 @@ def call_preview(tool: str, arguments: str) -> Widget:
         return DiffView(diff, max_lines=80)
     try:
         args = json.loads(arguments or "{}")
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         args = arguments
     if tool == "bash" and isinstance(args, dict) and "command" in args:
         return Static(Text("$ " + str(args["command"]), style="bold"))

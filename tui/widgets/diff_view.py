@@ -21,7 +21,7 @@ def edit_diff(tool: str, arguments: str) -> str | None:
         return None
     try:
         args = json.loads(arguments or "{}")
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return None
     if not isinstance(args, dict) or not isinstance(args.get("path"), str):
         return None

@@ -26,7 +26,7 @@ def summarize_arguments(tool: str, arguments: str) -> str:
     """The arguments of a call in one short line (the command, the path, the pattern)."""
     try:
         args = json.loads(arguments or "{}")
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return arguments[:SUMMARY_CHARS]
     if not isinstance(args, dict):
         return str(args)[:SUMMARY_CHARS]
