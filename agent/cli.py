@@ -140,8 +140,9 @@ def solve(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Solve an issue in a repository: one recorded episode, then the tests as the reward."""
+    from agent.episode import EpisodeConfig
     from agent.llm import LLMConfig
-    from agent.solve import ProgressPrinter, SolveOptions
+    from agent.solve import ProgressPrinter
     from agent.solve import solve as run_solve
     from agent.tasks import Task, TaskError, load_swebench_instance
     from tools.sandbox import SandboxConfig, SandboxError
@@ -172,7 +173,7 @@ def solve(
         if git_repo.is_dirty(untracked_files=True):
             print("agent: note: the repository has uncommitted changes; the session starts "
                   "from HEAD and leaves them untouched", file=sys.stderr)
-        options = SolveOptions(
+        options = EpisodeConfig(
             llm=LLMConfig(model=model, api_base=api_base, adapter=adapter, max_tokens=max_tokens,
                           temperature=temperature, timeout=timeout,
                           tool_choice="required" if model.startswith("local/") else None),

@@ -82,13 +82,16 @@ def eval_command(
 
     Every task of the split runs K times, in parallel sandboxes; every episode is recorded as
     a trajectory."""
+    from agent.episode import EpisodeConfig
+    from agent.llm import LLMConfig
     from finetune.evaluate import EvalOptions, evaluate
 
     loaded = _load_suite(suite)
+    episode = EpisodeConfig(max_steps=max_steps, llm=LLMConfig(max_tokens=max_tokens),
+                            tools=tools)
     options = EvalOptions(model=model, api_base=api_base, adapter=adapter, episodes=episodes,
                           split=None if split == "all" else split, limit=limit, workers=workers,
-                          max_steps=max_steps, max_tokens=max_tokens, temperature=temperature,
-                          output_dir=output_dir, tools=tools)
+                          temperature=temperature, output_dir=output_dir, episode=episode)
     if not loaded.split(options.split):
         raise _fail(f"suite {loaded.path} has no tasks in split {split!r}")
     try:

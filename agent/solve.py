@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 import json
-import secrets
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
-from typing import Any, TextIO
+from dataclasses import asdict, dataclass, replace
+from typing import TextIO
 
-from agent.context import ContextConfig
-from agent.llm import LLMClient, LLMConfig
-from agent.models import default_tool_set
-from agent.session import Session
+from agent.episode import EpisodeConfig, open_episode
+from agent.session import Listener
 from agent.tasks import Task
-from tools.base import Tool, ToolBox, ToolContext
-from tools.control import select_tools
-from tools.locations import data_dir
-from tools.sandbox import SandboxConfig
-from tools.session_setup import open_session
+from tools.sandbox.pool import SandboxPool
 from trajectories.events import (
     AssistantMessage,
     ErrorEvent,
@@ -28,33 +20,7 @@ from trajectories.events import (
     ToolResult,
     Verified,
 )
-from trajectories.recorder import TrajectoryRecorder
 from trajectories.redact import Redactor
-from trajectories.store import IndexUpdater, TrajectoryStore
-from trajectories.verify import verify_patch
-
-
-def session_tools(spec: str | None, model: str) -> list[Tool]:
-    """The tools a session offers: `spec` (a `--tools` value), else the model's default set."""
-    return select_tools(spec or default_tool_set(model))
-
-
-def new_session_id() -> str:
-    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
-
-
-@dataclass
-class SolveOptions:
-    """Everything `agent solve` takes, with its defaults."""
-
-    llm: LLMConfig = field(default_factory=LLMConfig)
-    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
-    max_steps: int = 30
-    output_dir: Path | None = None
-    keep_worktree: bool = False
-    context: ContextConfig = field(default_factory=ContextConfig)
-    tools: str | None = None
-    """Tool set or comma-separated tool names; default: the model's (`default_tool_set`)."""
 
 
 @dataclass
@@ -120,57 +86,22 @@ class ProgressPrinter:
             print(self.redact(line), file=self.stream, flush=True)
 
 
-def solve(task: Task, options: SolveOptions, listeners: list[Any] | None = None) -> SolveResult:
-    """Run one episode on `task` in a fresh worktree and sandbox, then verify its patch."""
+def solve(task: Task, config: EpisodeConfig, listeners: list[Listener] | None = None,
+          pool: SandboxPool | None = None) -> SolveResult:
+    """Run one episode on `task` in a fresh worktree and sandbox (from `pool` when given),
+    then verify its patch in another fresh sandbox."""
     started = time.monotonic()
-    tools = session_tools(options.tools, options.llm.model)
-    session_id = new_session_id()
-    out_dir = Path(options.output_dir or data_dir() / "runs" / session_id)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    trajectory_path = out_dir / f"{session_id}.jsonl"
-    sandbox_config = options.sandbox.model_copy(
-        update={"image": task.image} if task.image else {})
-    opened = open_session(Path(task.repo), session_id, sandbox_config,
-                          base=task.base_commit or "HEAD")
-    workspace, sandbox, sandbox_config = opened.workspace, opened.sandbox, opened.config
-    task = task.model_copy(update={"base_commit": workspace.base_commit})
-    recorder = TrajectoryRecorder(trajectory_path)
-    store = TrajectoryStore()
-    listeners = [recorder, IndexUpdater(store, trajectory_path), *(listeners or [])]
-    try:
-        session = Session(
-            session_id, task, LLMClient(options.llm), ToolBox(tools),
-            ToolContext(workspace=workspace.path, sandbox=sandbox), workspace,
-            max_steps=options.max_steps, listeners=listeners,
-            sandbox_settings=sandbox_config.model_dump(), context=options.context,
-        )
-        outcome = session.run()
-    except BaseException:
-        recorder.close()
-        store.close()
-        raise
-    finally:
-        sandbox.close()
-        if not options.keep_worktree:
-            workspace.remove()
-    patch_path = out_dir / f"{session_id}.patch"
-    patch_path.write_text(recorder.redact(outcome.patch))
-    verify_started = time.monotonic()
-    verdict = verify_patch(Path(task.repo), workspace.base_commit, outcome.patch,
-                           task.test_command, task.FAIL_TO_PASS, task.PASS_TO_PASS,
-                           sandbox_config, test_patch=task.test_patch)
-    verified = Verified(session_id=session_id, step=outcome.steps, reward=verdict.reward,
-                        test_command=verdict.test_command, test_output=verdict.test_output,
-                        exit_code=verdict.exit_code, image=verdict.image,
-                        duration_s=round(verdict.duration_s, 3))
-    for listener in listeners:
-        listener(verified)
-    recorder.close()
-    store.close()
+    with open_episode(task, config, listeners, pool=pool) as episode:
+        outcome = episode.session.run()
+        patch_path = episode.out_dir / f"{episode.id}.patch"
+        patch_path.write_text(episode.recorder.redact(outcome.patch))
+        verify_started = time.monotonic()
+        verdict = episode.verify(outcome.patch)
+    workspace = episode.workspace
     return SolveResult(
-        session_id=session_id, model=options.llm.model, branch=workspace.branch,
+        session_id=episode.id, model=config.llm.model, branch=workspace.branch,
         base_commit=workspace.base_commit, patch=outcome.patch, patch_path=str(patch_path),
-        trajectory_path=str(trajectory_path), reward=verdict.reward,
+        trajectory_path=str(episode.trajectory_path), reward=verdict.reward,
         test_output=verdict.test_output, steps=outcome.steps,
         prompt_tokens=outcome.prompt_tokens, completion_tokens=outcome.completion_tokens,
         cost_usd=outcome.cost_usd, exit_status=outcome.exit_status, summary=outcome.summary,

@@ -17,10 +17,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from agent.episode import EpisodeConfig
 from agent.example_repos import init_example  # noqa: E402
 from agent.llm import LLMConfig  # noqa: E402
 from agent.scripted_model import ScriptedModelServer  # noqa: E402
-from agent.solve import SolveOptions, solve  # noqa: E402
+from agent.solve import solve  # noqa: E402
 from agent.tasks import Task  # noqa: E402
 from tests.test_solve import FIX_SCRIPT  # noqa: E402
 
@@ -37,7 +38,7 @@ def main(episodes: int = 5) -> None:
             server.script = list(FIX_SCRIPT)
             events: list = []
             started = time.time()
-            result = solve(task, SolveOptions(llm=LLMConfig(model="openai/scripted",
+            result = solve(task, EpisodeConfig(llm=LLMConfig(model="openai/scripted",
                                                             api_base=server.url)),
                            listeners=[events.append])
             assert result.reward == 1, result.test_output

@@ -65,6 +65,8 @@ from pathlib import Path
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from agent.episode import EpisodeConfig  # noqa: E402
+from agent.llm import LLMConfig  # noqa: E402
 from finetune.curriculum import generate_curriculum  # noqa: E402
 from finetune.evaluate import EvalOptions, EvalReport, evaluate  # noqa: E402
 from finetune.report import eval_table, write_report  # noqa: E402
@@ -90,8 +92,9 @@ def run_eval(args: argparse.Namespace, suite_dir: Path, save: Path,
     suite = load_suite(suite_dir)
     options = EvalOptions(model="local/smollm2-135m", adapter=str(adapter) if adapter else None,
                           split="test", limit=args.test, workers=args.workers,
-                          episodes=args.eval_episodes, max_steps=args.episode_steps,
-                          max_tokens=args.max_tokens,
+                          episodes=args.eval_episodes,
+                          episode=EpisodeConfig(max_steps=args.episode_steps,
+                                                llm=LLMConfig(max_tokens=args.max_tokens)),
                           output_dir=save.parent / f"{save.stem}-episodes")
     report: EvalReport = evaluate(suite, options, on_episode=lambda e: print(
         f"   {e.instance_id}: reward {e.reward} {e.exit_status} {e.steps} steps "

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from textual import events
 
+from agent.episode import EpisodeConfig  # noqa: E402
 from agent.example_repos import init_example
 from agent.llm import LLMConfig
 from tools.sandbox import SandboxConfig
@@ -45,7 +46,6 @@ from trajectories.events import (
     UserMessage,
 )
 from tui.app import ApprenticeApp
-from tui.session_host import HostOptions
 from tui.widgets.conversation import ConversationView
 from tui.widgets.message_blocks import AssistantBlock
 from tui.widgets.prompt_input import PromptInput
@@ -100,7 +100,7 @@ class PauseWatch:
 
 
 async def bench_streaming(rate: int, seconds: float) -> dict[str, float]:
-    app = StreamOnlyApp(HostOptions())
+    app = StreamOnlyApp()
     latencies: list[float] = []
     gc_pauses = PauseWatch()
     async with app.run_test(size=SIZE) as pilot:
@@ -195,9 +195,9 @@ async def bench_opening(count: int, home: Path) -> dict[str, float]:
     path = home / "runs" / session_id / f"{session_id}.jsonl"
     path.parent.mkdir(parents=True)
     path.write_text("".join(json.dumps(e.model_dump(mode="json")) + "\n" for e in recorded))
-    options = HostOptions(repo=repo, llm=LLMConfig(model="openai/bench"),
-                          sandbox=SandboxConfig(kind="local"))
-    app = ApprenticeApp(options, resume=session_id)
+    options = EpisodeConfig(llm=LLMConfig(model="openai/bench"),
+                            sandbox=SandboxConfig(kind="local"))
+    app = ApprenticeApp(options, repo=repo, resume=session_id)
     started = time.perf_counter()
     async with app.run_test(size=SIZE) as pilot:
         conversation = app.query_one(ConversationView)

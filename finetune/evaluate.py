@@ -21,46 +21,50 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from agent.episode import EpisodeConfig
 from agent.llm import LLMConfig
-from agent.solve import SolveOptions, SolveResult, solve
+from agent.solve import SolveResult, solve
 from finetune.oracle import ORACLE_MODEL, ORACLE_TOOL_SET, ScriptedPolicyServer
 from finetune.suite import Suite, SuiteError, SuiteTask, checkout_task
 from tools.base import ToolBox
 from tools.control import default_tools
 from tools.locations import data_dir
-from tools.sandbox import SandboxConfig
+from tools.sandbox.pool import SandboxPool
 from trajectories.events import AssistantMessage, SessionStarted
 from trajectories.reader import read_trajectory
 
 
+def _eval_episode() -> EpisodeConfig:
+    return EpisodeConfig(max_steps=8, llm=LLMConfig(max_tokens=256))
+
+
 class EvalOptions(BaseModel):
-    """How a suite is evaluated."""
+    """How a suite is evaluated: which policy, which tasks, how many at once; the rest of what
+    an episode is (steps, reply tokens, sandbox, tools) is `episode`."""
 
     model: str = Field("local/smollm2-135m", description="litellm model, or `oracle` for the "
                        "scripted policy that knows each task's fix.")
     api_base: str | None = Field(None, description="OpenAI-compatible server URL.")
     adapter: str | None = Field(None, description="PEFT adapter directory (local models).")
+    temperature: float | None = Field(None, ge=0, description="Sampling temperature; default "
+                                      "0 (greedy) for one episode per task, else 0.7.")
     split: str | None = Field("test", description="Which split; None for every task.")
     episodes: int = Field(1, ge=1, description="Episodes per task (K of pass@K).")
     limit: int | None = Field(None, ge=1, description="Only the first N tasks of the split.")
     workers: int = Field(4, ge=1, description="Episodes running at once (one sandbox each).")
-    max_steps: int = Field(8, ge=1, description="Model calls per episode.")
-    max_tokens: int = Field(256, ge=1, description="Tokens per model reply.")
-    temperature: float | None = Field(None, ge=0, description="Sampling temperature; default "
-                                      "0 (greedy) for one episode per task, else 0.7.")
-    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     output_dir: Path | None = Field(None, description="Where trajectories and the report go.")
-    tools: str | None = Field(None, description="Tool set (full, core) or tool names; default: "
-                              "the model's (the oracle: `core`, like the small model it teaches).")
+    episode: EpisodeConfig = Field(default_factory=_eval_episode, description="Each "
+                                   "episode's settings; its model fields come from the above.")
 
     def llm(self) -> LLMConfig:
+        """The policy's model settings (not used for the oracle)."""
         temperature = self.temperature
         if temperature is None:
             temperature = 0.0 if self.episodes == 1 else 0.7
         local = self.model.startswith("local/")
-        return LLMConfig(model=self.model, api_base=self.api_base, adapter=self.adapter,
-                         max_tokens=self.max_tokens, temperature=temperature,
-                         tool_choice="required" if local else None)
+        return self.episode.llm.model_copy(update={
+            "model": self.model, "api_base": self.api_base, "adapter": self.adapter,
+            "temperature": temperature, "tool_choice": "required" if local else None})
 
 
 @dataclass
@@ -134,32 +138,30 @@ def format_errors(path: Path) -> tuple[int, int]:
     return len(replies), len(bad)
 
 
-def run_task_episode(suite: Suite, task: SuiteTask, llm: LLMConfig, max_steps: int,
-                     sandbox: SandboxConfig, out_dir: Path,
-                     tools: str | None = None) -> SolveResult:
-    """One recorded, verified episode on a fresh clone of the task's repository."""
+def run_task_episode(suite: Suite, task: SuiteTask, config: EpisodeConfig,
+                     pool: SandboxPool | None = None) -> SolveResult:
+    """One recorded, verified episode on a fresh clone of the task's repository (with a
+    sandbox from `pool` when given)."""
     with tempfile.TemporaryDirectory(prefix="apprentice-episode-") as tmp:
-        agent_task = checkout_task(suite, task, Path(tmp) / "repo")
-        options = SolveOptions(llm=llm, sandbox=sandbox, max_steps=max_steps, output_dir=out_dir,
-                               tools=tools)
-        return solve(agent_task, options)
+        return solve(checkout_task(suite, task, Path(tmp) / "repo"), config, pool=pool)
 
 
 def _episode(suite: Suite, task: SuiteTask, attempt: int, options: EvalOptions,
-             out_dir: Path) -> EpisodeOutcome:
+             out_dir: Path, pool: SandboxPool | None) -> EpisodeOutcome:
     outcome = EpisodeOutcome(task.instance_id, attempt)
     started = time.monotonic()
+    config = options.episode.model_copy(update={"output_dir": out_dir})
     try:
         if options.model == ORACLE_MODEL:
             if not task.oracle:
                 raise SuiteError(f"task {task.instance_id} has no oracle script")
             with ScriptedPolicyServer(task.oracle) as server:
-                result = run_task_episode(suite, task, server.llm_config(), options.max_steps,
-                                          options.sandbox, out_dir,
-                                          options.tools or ORACLE_TOOL_SET)
+                config = config.model_copy(update={
+                    "llm": server.llm_config(), "tools": config.tools or ORACLE_TOOL_SET})
+                result = run_task_episode(suite, task, config, pool)
         else:
-            result = run_task_episode(suite, task, options.llm(), options.max_steps,
-                                      options.sandbox, out_dir, options.tools)
+            result = run_task_episode(suite, task,
+                                      config.model_copy(update={"llm": options.llm()}), pool)
     except SuiteError as exc:
         outcome.error, outcome.broken = str(exc), True
         return outcome
@@ -217,9 +219,10 @@ def evaluate(suite: Suite, options: EvalOptions,
     jobs = [(task, attempt) for task in tasks for attempt in range(options.episodes)]
     started = time.monotonic()
     episodes: list[EpisodeOutcome] = []
-    with ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="eval") as pool:
+    with SandboxPool(options.episode.sandbox, size=min(options.workers, len(jobs) or 1)) as warm, \
+            ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="eval") as pool:
         futures = [pool.submit(_episode, suite, task, attempt, options,
-                               out_dir / task.instance_id / str(attempt))
+                               out_dir / task.instance_id / str(attempt), warm)
                    for task, attempt in jobs]
         for future in as_completed(futures):
             outcome = future.result()

@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from finetune.rollout import EpisodeRollout, InferencePolicy, RolloutSettings, prompt_text
+from finetune.rollout import EpisodeRollout, InferencePolicy, prompt_text, rollout_episode
 from finetune.run_dir import base_model_spec, write_manifest
 from finetune.sft import LoraSettings, PrintLogs, load_base
 from finetune.suite import SuiteError, load_suite
@@ -131,11 +131,10 @@ def run_grpo(config: GRPORunConfig,
     torch.manual_seed(config.seed)
     model, tokenizer, peft_config = _policy_model(config, model_dir)
     g = config.num_generations
-    settings = RolloutSettings(
-        max_steps=config.episode_max_steps, max_tokens=config.max_tokens,
-        temperature=config.temperature, max_completion_tokens=config.max_completion_tokens,
-        workers=config.workers or g, sandbox=config.sandbox, tools=config.tools)
-    rollout = EpisodeRollout(suite, tasks, settings, out / "rollouts")
+    episode = rollout_episode(config.episode_max_steps, config.max_tokens, config.temperature,
+                              config.sandbox, config.tools)
+    rollout = EpisodeRollout(suite, tasks, episode, out / "rollouts", workers=config.workers or g,
+                             max_completion_tokens=config.max_completion_tokens)
     stats = GroupStats(g)
     rewards: list[Any] = [stats.verify_reward, stats.format_reward, *(extra_rewards or [])]
     args = GRPOConfig(
@@ -160,7 +159,10 @@ def run_grpo(config: GRPORunConfig,
     rollout.policy = InferencePolicy(spec, out / ROLLOUT_ADAPTER)
     rollout.tokenizer = tokenizer
     started = time.monotonic()
-    trainer.train()
+    try:
+        trainer.train()
+    finally:
+        rollout.close()
     seconds = time.monotonic() - started
     policy_model.save_pretrained(str(out))
     steps = trainer.state.global_step

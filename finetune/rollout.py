@@ -23,12 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.episode import EpisodeConfig
 from agent.llm import LLMConfig
 from agent.local_model import load_local_model
 from agent.solve import SolveResult
 from finetune.evaluate import format_errors, run_task_episode
 from finetune.suite import Suite, SuiteTask
 from tools.sandbox import SandboxConfig
+from tools.sandbox.pool import SandboxPool
 from trajectories.reader import read_trajectory, rebuild_calls
 from trajectories.token_ids import common_prefix_length
 
@@ -98,11 +100,11 @@ class InferencePolicy:
         self.adapter_dir = Path(adapter_dir).resolve()
         self.synced_step = -1
 
-    def llm_config(self, temperature: float, top_p: float, max_tokens: int) -> LLMConfig:
-        del top_p  # LLMConfig has no top_p; the local provider samples from the full distribution
-        return LLMConfig(model=f"local/{self.base_spec}", adapter=str(self.adapter_dir),
-                         temperature=temperature, max_tokens=max_tokens, tool_choice="required",
-                         retries=0)
+    def llm_config(self, sampling: LLMConfig) -> LLMConfig:
+        """`sampling` (temperature, reply tokens) served by this policy, in process."""
+        return sampling.model_copy(update={
+            "model": f"local/{self.base_spec}", "adapter": str(self.adapter_dir),
+            "tool_choice": "required", "retries": 0, "api_base": None})
 
     def sync(self, trained_model: Any, step: int) -> None:
         """Copy the trainer's adapter weights into the inference copy (once per step)."""
@@ -118,28 +120,24 @@ class InferencePolicy:
         self.synced_step = step
 
 
-@dataclass
-class RolloutSettings:
-    """Per-episode limits and sampling."""
-
-    max_steps: int = 6
-    max_tokens: int = 128
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_completion_tokens: int = 3072
-    workers: int = 4
-    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
-    tools: str | None = None
-    """Tool set or names; default: the policy model's."""
+def rollout_episode(max_steps: int = 6, max_tokens: int = 128, temperature: float = 1.0,
+                    sandbox: SandboxConfig | None = None, tools: str | None = None,
+                    ) -> EpisodeConfig:
+    """The episode of a GRPO rollout (the policy model is filled in at each step)."""
+    return EpisodeConfig(max_steps=max_steps, sandbox=sandbox or SandboxConfig(), tools=tools,
+                         llm=LLMConfig(max_tokens=max_tokens, temperature=temperature))
 
 
 class EpisodeRollout:
     """TRL `rollout_func`: prompts (each repeated G times) -> G sandboxed episodes each."""
 
-    def __init__(self, suite: Suite, tasks: list[SuiteTask], settings: RolloutSettings,
-                 out_dir: Path):
+    def __init__(self, suite: Suite, tasks: list[SuiteTask], episode: EpisodeConfig,
+                 out_dir: Path, workers: int = 4, max_completion_tokens: int = 3072):
         self.suite = suite
-        self.settings = settings
+        self.episode = episode
+        self.workers = workers
+        self.max_completion_tokens = max_completion_tokens
+        self.pool: SandboxPool | None = None
         self.out_dir = Path(out_dir)
         self.by_prompt = {prompt_text(t): t for t in tasks}
         if len(self.by_prompt) != len(tasks):
@@ -154,11 +152,12 @@ class EpisodeRollout:
         model = trainer.accelerator.unwrap_model(trainer.model)
         self.policy.sync(model, trainer.state.global_step)
         tasks = [self.by_prompt[prompt_text_of(p)] for p in prompts]
-        llm = self.policy.llm_config(self.settings.temperature, self.settings.top_p,
-                                     self.settings.max_tokens)
+        llm = self.policy.llm_config(self.episode.llm)
+        if self.pool is None:  # warm sandboxes for every later group (closed by `close`)
+            self.pool = SandboxPool(self.episode.sandbox, size=self.workers)
         batch_dir = self.out_dir / f"step-{trainer.state.global_step:04d}-{self.calls:03d}"
         self.calls += 1
-        with ThreadPoolExecutor(max_workers=self.settings.workers,
+        with ThreadPoolExecutor(max_workers=self.workers,
                                 thread_name_prefix="rollout") as pool:
             results = list(pool.map(
                 lambda job: self._episode(job[1], llm, batch_dir / f"{job[1].instance_id}-"
@@ -169,10 +168,16 @@ class EpisodeRollout:
     def _episode(self, task: SuiteTask, llm: LLMConfig,
                  out_dir: Path) -> tuple[SolveResult | None, str | None]:
         try:
-            return run_task_episode(self.suite, task, llm, self.settings.max_steps,
-                                    self.settings.sandbox, out_dir, self.settings.tools), None
+            config = self.episode.model_copy(update={"llm": llm, "output_dir": out_dir})
+            return run_task_episode(self.suite, task, config, self.pool), None
         except Exception as exc:  # an infrastructure failure: this episode is not scored
             return None, f"{type(exc).__name__}: {exc}"
+
+    def close(self) -> None:
+        """Remove the warm sandboxes; safe to call twice."""
+        if self.pool is not None:
+            self.pool.close()
+            self.pool = None
 
     def _collate(self, prompts: list[Any],
                  results: list[tuple[SolveResult | None, str | None]]) -> dict[str, list[Any]]:
@@ -184,7 +189,7 @@ class EpisodeRollout:
             sample = None
             if result is not None:
                 calls = rebuild_calls(read_trajectory(Path(result.trajectory_path)).events)
-                sample = episode_sample(calls, self.settings.max_completion_tokens, end_id)
+                sample = episode_sample(calls, self.max_completion_tokens, end_id)
             if sample is None:  # nothing was generated: an empty, unscored completion
                 error = error or (result.error if result else None) or "no model call recorded"
                 sample = EpisodeSample(prompt_ids=self._prompt_ids(prompt))

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from agent.episode import EpisodeConfig
 from finetune.evaluate import EpisodeOutcome, EvalOptions, EvalReport, evaluate
 from finetune.oracle import ORACLE_MODEL
 from finetune.sft_data import rows_from_trajectories, write_rows
@@ -23,9 +24,9 @@ def oracle_trajectories(suite: Suite, out_dir: Path, split: str = "train", worke
     conversations. Returns the evaluation report (every episode) and the rows. `tools`: those
     of the model to train (default `ORACLE_TOOL_SET`, a small local model's)."""
     out_dir = Path(out_dir)
+    episode = EpisodeConfig(max_steps=8, sandbox=sandbox or SandboxConfig(), tools=tools)
     options = EvalOptions(model=ORACLE_MODEL, split=split, workers=workers, limit=limit,
-                          output_dir=out_dir / "episodes", sandbox=sandbox or SandboxConfig(),
-                          tools=tools)
+                          output_dir=out_dir / "episodes", episode=episode)
     report = evaluate(suite, options, on_episode=on_episode)
     passed: list[EpisodeOutcome] = [e for e in report.episodes
                                     if e.reward == 1 and e.trajectory_path]

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from agent.episode import EpisodeConfig
 from agent.llm import LLMConfig
-from agent.solve import SolveOptions, solve
+from agent.solve import solve
 from agent.tasks import Task, TaskError, load_swebench_instance
 from finetune.sft_data import DataError, load_rows
 from tests.test_solve import FIX_SCRIPT, run_cli
@@ -193,7 +194,7 @@ def test_sft_trains_on_imported_rows_with_include_unverified(tmp_path: Path,
 def test_replay_rebuilds_the_recorded_tool_set(example, scripted) -> None:
     repo, issue = example
     scripted.script = list(FIX_SCRIPT)
-    options = SolveOptions(llm=LLMConfig(model="openai/scripted", api_base=scripted.url,
+    options = EpisodeConfig(llm=LLMConfig(model="openai/scripted", api_base=scripted.url,
                                          backoff_s=0.01), max_steps=8, tools="core")
     result = solve(Task.from_issue_file(issue, repo), options)
     proc = run_cli("replay", result.session_id, "--json")

@@ -9,9 +9,10 @@ from pathlib import Path
 import git
 import pytest
 
+from agent.episode import EpisodeConfig
 from agent.llm import LLMConfig
 from agent.scripted_model import tool_call
-from agent.solve import SolveOptions, solve
+from agent.solve import solve
 from agent.tasks import Task, TaskError, load_swebench_instance
 from tests.test_solve import FIX_SCRIPT, run_cli
 from tests.test_trajectories import GIVE_UP, GOOD_PATCH, base_commit
@@ -30,7 +31,7 @@ from trajectories.verify import verify_patch
 
 def run_episode(repo: Path, task: Task, scripted, script) -> object:
     scripted.script = list(script)
-    options = SolveOptions(llm=LLMConfig(model="openai/scripted", api_base=scripted.url,
+    options = EpisodeConfig(llm=LLMConfig(model="openai/scripted", api_base=scripted.url,
                                          backoff_s=0.01), max_steps=8)
     return solve(task, options)
 

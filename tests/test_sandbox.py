@@ -510,9 +510,10 @@ def test_a_failing_setup_says_why_and_leaves_nothing(
 
 @pytest.mark.docker
 def test_a_task_image_reaches_the_sandbox_and_the_verifier(example, scripted) -> None:
+    from agent.episode import EpisodeConfig
     from agent.llm import LLMConfig
     from agent.scripted_model import tool_call
-    from agent.solve import SolveOptions, solve
+    from agent.solve import solve
     from agent.tasks import Task
     from trajectories.reader import read_trajectory
 
@@ -524,7 +525,7 @@ def test_a_task_image_reaches_the_sandbox_and_the_verifier(example, scripted) ->
         task = Task.from_issue_file(issue, repo).model_copy(update={"image": alias})
         scripted.script = [{"tool_calls": [tool_call("bash", {"command": "echo hi"})]},
                            {"tool_calls": [tool_call("finish", {"summary": "done"})]}]
-        options = SolveOptions(llm=LLMConfig(model="openai/scripted", api_base=scripted.url),
+        options = EpisodeConfig(llm=LLMConfig(model="openai/scripted", api_base=scripted.url),
                                sandbox=CONFIG, max_steps=3)
         result = solve(task, options)
         events = read_trajectory(Path(result.trajectory_path)).events

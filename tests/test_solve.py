@@ -12,9 +12,10 @@ from pathlib import Path
 import git
 import pytest
 
+from agent.episode import EpisodeConfig
 from agent.llm import LLMConfig
 from agent.scripted_model import tool_call
-from agent.solve import SolveOptions, solve
+from agent.solve import solve
 from agent.tasks import Task
 from tools.sandbox import SandboxConfig
 from trajectories.events import AssistantDelta
@@ -44,7 +45,7 @@ def run_in_process(example, scripted, script, tools: str | None = None, **llm) -
     repo, issue = example
     scripted.script = list(script)
     deltas: list[str] = []
-    options = SolveOptions(
+    options = EpisodeConfig(
         llm=LLMConfig(model="openai/scripted", api_base=scripted.url, backoff_s=0.01, **llm),
         sandbox=SandboxConfig(), max_steps=8, tools=tools)
     def listener(event) -> None:
@@ -231,7 +232,7 @@ def test_a_compacted_episode_still_rebuilds_exactly(example) -> None:
     noise = [{"content": f"Look at some numbers ({n}). {thoughts}", "tool_calls": [tool_call(
         "bash", {"command": f"seq {n} 2 {n + 1400}"})]} for n in range(3)]
     with SummarisingLLM([*noise, *FIX_SCRIPT]) as model:
-        options = SolveOptions(
+        options = EpisodeConfig(
             llm=LLMConfig(model="openai/scripted", api_base=model.url, backoff_s=0.01),
             sandbox=SandboxConfig(), max_steps=10,
             context=ContextConfig(context_window=4000, keep_recent=0.05, repo_map_tokens=128))

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from agent.episode import EpisodeConfig
 from agent.llm import LLMConfig
 from agent.scripted_model import tool_call
-from agent.solve import SolveOptions, solve
+from agent.solve import solve
 from agent.tasks import Task
 from tests.test_solve import FIX_SCRIPT, run_cli
 from trajectories.reader import read_trajectory, rebuild_calls
@@ -41,7 +42,7 @@ GIVE_UP = [{"tool_calls": [tool_call("finish", {"summary": "no idea"})]}]
 def episode(example, scripted, script, **llm):
     repo, issue = example
     scripted.script = list(script)
-    options = SolveOptions(llm=LLMConfig(model="openai/scripted", api_base=scripted.url,
+    options = EpisodeConfig(llm=LLMConfig(model="openai/scripted", api_base=scripted.url,
                                          backoff_s=0.01, **llm), max_steps=8)
     return solve(Task.from_issue_file(issue, repo), options)
 

@@ -18,6 +18,7 @@ import pytest
 from textual.pilot import Pilot
 
 from agent.context import ContextConfig
+from agent.episode import EpisodeConfig
 from agent.llm import LLMConfig
 from agent.models import KNOWN_MODELS
 from agent.scripted_model import ScriptedModelServer, tool_call
@@ -28,7 +29,6 @@ from tui.app import ApprenticeApp
 from tui.commands import completions, parse
 from tui.permissions import PLAN_APPROVED, PermissionPolicy
 from tui.screens.approval import ApprovalScreen
-from tui.session_host import HostOptions
 from tui.transcript import AssistantEntry, ToolEntry, Transcript, UserEntry
 from tui.widgets.diff_view import DiffView, edit_diff
 from tui.widgets.message_blocks import AssistantBlock, MarkdownNotice, NoticeBlock, UserBlock
@@ -58,12 +58,13 @@ FIX_SCRIPT = [
 def make_app(repo: Path, scripted: ScriptedModelServer, script: list[dict],
              **kwargs) -> ApprenticeApp:
     scripted.script = list(script)
-    options = HostOptions(
-        repo=repo, session_id=kwargs.pop("session_id", None), context=kwargs.pop("context", None),
+    options = EpisodeConfig(
+        session_id=kwargs.pop("session_id", None), context=kwargs.pop("context", None)
+        or ContextConfig(),
         llm=LLMConfig(model="openai/scripted", api_base=scripted.url, stream=True,
                       backoff_s=0.01),
     )
-    return ApprenticeApp(options, **kwargs)
+    return ApprenticeApp(options, repo=repo, **kwargs)
 
 
 async def wait_until(pilot: Pilot, condition: Callable[[], object], what: str,

@@ -19,6 +19,7 @@ from textual.message import Message
 from textual.widgets import Footer, TextArea
 
 from agent.context import ContextConfig
+from agent.episode import EpisodeConfig
 from agent.llm import LLMConfig
 from agent.token_counter import context_window
 from tools.sandbox import SandboxConfig
@@ -34,7 +35,7 @@ from tui.event_bridge import EventBridge
 from tui.gc_pauses import defer_full_collections, freeze_startup_heap
 from tui.permissions import PLAN_APPROVED, PLAN_MODE_NOTE, PermissionPolicy
 from tui.screens.approval import ApprovalScreen
-from tui.session_host import HostOptions, SessionHost, load_recording, recorded_model
+from tui.session_host import SessionHost, load_recording, recorded_model
 from tui.slash_commands import SlashCommands
 from tui.transcript import Transcript
 from tui.widgets.conversation import ConversationView
@@ -95,11 +96,14 @@ class ApprenticeApp(App[None]):
             self.title = title
             self.diff = diff
 
-    def __init__(self, options: HostOptions | None = None, resume: str | None = None,
-                 mode: str | None = None, show_volatile: bool = True) -> None:
-        """`show_volatile=False` leaves out durations and commit ids (for snapshots)."""
+    def __init__(self, options: EpisodeConfig | None = None, repo: Path = Path("."),
+                 resume: str | None = None, mode: str | None = None,
+                 show_volatile: bool = True) -> None:
+        """`options`: the session's settings (default: a streamed embedded model);
+        `show_volatile=False` leaves out durations and commit ids (for snapshots)."""
         super().__init__()
-        self.options = options or HostOptions()
+        self.options = options or EpisodeConfig(llm=LLMConfig(stream=True))
+        self.repo = Path(repo)
         self.resume_id = resume
         default_mode = "auto" if self.options.sandbox.kind == "docker" else "ask"
         self.policy = PermissionPolicy(mode=mode or default_mode)
@@ -148,11 +152,11 @@ class ApprenticeApp(App[None]):
         self.plan_panel.display = False
         self.status.model = self.options.llm.model
         self.status.context_window = context_window(
-            self.options.llm.model, (self.options.context or ContextConfig()).context_window)
+            self.options.llm.model, self.options.context.context_window)
         self.status.mode = self.policy.mode
         self.query_one(PromptInput).focus()
         if not self.resume_id:
-            name = Path(self.options.repo).resolve().name
+            name = self.repo.resolve().name
             await self.conversation.add_notice(
                 f"apprentice on {name}: ask for a change; /help lists commands and keys", "info")
         self._opening = True
@@ -169,7 +173,8 @@ class ApprenticeApp(App[None]):
                 host = SessionHost.resume(self.options, path, events, [self.forward],
                                           self.approve_call)
             else:
-                host = SessionHost.open_new(self.options, [self.forward], self.approve_call)
+                host = SessionHost.open_new(self.repo, self.options, [self.forward],
+                                            self.approve_call)
         except Exception as exc:  # shown in the app, which keeps going
             self.post_message(self.SessionFailed(f"{exc}"))
             return
@@ -417,6 +422,6 @@ def run_tui(repo: Path, model: str | None = None, api_base: str | None = None,
     """Run the app in this terminal until the user quits (what `agent tui` does)."""
     recorded = recorded_model(resume) if resume and not model else None
     llm = LLMConfig(model=model or recorded or DEFAULT_MODEL, api_base=api_base, stream=True)
-    options = HostOptions(repo=repo, llm=llm, sandbox=sandbox or SandboxConfig(),
-                          max_steps=max_steps, context=context, tools=tools)
-    ApprenticeApp(options, resume=resume, mode=mode).run()
+    options = EpisodeConfig(llm=llm, sandbox=sandbox or SandboxConfig(), max_steps=max_steps,
+                            context=context or ContextConfig(), tools=tools)
+    ApprenticeApp(options, repo=repo, resume=resume, mode=mode).run()

@@ -9,31 +9,17 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.context import ContextConfig
-from agent.llm import LLMClient, LLMConfig
-from agent.session import Approver, Listener, Session
-from agent.solve import new_session_id, session_tools
+from agent.episode import Episode, EpisodeConfig, new_session_id
+from agent.llm import LLMClient
+from agent.session import Approver, Listener
 from agent.tasks import Task, suggest_test_command
-from tools.base import ToolBox, ToolContext
 from tools.locations import data_dir
-from tools.sandbox import Sandbox, SandboxConfig, make_sandbox
-from tools.sandbox.repo_image import image_for_repository
-from tools.session_setup import open_session
-from tools.workspace import Workspace, open_repository
-from trajectories.events import (
-    AssistantMessage,
-    Event,
-    Finished,
-    SessionStarted,
-    Verified,
-    parse_event,
-)
+from tools.workspace import open_repository
+from trajectories.events import Event, SessionStarted, parse_event
 from trajectories.reader import read_trajectory
-from trajectories.recorder import TrajectoryRecorder
-from trajectories.store import IndexUpdater, TrajectoryStore
+from trajectories.store import TrajectoryStore
 
 CLOSE_WAIT_S = 15.0
 """Seconds `close` waits for an interrupted turn to stop before tearing down anyway."""
@@ -43,95 +29,40 @@ class ResumeError(RuntimeError):
     """A recorded session cannot be continued; the message says why."""
 
 
-@dataclass
-class HostOptions:
-    """How the TUI opens a session (the flags of `agent tui`)."""
-
-    repo: Path = Path(".")
-    llm: LLMConfig = field(default_factory=lambda: LLMConfig(stream=True))
-    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
-    max_steps: int = 30
-    """Model calls allowed per user message."""
-    session_id: str | None = None
-    """A fixed id for a new session (tests and snapshots); default: a fresh one."""
-    context: ContextConfig | None = None
-    """How the context is measured and compacted; default: `ContextConfig()`."""
-    tools: str | None = None
-    """Tool set or comma-separated tool names; default: the model's (`default_tool_set`)."""
-
-
 class SessionHost:
-    """One interactive session and everything it runs on; every method may block."""
+    """One interactive session: an `agent.episode.Episode` driven turn by turn; every method
+    may block."""
 
-    def __init__(self, session: Session, workspace: Workspace, sandbox: Sandbox,
-                 recorder: TrajectoryRecorder, store: TrajectoryStore, resumed: bool):
-        self.session = session
-        self.workspace = workspace
-        self.sandbox = sandbox
-        self.recorder = recorder
-        self.store = store
+    def __init__(self, episode: Episode, resumed: bool):
+        self.episode = episode
+        self.session = episode.session
+        self.workspace = episode.workspace
         self.turns = 1 if resumed else 0
         self._lock = threading.Lock()
         self._closed = False
 
     @property
     def trajectory_path(self) -> Path:
-        return self.recorder.path
+        return self.episode.trajectory_path
 
     @classmethod
-    def open_new(cls, options: HostOptions, listeners: list[Listener],
+    def open_new(cls, repo: Path, config: EpisodeConfig, listeners: list[Listener],
                  approve: Approver | None = None) -> SessionHost:
         """A fresh session on a new branch from the repository's HEAD."""
-        session_id = options.session_id or new_session_id()
-        repo = open_repository(options.repo)
-        root = Path(repo.working_tree_dir or options.repo)
-        opened = open_session(root, session_id, options.sandbox)  # as `agent solve` does
-        test_command = suggest_test_command(root) or ""
+        root = Path(open_repository(repo).working_tree_dir or repo)
+        session_id = config.session_id or new_session_id()
         task = Task(instance_id=f"tui-{session_id}", repo=str(root), problem_statement="",
-                    base_commit=opened.workspace.base_commit, test_command=test_command)
-        path = data_dir() / "runs" / session_id / f"{session_id}.jsonl"
-        return cls._assemble(options, task, opened.workspace, opened.sandbox, opened.config,
-                             path, listeners, approve, [])
+                    test_command=suggest_test_command(root) or "")
+        config = config.model_copy(update={"session_id": session_id})
+        return cls(Episode.open(task, config, listeners, approve), resumed=False)
 
     @classmethod
-    def resume(cls, options: HostOptions, path: Path, events: list[Event],
+    def resume(cls, config: EpisodeConfig, path: Path, events: list[Event],
                listeners: list[Listener], approve: Approver | None = None) -> SessionHost:
         """Continue the recorded session `events` (read from `path`) on its branch."""
-        header = events[0] if events and isinstance(events[0], SessionStarted) else None
-        if header is None:
+        if not events or not isinstance(events[0], SessionStarted):
             raise ResumeError(f"{path} has no session header; it cannot be resumed.")
-        workspace = Workspace.reopen(Path(header.repo), header.session_id, header.base_commit,
-                                     header.branch)
-        config = image_for_repository(workspace.repo_path, workspace.base_commit, options.sandbox)
-        try:
-            sandbox = make_sandbox(config, workspace.path)
-        except BaseException:
-            workspace.remove()
-            raise
-        task = Task.model_validate(header.task)
-        return cls._assemble(options, task, workspace, sandbox, config, path, listeners, approve,
-                             events)
-
-    @classmethod
-    def _assemble(cls, options: HostOptions, task: Task, workspace: Workspace, sandbox: Sandbox,
-                  sandbox_config: SandboxConfig, path: Path, listeners: list[Listener],
-                  approve: Approver | None, events: list[Event]) -> SessionHost:
-        recorder = TrajectoryRecorder(path)
-        store = TrajectoryStore()
-        index = IndexUpdater(store, path)
-        index.events = [e for e in events
-                        if isinstance(e, SessionStarted | Finished | Verified | AssistantMessage)]
-        tools = session_tools(options.tools, options.llm.model)
-        session = Session(
-            workspace.session_id, task, LLMClient(options.llm), ToolBox(tools),
-            ToolContext(workspace=workspace.path, sandbox=sandbox), workspace,
-            max_steps=options.max_steps, listeners=[recorder, index, *listeners],
-            sandbox_settings=sandbox_config.model_dump(), approve=approve,
-            context=options.context,
-        )
-        if events:
-            session.restore(events)
-        return cls(session, workspace, sandbox, recorder, store, resumed=bool(events))
+        return cls(Episode.resume(path, events, config, listeners, approve), resumed=True)
 
     def send(self, text: str) -> str:
         """Run one user turn to its end; returns how it ended (see `Session.send`)."""
@@ -172,10 +103,7 @@ class SessionHost:
         finally:
             if acquired:
                 self._lock.release()
-            self.recorder.close()
-            self.store.close()
-            self.sandbox.close()
-            self.workspace.remove(delete_branch=not self.turns)
+            self.episode.close(remove_workspace=True, delete_branch=not self.turns)
             if not self.turns:  # nothing happened: leave no empty trajectory behind
                 self.trajectory_path.unlink(missing_ok=True)
                 with contextlib.suppress(OSError):
