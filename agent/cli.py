@@ -67,6 +67,10 @@ def context_config(window: int | None, repo_map_tokens: int, compact_at: float) 
 @app.callback(invoke_without_command=True)
 def default_command(ctx: typer.Context) -> None:
     """With no command, `agent` opens the TUI on the current directory."""
+    if not ctx.resilient_parsing and ctx.invoked_subcommand != "sessions":  # prune has its own
+        from agent.session_commands import remove_orphans_at_start
+
+        remove_orphans_at_start()
     if ctx.invoked_subcommand is None:
         tui()
 

@@ -4,7 +4,9 @@ branches, and their checkpoints."""
 from __future__ import annotations
 
 import contextlib
+import io
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -16,6 +18,8 @@ from tools.host_git import GitFailed, run_git
 from tools.process_owner import ProcessOwner
 from tools.workspace import Rewound, Workspace, WorkspaceError, host_git_env
 from tools.workspace_registry import WorkspaceRecord, delete_record, list_records
+
+DOCKER_SOCKET = "/var/run/docker.sock"
 
 sessions_app = typer.Typer(help="Session working trees and branches: list, prune.",
                            no_args_is_help=True)
@@ -118,6 +122,22 @@ def sessions_prune(
             Workspace.open(record.session_id).remove(delete_branch=branches)
     if not pruned:
         print("nothing to prune")
+
+
+def remove_orphans_at_start() -> None:
+    """What `agent` does as it starts: remove the containers and verify folders of processes
+    that are gone (killed), saying so on stderr. Quiet and quick when there are none."""
+    if not Path(DOCKER_SOCKET).exists() and "DOCKER_HOST" not in os.environ:
+        return
+    said = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(said):
+            _remove_containers({}, dry_run=False)
+            _remove_verify_folders(dry_run=False)
+    except Exception as exc:  # cleaning up must never stop the command the user asked for
+        print(f"agent: note: could not look for orphaned sandboxes: {exc}", file=sys.stderr)
+    for line in said.getvalue().splitlines():
+        print(f"agent: note: removed {line.removeprefix('remove ')}", file=sys.stderr)
 
 
 def _episode_statuses() -> dict[str, str]:

@@ -272,9 +272,13 @@ def test_docker_sees_nothing_of_the_host_but_the_workspace(docker_box: Sandbox) 
     listed = docker_box.run(f"grep -E {disk_backed} /proc/self/mountinfo | cut -d' ' -f5")
     from_host = set(listed.output.split())
     assert "/workspace" in from_host
-    # Besides the workspace: Docker's own read-only files, and its init binary (`init=True`).
-    docker_files = {"/etc/hosts", "/etc/hostname", "/etc/resolv.conf", "/usr/sbin/docker-init"}
+    # Besides the workspace: Docker's own read-only files, its init binary (`init=True`) and
+    # the owner's heartbeat folder, read-only and holding nothing but the heartbeat.
+    docker_files = {"/etc/hosts", "/etc/hostname", "/etc/resolv.conf", "/usr/sbin/docker-init",
+                    "/run/apprentice-owner"}
     assert from_host - {"/workspace"} <= docker_files
+    assert docker_box.run("ls /run/apprentice-owner").output.split() == ["alive"]
+    assert docker_box.run("touch /run/apprentice-owner/x").exit_code != 0
     assert docker_box.run("ls /var/run/docker.sock /run/docker.sock").exit_code != 0
     for target in ("/etc/evil", "/home/agent/evil", "/var/tmp/evil", "/opt/evil", "/evil"):
         assert docker_box.run(f"touch {target}").exit_code != 0, target

@@ -16,6 +16,8 @@ from docker.errors import DockerException, ImageNotFound
 
 from tools.process_owner import ProcessOwner
 from tools.sandbox.base import WORKSPACE, SandboxConfig, SandboxError
+from tools.sandbox.heartbeat import MOUNT_POINT as HEARTBEAT_MOUNT
+from tools.sandbox.heartbeat import heartbeat_folder, watchdog_command
 from tools.sandbox.image import SANDBOX_PATH, connect_docker
 from tools.sandbox.isolation import PROBE, isolation_problems, parse_probe
 from tools.sandbox.ownership import chown_tree, sandbox_owner
@@ -196,7 +198,7 @@ class DockerSandbox(RunnerSandbox):
     def _container_options(self, user: str) -> dict[str, Any]:
         """What runs in the container, as whom, and what it sees of the host: only this."""
         return {
-            "command": ["sleep", "infinity"],
+            "command": watchdog_command(),  # ends the container once its owner is gone
             "user": user,
             "environment": CONTAINER_ENV,
             "working_dir": WORKSPACE,
@@ -207,7 +209,8 @@ class DockerSandbox(RunnerSandbox):
     def _host_options(self) -> dict[str, Any]:
         """How the container is locked down (keyword arguments of `create_host_config`)."""
         return {
-            "binds": {str(self.host_workspace): {"bind": WORKSPACE, "mode": "rw"}},
+            "binds": {str(self.host_workspace): {"bind": WORKSPACE, "mode": "rw"},
+                      str(heartbeat_folder()): {"bind": HEARTBEAT_MOUNT, "mode": "ro"}},
             "network_mode": "bridge" if self.config.network else "none",
             "mem_limit": self.config.memory,
             "memswap_limit": self.config.memory,
