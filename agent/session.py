@@ -95,6 +95,8 @@ class Session:
         self.cost_usd = 0.0
         self._interrupted = threading.Event()
         self._reported_left_out: set[str] = set()
+        self._failing = False
+        self._finished = False
         self._started = False
         self.context = context or ContextConfig()
         self.compactor = Compactor(self.context, llm, toolbox.schemas(), workspace.path)
@@ -107,7 +109,28 @@ class Session:
     def emit(self, event: Event) -> None:
         self._absorb(event)
         for listener in self.listeners:
-            listener(event)
+            if not self._failing:
+                listener(event)
+                continue
+            try:  # recording how a run failed: one broken listener must not stop the others
+                listener(event)
+            except Exception:  # noqa: S112 - the original failure is what propagates
+                continue
+
+    def _record_failure(self, exc: Exception, finish: bool) -> None:
+        """Record an unexpected failure (a listener, a bug) as a fatal error event and, for a
+        whole run, `finished` with status `error`, before the exception propagates."""
+        self._failing = True
+        message = scrub_text(f"the session failed: {type(exc).__name__}: {exc}")
+        try:
+            self.emit(ErrorEvent(session_id=self.id, step=self.step, message=message,
+                                 fatal=True))
+            if finish:
+                self._finish("error", None, message)
+        except Exception:  # noqa: S110 - the original failure is what propagates
+            pass
+        finally:
+            self._failing = False
 
     def _absorb(self, event: Event) -> None:
         """Fold an event into the context and the counters (emitted now or replayed)."""
@@ -132,11 +155,15 @@ class Session:
 
     def run(self) -> SessionResult:
         """Run until finish, the step limit, a stalled model or a fatal error."""
-        self.start()
-        self.emit(UserMessage(session_id=self.id, content=scrub_text(task_message(
-            self.task.problem_statement)), origin="task"))
-        status, summary, error = self._loop()
-        return self._finish(status, summary, error)
+        try:
+            self.start()
+            self.emit(UserMessage(session_id=self.id, content=scrub_text(task_message(
+                self.task.problem_statement)), origin="task"))
+            status, summary, error = self._loop()
+            return self._finish(status, summary, error)
+        except Exception as exc:
+            self._record_failure(exc, finish=not self._finished)
+            raise
 
     def send(self, text: str) -> str:
         """One chat turn: append the user's message, then loop until the model answers without a
@@ -144,9 +171,13 @@ class Session:
         the turn ended ("answered", "finished", "max_steps", "interrupted" or "error")."""
         self.start()
         self._interrupted.clear()
-        self.emit(UserMessage(session_id=self.id, step=self.step, content=scrub_text(text),
-                              origin="user"))
-        status, _, _ = self._loop(chat=True)
+        try:
+            self.emit(UserMessage(session_id=self.id, step=self.step, content=scrub_text(text),
+                                  origin="user"))
+            status, _, _ = self._loop(chat=True)
+        except Exception as exc:
+            self._record_failure(exc, finish=False)
+            raise
         return status
 
     def end(self, status: str = "quit") -> SessionResult:
@@ -356,6 +387,7 @@ class Session:
 
         result = SessionResult(status, self.step, self.prompt_tokens, self.completion_tokens,
                                self.cost_usd, patch, summary, error)
+        self._finished = True
         self.emit(Finished(
             session_id=self.id, step=self.step, exit_status=status, summary=summary, patch=patch,
             steps=self.step, prompt_tokens=self.prompt_tokens,

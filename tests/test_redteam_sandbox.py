@@ -378,3 +378,30 @@ def test_a_session_reports_what_git_refuses_and_a_failed_patch(
         episode.workspace.patch = broken  # type: ignore[method-assign]
         result = episode.session.run()
     assert result.exit_status == "error" and "disk full" in (result.error or "")
+
+
+def test_a_failing_listener_is_recorded_before_it_propagates(
+        example: tuple[Path, Path], scripted, docker_ready: None) -> None:
+    from agent.episode import EpisodeConfig, open_episode
+    from agent.scripted_model import tool_call
+    from agent.tasks import Task
+    from trajectories.events import ErrorEvent, Finished, ToolResult
+    from trajectories.reader import read_trajectory
+
+    repo, issue = example
+    task = Task(instance_id="red", repo=str(repo), problem_statement=issue.read_text(),
+                test_command="true")
+    scripted.script = [{"tool_calls": [tool_call("bash", {"command": "echo hi"})]}]
+
+    def broken(event: object) -> None:
+        if isinstance(event, ToolResult):
+            raise RuntimeError("listener bug")
+
+    config = EpisodeConfig(llm=scripted.llm_config(), sandbox=CONFIG, max_steps=3)
+    with pytest.raises(RuntimeError, match="listener bug"), \
+            open_episode(task, config, listeners=[broken]) as episode:
+        episode.session.run()
+    events = read_trajectory(episode.trajectory_path).events
+    assert isinstance(events[-1], Finished) and events[-1].exit_status == "error"
+    assert any(isinstance(e, ErrorEvent) and e.fatal and "listener bug" in e.message
+               for e in events)
