@@ -48,6 +48,9 @@ from trajectories.recorder import TrajectoryRecorder
 from trajectories.store import IndexUpdater, TrajectoryStore
 from trajectories.verify import VerifyResult, verify_patch
 
+__all__ = ["Episode", "EpisodeConfig", "SandboxConfig", "new_session_id", "open_episode",
+           "session_tools"]
+
 
 class EpisodeConfig(BaseModel):
     """How an episode runs (what it works on is the `Task`): one model for solve, the TUI,

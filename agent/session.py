@@ -23,17 +23,21 @@ from trajectories.events import (
     Compaction,
     ErrorEvent,
     Event,
+    ExitStatus,
     Finished,
     ModelCallStarted,
     PlanUpdated,
     SessionStarted,
     ToolCallStarted,
     ToolResult,
+    TurnStatus,
     UserMessage,
     scrub_text,
 )
 from trajectories.reader import apply_compaction, message_of
 
+Ending = Literal["finished", "max_steps", "no_tool_call", "error", "interrupted", "answered"]
+"""How `_loop` stopped: an exit status, or (in a chat turn) `answered`."""
 Listener = Callable[[Event], None]
 Approver = Callable[[str, str], "bool | str"]
 """Asked before each tool call with (name, JSON arguments): True runs it; False, or a reason as
@@ -50,7 +54,7 @@ class SessionInterrupted(Exception):
 class SessionResult:
     """How an episode ended and what it cost."""
 
-    exit_status: str
+    exit_status: ExitStatus
     steps: int
     prompt_tokens: int
     completion_tokens: int
@@ -159,13 +163,14 @@ class Session:
             self.start()
             self.emit(UserMessage(session_id=self.id, content=scrub_text(task_message(
                 self.task.problem_statement)), origin="task"))
-            status, summary, error = self._loop()
-            return self._finish(status, summary, error)
+            ending, summary, error = self._loop()
+            return self._finish("no_tool_call" if ending == "answered" else ending, summary,
+                                error)
         except Exception as exc:
             self._record_failure(exc, finish=not self._finished)
             raise
 
-    def send(self, text: str) -> str:
+    def send(self, text: str) -> TurnStatus:
         """One chat turn: append the user's message, then loop until the model answers without a
         tool call, finishes, takes `max_steps` more steps, fails or is interrupted. Returns how
         the turn ended ("answered", "finished", "max_steps", "interrupted" or "error")."""
@@ -174,13 +179,13 @@ class Session:
         try:
             self.emit(UserMessage(session_id=self.id, step=self.step, content=scrub_text(text),
                                   origin="user"))
-            status, _, _ = self._loop(chat=True)
+            ending, _, _ = self._loop(chat=True)
         except Exception as exc:
             self._record_failure(exc, finish=False)
             raise
-        return status
+        return "answered" if ending == "no_tool_call" else ending
 
-    def end(self, status: str = "quit") -> SessionResult:
+    def end(self, status: ExitStatus = "quit") -> SessionResult:
         """Close an interactive session: a last checkpoint, the patch, the `finished` event."""
         return self._finish(status, None, None)
 
@@ -211,7 +216,7 @@ class Session:
         if self._started:
             return
         self._started = True
-        self.ctx.state.setdefault("task_text", self.task.problem_statement)
+        self.ctx.task_text = self.ctx.task_text or self.task.problem_statement
         repo_map = render_repo_map(self.workspace.path, self.context.repo_map_tokens,
                                    mentioned=self.task.problem_statement)
         prompt = system_prompt(self.workspace.path, self.workspace.repo_path.name,
@@ -226,7 +231,7 @@ class Session:
             sandbox=self.sandbox_settings,
         ))
 
-    def _loop(self, chat: bool = False) -> tuple[str, str | None, str | None]:
+    def _loop(self, chat: bool = False) -> tuple[Ending, str | None, str | None]:
         """Steps until an end; in `chat`, a reply without tool calls ends the turn."""
         nudges = 0
         limit = self.step + self.max_steps
@@ -259,7 +264,7 @@ class Session:
                 return "finished", summary, None
         return "max_steps", None, None
 
-    def _fatal(self, message: str) -> tuple[str, str | None, str | None]:
+    def _fatal(self, message: str) -> tuple[Ending, str | None, str | None]:
         message = scrub_text(message)
         self.emit(ErrorEvent(session_id=self.id, step=self.step, message=message, fatal=True))
         return "error", None, message
@@ -270,7 +275,7 @@ class Session:
         if self._interrupted.is_set():
             raise SessionInterrupted(INTERRUPTED)
 
-    def _interrupted_status(self) -> tuple[str, str | None, str | None]:
+    def _interrupted_status(self) -> tuple[Ending, str | None, str | None]:
         self.emit(ErrorEvent(session_id=self.id, step=self.step, message=INTERRUPTED))
         return "interrupted", None, None
 
@@ -329,12 +334,12 @@ class Session:
             self.emit(ToolResult(
                 session_id=self.id, step=self.step, tool_call_id=call["id"], name=name,
                 output=scrub_text(observation.output), is_error=observation.is_error,
-                duration_s=round(observation.data.pop("_duration_s", 0.0), 4),
+                duration_s=round(observation.duration_s, 4),
                 data=observation.data,
             ))
-            if name == "todo" and not observation.is_error:
+            if observation.plan is not None and not observation.is_error:
                 self.emit(PlanUpdated(session_id=self.id, step=self.step,
-                                      items=observation.data.get("items", [])))
+                                      items=observation.plan))
             if observation.finished:
                 summary = observation.data.get("summary", "")
         return summary
@@ -353,7 +358,7 @@ class Session:
             message = f"Error: the {name} tool failed unexpectedly: {type(exc).__name__}: {exc}"
             self.emit(ErrorEvent(session_id=self.id, step=self.step, message=message))
             observation = Observation(message, True)
-        observation.data["_duration_s"] = time.monotonic() - started
+        observation.duration_s = time.monotonic() - started
         return observation
 
     def _checkpoint(self) -> str | None:
@@ -374,7 +379,8 @@ class Session:
             self.emit(Checkpoint(session_id=self.id, step=self.step, commit=commit))
         return None
 
-    def _finish(self, status: str, summary: str | None, error: str | None) -> SessionResult:
+    def _finish(self, status: ExitStatus, summary: str | None,
+                error: str | None) -> SessionResult:
         patch = ""
         failed = self._checkpoint()
         try:

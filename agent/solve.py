@@ -16,6 +16,7 @@ from trajectories.events import (
     AssistantMessage,
     ErrorEvent,
     Event,
+    ExitStatus,
     Finished,
     ToolResult,
     Verified,
@@ -40,7 +41,7 @@ class SolveResult:
     prompt_tokens: int
     completion_tokens: int
     cost_usd: float
-    exit_status: str
+    exit_status: ExitStatus
     summary: str | None
     error: str | None
     test_command: str

@@ -30,7 +30,7 @@ from tools.base import ToolBox
 from tools.control import default_tools
 from tools.locations import data_dir
 from tools.sandbox.pool import SandboxPool
-from trajectories.events import AssistantMessage, SessionStarted
+from trajectories.events import AssistantMessage, ExitStatus, SessionStarted
 from trajectories.reader import read_trajectory
 
 
@@ -74,7 +74,7 @@ class EpisodeOutcome:
     instance_id: str
     attempt: int
     reward: int | None = None
-    exit_status: str = "error"
+    exit_status: ExitStatus = "error"
     steps: int = 0
     model_calls: int = 0
     format_errors: int = 0

@@ -142,6 +142,6 @@ def test_todo_and_finish(box, ctx) -> None:
     obs = call(box, ctx, "todo", items=[{"content": "read", "status": "completed"},
                                         {"content": "fix"}])
     assert "[x] read" in obs.output and "[ ] fix" in obs.output
-    assert ctx.state["todo"][1]["status"] == "pending"
+    assert ctx.todo[1]["status"] == "pending"
     done = call(box, ctx, "finish", summary="fixed it")
     assert done.finished and done.data["summary"] == "fixed it"

@@ -30,7 +30,11 @@ class Observation:
     is_error: bool = False
     finished: bool = False
     data: dict[str, Any] = field(default_factory=dict)
-    """Structured extras for events (exit code, diff, todo list); not shown to the model."""
+    """Structured extras for events (exit code, path, todo list); not shown to the model."""
+    plan: list[dict[str, str]] | None = None
+    """The new todo list, when the call replaced it (a `plan_updated` event follows)."""
+    duration_s: float = 0.0
+    """How long the call took (set by whoever ran it)."""
 
 
 @dataclass
@@ -39,8 +43,13 @@ class ToolContext:
 
     workspace: Path
     sandbox: Sandbox | None = None
-    state: dict[str, Any] = field(default_factory=dict)
-    """Per-session tool state (edit history for undo, the todo list)."""
+    edit_history: dict[str, list[str | None]] = field(default_factory=dict)
+    """Per file (workspace-relative), its contents before each edit (None: it did not exist),
+    for undo_edit; the repo map also ranks these files first."""
+    todo: list[dict[str, str]] = field(default_factory=list)
+    """The plan, as the todo tool last wrote it."""
+    task_text: str = ""
+    """The task, whose names the repo map boosts."""
 
 
 class Tool:

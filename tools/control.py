@@ -58,10 +58,11 @@ class Todo(Tool):
 
     def run(self, args: TodoArgs, ctx: ToolContext) -> Observation:
         items = [item.model_dump() for item in args.items]
-        ctx.state["todo"] = items
+        ctx.todo = items
         marks = {"pending": "[ ]", "in_progress": "[~]", "completed": "[x]"}
         lines = [f"{marks[i['status']]} {i['content']}" for i in items] or ["(empty)"]
-        return Observation("Plan updated:\n" + "\n".join(lines), data={"items": items})
+        return Observation("Plan updated:\n" + "\n".join(lines), data={"items": items},
+                           plan=items)
 
 
 class FinishArgs(BaseModel):

@@ -21,7 +21,7 @@ MAX_SNIPPET_LINE = 300
 
 
 def _history(ctx: ToolContext) -> dict[str, list[str | None]]:
-    return ctx.state.setdefault("edit_history", {})
+    return ctx.edit_history
 
 
 def _read_text(fs: WorkspaceFS, relative: str) -> str:

@@ -302,9 +302,9 @@ class RepoMapTool(Tool):
     Args = RepoMapArgs
 
     def run(self, args: RepoMapArgs, ctx: ToolContext) -> Observation:
-        focus = list(ctx.state.get("edit_history", {}))
+        focus = list(ctx.edit_history)
         text = render_repo_map(ctx.workspace, args.max_tokens, focus,
-                               str(ctx.state.get("task_text", "")))
+                               ctx.task_text)
         if not text:
             return Observation("The repository has no source files the map can read "
                                "(Python, JavaScript, TypeScript, Go, Rust, Java, C, C++).")

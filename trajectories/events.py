@@ -29,6 +29,16 @@ def scrub_text(text: str) -> str:
     return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
+
+ExitStatus = Literal["finished", "max_steps", "no_tool_call", "error", "interrupted", "quit"]
+"""How an episode ended (the `finished` event): `finish` was called, the step limit, the model
+stopped calling tools, a fatal error, the user interrupted, or the user closed the session."""
+IndexStatus = Literal[ExitStatus, "running", "incomplete", "killed"]
+"""An episode's status in the index: its exit status once it ended; `running` while it runs;
+`incomplete` when it stopped without `finished`; `killed` when its process is gone."""
+TurnStatus = Literal["answered", "finished", "max_steps", "interrupted", "error", "closed"]
+"""How one chat turn ended (`Session.send`): the model answered without a tool call, ..."""
+
 class BaseEvent(BaseModel):
     """Fields every event carries."""
 
@@ -167,7 +177,7 @@ class Finished(BaseEvent):
     """The episode ended."""
 
     type: Literal["finished"] = "finished"
-    exit_status: str
+    exit_status: ExitStatus
     summary: str | None = None
     patch: str = ""
     steps: int = 0

@@ -15,6 +15,7 @@ from trajectories.events import (
     AssistantMessage,
     Event,
     Finished,
+    IndexStatus,
     SessionStarted,
     Verified,
 )
@@ -37,8 +38,8 @@ OWNER_COLUMNS = {"owner_pid": "INTEGER", "owner_started": "TEXT", "owner_boot": 
                  "owner_host": "TEXT"}
 """The process recording an episode (`ProcessOwner`), added to older indexes on open. Kept
 apart from COLUMNS: a trajectory file does not name its process, so reindexing keeps them."""
-UNFINISHED = ("running", "incomplete")
-KILLED = "killed"
+UNFINISHED: tuple[IndexStatus, ...] = ("running", "incomplete")
+KILLED: IndexStatus = "killed"
 """The exit status of an unfinished episode whose process is gone (killed, or crashed hard)."""
 TEXT_COLUMNS = ("task", "repo", "model")
 

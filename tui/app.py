@@ -19,10 +19,10 @@ from textual.message import Message
 from textual.widgets import Footer, TextArea
 
 from agent.context import ContextConfig
-from agent.episode import EpisodeConfig
+from agent.episode import EpisodeConfig, SandboxConfig
+from agent.interactive import SessionHost, load_recording, recorded_model
 from agent.llm import LLMConfig
 from agent.token_counter import context_window
-from tools.sandbox import SandboxConfig
 from trajectories.events import (
     Event,
     ModelCallStarted,
@@ -35,7 +35,6 @@ from tui.event_bridge import EventBridge
 from tui.gc_pauses import defer_full_collections, freeze_startup_heap
 from tui.permissions import PLAN_APPROVED, PLAN_MODE_NOTE, PermissionPolicy
 from tui.screens.approval import ApprovalScreen
-from tui.session_host import SessionHost, load_recording, recorded_model
 from tui.slash_commands import SlashCommands
 from tui.transcript import Transcript
 from tui.widgets.conversation import ConversationView

@@ -6,15 +6,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from agent.context import ContextConfig
+from agent.interactive import Rewound, WorkspaceError, recent_sessions
 from agent.token_counter import context_window
-from tools.workspace import Rewound, WorkspaceError
-from trajectories.store import TrajectoryStore
 from tui.commands import BY_NAME, help_text, parse
 from tui.screens.session_picker import SessionPicker
 
 if TYPE_CHECKING:
+    from agent.interactive import SessionHost
     from tui.app import ApprenticeApp
-    from tui.session_host import SessionHost
 
 WAITING_COMMANDS = {"/model", "/compact", "/undo", "/rewind", "/diff", "/clear", "/resume"}
 """Commands that wait for the running step to end (they change or read the session)."""
@@ -154,12 +153,7 @@ class SlashCommands:
         if argument:
             app.switch_session(argument)
             return
-        store = TrajectoryStore()
-        try:
-            current = app.host.session.id if app.host else None
-            rows = [r for r in store.list(limit=50) if r["id"] != current]
-        finally:
-            store.close()
+        rows = recent_sessions(50, exclude=app.host.session.id if app.host else None)
         if not rows:
             app.notify("No recorded session to resume.", severity="warning")
             return

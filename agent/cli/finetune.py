@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from agent.cli_options import ToolsOption, check_tools
+from agent.cli.options import ToolsOption, check_tools
 
 finetune_app = typer.Typer(help="Train the agent's model on its own verified work (TRL + PEFT).",
                            no_args_is_help=True)
@@ -307,4 +307,4 @@ def report_command(
     print(png)
     print(md)
 
-from agent import synthesis_commands  # noqa: E402,F401  (registers `synthesize`)
+from agent.cli import synthesis  # noqa: E402,F401  (registers `synthesize`)

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from agent.finetune_commands import _fail, _note, finetune_app
+from agent.cli.finetune import _fail, _note, finetune_app
 
 
 @finetune_app.command("synthesize")

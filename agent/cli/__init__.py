@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from agent.cli_options import (
+from agent.cli.finetune import eval_command, finetune_app
+from agent.cli.options import (
     CompactAtOption,
     ContextWindowOption,
     NetworkOption,
@@ -19,9 +20,8 @@ from agent.cli_options import (
     limit_problem,
     text_file_problem,
 )
-from agent.finetune_commands import eval_command, finetune_app
-from agent.session_commands import rewind_command, sessions_app, undo_command
-from agent.trajectory_commands import replay_command, trajectories_app, verify_command
+from agent.cli.sessions import rewind_command, sessions_app, undo_command
+from agent.cli.trajectories import replay_command, trajectories_app, verify_command
 
 if TYPE_CHECKING:
     from agent.context import ContextConfig
@@ -68,7 +68,7 @@ def context_config(window: int | None, repo_map_tokens: int, compact_at: float) 
 def default_command(ctx: typer.Context) -> None:
     """With no command, `agent` opens the TUI on the current directory."""
     if not ctx.resilient_parsing and ctx.invoked_subcommand != "sessions":  # prune has its own
-        from agent.session_commands import remove_orphans_at_start
+        from agent.cli.sessions import remove_orphans_at_start
 
         remove_orphans_at_start()
     if ctx.invoked_subcommand is None:
@@ -302,6 +302,3 @@ def main() -> None:
         print(f"agent: error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
 
-
-if __name__ == "__main__":
-    main()

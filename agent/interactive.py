@@ -16,10 +16,13 @@ from agent.llm import LLMClient
 from agent.session import Approver, Listener
 from agent.tasks import Task, suggest_test_command
 from tools.locations import data_dir
-from tools.workspace import open_repository
-from trajectories.events import Event, SessionStarted, parse_event
+from tools.workspace import Rewound, WorkspaceError, open_repository
+from trajectories.events import Event, SessionStarted, TurnStatus, parse_event
 from trajectories.reader import read_trajectory
 from trajectories.store import TrajectoryStore
+
+__all__ = ["ResumeError", "Rewound", "SessionHost", "WorkspaceError", "load_recording",
+           "recent_sessions", "recorded_model"]
 
 CLOSE_WAIT_S = 15.0
 """Seconds `close` waits for an interrupted turn to stop before tearing down anyway."""
@@ -64,7 +67,7 @@ class SessionHost:
             raise ResumeError(f"{path} has no session header; it cannot be resumed.")
         return cls(Episode.resume(path, events, config, listeners, approve), resumed=True)
 
-    def send(self, text: str) -> str:
+    def send(self, text: str) -> TurnStatus:
         """Run one user turn to its end; returns how it ended (see `Session.send`)."""
         with self._lock:
             if self._closed:
@@ -142,3 +145,12 @@ def find_trajectory(session_id: str) -> Path:
                           "shows the sessions there are.")
     return matches[-1]
 
+
+
+def recent_sessions(limit: int = 50, exclude: str | None = None) -> list[dict]:
+    """The most recent recorded sessions (index rows), newest first, without `exclude`."""
+    store = TrajectoryStore()
+    try:
+        return [row for row in store.list(limit=limit) if row["id"] != exclude]
+    finally:
+        store.close()
