@@ -10,8 +10,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-REPORT_ARGS = "-rA --tb=short -p no:cacheprovider"
-"""What is added to the test command so the report has one line per test."""
+REPORT_ARGS = "-rA --tb=short -p no:cacheprovider --continue-on-collection-errors"
+"""What is added to the test command so the report has one line per test (and a test module
+that cannot be imported does not stop the others)."""
 
 _SUMMARY = re.compile(r"^=+ short test summary info =+$")
 _LINE = re.compile(r"^(PASSED|FAILED|ERROR|XFAIL|XPASS|SKIPPED) (.+)$")

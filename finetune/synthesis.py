@@ -289,6 +289,17 @@ def assign_splits(tasks: list[SuiteTask], options: SynthesisOptions) -> None:
             task.split = split
 
 
+def _repository_run(source: Path, work: Path, options: SynthesisOptions,
+                    log: Log) -> RepositoryRun:
+    repo = prepare_repository(source, work)
+    if not any(f.endswith(".py") for f in source_files(repo)):
+        raise SynthesisError(f"{source} has no Python source files to plant bugs in")
+    if not TestSelector(repo).tests:
+        raise SynthesisError(f"{source} has no tests (test_*.py or *_test.py files): "
+                             "synthesis keeps only bugs its tests notice")
+    return RepositoryRun(repo, options, log)
+
+
 def synthesize(options: SynthesisOptions, log: Log = print) -> dict[str, Any]:
     """Write the suite; return the report (also written to OUT/synthesis.json)."""
     out = Path(options.out)
@@ -306,32 +317,31 @@ def synthesize(options: SynthesisOptions, log: Log = print) -> dict[str, Any]:
     started = time.monotonic()
     tasks: list[SuiteTask] = []
     repos: list[dict[str, Any]] = []
+    skipped: dict[str, str] = {}
     try:
         for source in options.repos:
             try:
-                repo = prepare_repository(source, work)
-            except RepositoryError as exc:
-                raise SynthesisError(str(exc)) from None
-            if not any(f.endswith(".py") for f in source_files(repo)):
-                raise SynthesisError(f"{source} has no Python source files to plant bugs in")
-            if not TestSelector(repo).tests:
-                raise SynthesisError(f"{source} has no tests (test_*.py or *_test.py files): "
-                                     "synthesis keeps only bugs its tests notice")
-            run = RepositoryRun(repo, options, log)
-            try:
+                run = _repository_run(source, work, options, log)
                 summary = run.run(work)
-            except RepositoryError as exc:
-                raise SynthesisError(str(exc)) from None
+            except (SynthesisError, RepositoryError) as exc:
+                if len(options.repos) == 1:
+                    raise SynthesisError(str(exc)) from None
+                log(f"skipped {source}: {exc}")  # one bad repository spoils not the others
+                skipped[str(source)] = str(exc)
+                continue
             repos.append(summary)
             tasks += sorted(run.tasks, key=lambda t: t.instance_id)
-            log(f"{repo.name}: kept {summary['kept']} of {summary['counts'].get('tried', 0)} "
+            log(f"{run.repo.name}: kept {summary['kept']} of {summary['counts'].get('tried', 0)} "
                 f"candidates ({summary['candidates_per_minute']}/min)")
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    if skipped and not repos:
+        raise SynthesisError("no repository could be used: " + "; ".join(skipped.values()))
     assign_splits(tasks, options)
     report = {
         "tasks": len(tasks), "splits": dict(Counter(t.split for t in tasks)),
         "duration_s": round(time.monotonic() - started, 1), "repos": repos,
+        "skipped": skipped,
         "options": json.loads(options.model_dump_json(exclude={"sandbox"})),
     }
     meta = {"name": out.name, "generator": "finetune.synthesis", "seed": options.seed,
