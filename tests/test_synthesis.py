@@ -217,6 +217,9 @@ def test_refuses_existing_output_reserved_source_and_no_tests(tmp_path: Path) ->
         synthesize(SynthesisOptions(repos=[reserved], out=tmp_path / "o2"))
     with pytest.raises(SynthesisError, match="no tests"):
         synthesize(SynthesisOptions(repos=[lib], out=tmp_path / "o3"))
+    other = _repo(tmp_path / "other", {"other/b.py": "def g():\n    return 2\n"})
+    with pytest.raises(SynthesisError, match="no repository could be used.*no tests"):
+        synthesize(SynthesisOptions(repos=[lib, other], out=tmp_path / "o4"))
 
 
 @pytest.mark.docker
