@@ -36,6 +36,12 @@ class EmptyReplyError(Exception):
     """The provider answered without any choice: a transient fault, retried like a 5xx."""
 
 
+class OverloadedError(Exception):
+    """The provider said it is overloaded (529): retried like a 5xx."""
+
+
+OVERLOADED_STATUSES = (529,)
+"""HTTP statuses some providers use for "overloaded" that litellm maps to a plain APIError."""
 RETRIED_ERRORS: tuple[type[Exception], ...] = (
     litellm.RateLimitError,
     litellm.InternalServerError,
@@ -44,6 +50,7 @@ RETRIED_ERRORS: tuple[type[Exception], ...] = (
     litellm.APIConnectionError,
     litellm.Timeout,
     EmptyReplyError,
+    OverloadedError,
 )
 """Transient failures: retried with exponential backoff, or after the provider's `Retry-After`.
 Everything else aborts at once (authentication, bad request, unknown model, context window
@@ -101,8 +108,10 @@ class LLMClient:
         tools: list[dict[str, Any]],
         on_delta: Callable[[str], None] | None = None,
         on_retry: RetryListener | None = None,
+        wait: Callable[[float], None] = time.sleep,
     ) -> LLMReply:
-        """Call the model, retrying transient errors (`on_retry` hears of each); raise
+        """Call the model, retrying transient errors (`on_retry` hears of each, `wait` sleeps
+        between them: the session's wait ends early when the user interrupts); raise
         ModelError when it cannot answer."""
         attempts = self.config.retries + 1
         attempt = 0
@@ -110,8 +119,14 @@ class LLMClient:
             attempt += 1
             started = time.monotonic()
             try:
-                response = self._call(messages, tools, on_delta)
-                return self._reply(response, time.monotonic() - started)
+                try:
+                    response = self._call(messages, tools, on_delta)
+                    return self._reply(response, time.monotonic() - started)
+                except litellm.APIError as exc:
+                    if getattr(exc, "status_code", None) in OVERLOADED_STATUSES:
+                        raise OverloadedError(f"overloaded ({exc.status_code}): "
+                                              f"{_short(exc)}") from exc
+                    raise
             except RETRIED_ERRORS as exc:
                 if attempt >= attempts:
                     raise ModelError(
@@ -121,7 +136,7 @@ class LLMClient:
                 if on_retry is not None:
                     on_retry(f"{self._what_failed(exc)}; retrying in {delay:.1f} s "
                              f"(attempt {attempt + 1} of {attempts})")
-                time.sleep(delay)
+                wait(delay)
             except litellm.AuthenticationError as exc:
                 raise ModelError(
                     f"{self.config.model} rejected the credentials: {_short(exc)}. Set the "

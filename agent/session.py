@@ -269,6 +269,11 @@ class Session:
         self.emit(ErrorEvent(session_id=self.id, step=self.step, message=message, fatal=True))
         return "error", None, message
 
+    def _wait_or_stop(self, seconds: float) -> None:
+        """Wait before a retry; an interrupt ends the wait (and the call) at once."""
+        if self._interrupted.wait(seconds):
+            raise SessionInterrupted(INTERRUPTED)
+
     def _on_retry(self, message: str) -> None:
         """A transient model failure is shown (not fatal) before the client waits and retries."""
         self.emit(ErrorEvent(session_id=self.id, step=self.step, message=scrub_text(message)))
@@ -305,7 +310,8 @@ class Session:
         self.emit(ModelCallStarted(session_id=self.id, step=self.step,
                                    prompt_messages=len(self.messages)))
         reply = self.llm.complete(
-            self.messages, self.toolbox.schemas(), on_delta=self._on_delta,
+            self.messages, self.toolbox.schemas(), wait=self._wait_or_stop,
+            on_delta=self._on_delta,
             on_retry=self._on_retry,
         )
         event = AssistantMessage(

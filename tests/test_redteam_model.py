@@ -268,3 +268,34 @@ def completion(message: dict[str, Any]) -> dict[str, Any]:
     return {"id": "chatcmpl-red", "object": "chat.completion", "created": 1, "model": "scripted",
             "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}],
             "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}
+
+
+def test_a_529_overloaded_is_retried(example, scripted, tmp_path) -> None:
+    _, events, _ = episode(example, scripted, tmp_path, [{"status": 529}, FINISH], retries=2)
+    assert finished(events).exit_status == "finished"
+    assert any(isinstance(e, ErrorEvent) and "retrying" in e.message for e in events)
+
+
+def test_an_interrupt_ends_a_long_retry_after_wait(example, scripted, tmp_path,
+                                                   monkeypatch) -> None:
+    import threading
+
+    holder: list[Session] = []
+
+    def interrupt_on_retry(event: Event) -> None:
+        if isinstance(event, ErrorEvent) and "retrying" in event.message:
+            threading.Timer(0.5, lambda: holder[0].interrupt()).start()
+
+    script = [{"status": 429, "headers": {"Retry-After": "50"}}, FINISH]
+    started = time.monotonic()
+    original_init = Session.__init__
+
+    def remember(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        original_init(self, *args, **kwargs)
+        holder.append(self)
+
+    monkeypatch.setattr(Session, "__init__", remember)
+    _, events, _ = episode(example, scripted, tmp_path, script, retries=3,
+                           listeners=(interrupt_on_retry,))
+    assert time.monotonic() - started < 10
+    assert finished(events).exit_status == "interrupted"
