@@ -20,52 +20,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from finetune.grpo_config import GRPORunConfig
 from finetune.rollout import EpisodeRollout, InferencePolicy, prompt_text, rollout_episode
 from finetune.run_dir import base_model_spec, write_manifest
-from finetune.sft import LoraSettings, PrintLogs, load_base
+from finetune.sft import PrintLogs, load_base
 from finetune.suite import SuiteError, load_suite
-from tools.sandbox import SandboxConfig
 
 ROLLOUT_ADAPTER = "rollout-adapter"
-
-
-class GRPORunConfig(BaseModel):
-    """What GRPO trains on, how episodes run, and the optimisation."""
-
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
-    suite: Path = Field(description="Task suite directory.")
-    split: str = Field("train", description="Split whose tasks are the prompts.")
-    skip: int = Field(0, ge=0, description="Leave out the split's first N tasks (e.g. the "
-                      "ones SFT trained on, so GRPO explores tasks it has not memorised).")
-    limit: int | None = Field(None, ge=1, description="Only the first N tasks (after skip).")
-    model: str = Field("smollm2-135m", description="Known model name or model directory.")
-    adapter: Path | None = Field(None, description="Start from this adapter (e.g. SFT's).")
-    output_dir: Path
-    lora: LoraSettings = Field(default_factory=LoraSettings)
-    num_generations: int = Field(4, ge=2, description="Episodes per task and step (G).")
-    max_steps: int = Field(10, ge=1, description="Optimizer steps; one task group each.")
-    learning_rate: float = Field(2e-5, gt=0)
-    beta: float = Field(0.0, ge=0, description="KL to the initial policy (0: no reference).")
-    epsilon: float = Field(0.2, gt=0, description="PPO-style clipping of the ratio.")
-    loss_type: str = Field("dapo", description="TRL loss aggregation (dapo, grpo, dr_grpo...).")
-    format_reward_weight: float = Field(0.1, ge=0, description="Weight of the format reward.")
-    temperature: float = Field(1.0, gt=0, description="Sampling temperature of episodes.")
-    episode_max_steps: int = Field(6, ge=1, description="Model calls per episode.")
-    max_tokens: int = Field(128, ge=1, description="Tokens per model reply.")
-    max_completion_tokens: int = Field(3072, ge=16, description="Episode tokens after the "
-                                       "prompt that train; longer episodes are cut.")
-    workers: int | None = Field(None, ge=1, description="Episodes at once (default: G). "
-                                "In-process local models generate one call at a time and keep "
-                                "one key/value cache, so 1 is fastest on a CPU: the G episodes "
-                                "of a group share their prompt and each step only appends.")
-    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
-    tools: str | None = Field(None, description="Tool set or names; default: the model's.")
-    bf16: bool = False
-    gradient_checkpointing: bool = False
-    seed: int = 0
 
 
 class GroupStats:
@@ -116,7 +77,7 @@ def run_grpo(config: GRPORunConfig,
     """Train with GRPO on the suite's split; write the adapter and manifest to output_dir."""
     import torch
     from datasets import Dataset
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOTrainer
 
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     suite = load_suite(config.suite)
@@ -137,17 +98,7 @@ def run_grpo(config: GRPORunConfig,
                              max_completion_tokens=config.max_completion_tokens)
     stats = GroupStats(g)
     rewards: list[Any] = [stats.verify_reward, stats.format_reward, *(extra_rewards or [])]
-    args = GRPOConfig(
-        output_dir=str(out), max_steps=config.max_steps, learning_rate=config.learning_rate,
-        per_device_train_batch_size=1, gradient_accumulation_steps=g, num_generations=g,
-        beta=config.beta, epsilon=config.epsilon, loss_type=config.loss_type,
-        temperature=config.temperature, max_completion_length=config.max_completion_tokens,
-        reward_weights=[1.0, config.format_reward_weight, *[1.0] * len(extra_rewards or [])],
-        bf16=config.bf16, fp16=False, use_cpu=not torch.cuda.is_available(),
-        gradient_checkpointing=config.gradient_checkpointing, disable_dropout=True,
-        seed=config.seed, logging_steps=1, report_to=["tensorboard"], save_strategy="no",
-        dataloader_pin_memory=False, disable_tqdm=True, log_completions=False,
-    )
+    args = config.trl_args(len(extra_rewards or []))
     dataset = Dataset.from_list([{"prompt": [{"role": "user", "content": prompt_text(t)}],
                                   "instance_id": t.instance_id} for t in tasks])
     trainer = GRPOTrainer(model=model, reward_funcs=rewards, args=args, train_dataset=dataset,

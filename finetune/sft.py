@@ -13,61 +13,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
 from transformers import PrinterCallback, TrainerCallback
 
 from finetune.run_dir import base_model_spec, write_manifest
+from finetune.sft_config import LoraSettings as LoraSettings
+from finetune.sft_config import SFTRunConfig
 from finetune.sft_data import DataError, rows_digest, tokenize_row
-
-
-class LoraSettings(BaseModel):
-    """The LoRA adapter (PEFT `LoraConfig`)."""
-
-    r: int = Field(16, ge=1, description="Rank of the update matrices.")
-    alpha: int = Field(32, ge=1, description="Scaling: the update is multiplied by alpha / r.")
-    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the adapter's input.")
-    target_modules: str | list[str] = Field("all-linear", description="Layers that get an "
-                                            "adapter (`all-linear`: every linear layer).")
-    last_layers: int | None = Field(None, ge=1, description="Adapt only the last N transformer "
-                                    "blocks: backward stops there (several times faster on a "
-                                    "CPU); None adapts all.")
-
-    def peft_config(self, model: Any) -> Any:
-        import torch
-        from peft import LoraConfig
-
-        if self.last_layers is None:
-            return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
-                              target_modules=self.target_modules, task_type="CAUSAL_LM")
-        targets = self.target_modules
-        if targets == "all-linear":  # PEFT wants names when layers are picked
-            targets = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
-                              if isinstance(module, torch.nn.Linear) and ".layers." in name})
-        total = int(model.config.num_hidden_layers)
-        first = max(total - self.last_layers, 0)
-        return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
-                          target_modules=targets, layers_to_transform=list(range(first, total)),
-                          task_type="CAUSAL_LM")
-
-
-class SFTRunConfig(BaseModel):
-    """What to train, how, and where the adapter goes."""
-
-    model: str = Field("smollm2-135m", description="Known model name or model directory.")
-    output_dir: Path = Field(description="Adapter, manifest and curves go here.")
-    lora: LoraSettings = Field(default_factory=LoraSettings)
-    learning_rate: float = Field(2e-4, gt=0, description="AdamW learning rate (LoRA).")
-    max_steps: int = Field(-1, description="Optimizer steps; -1 trains `epochs` epochs.")
-    epochs: float = Field(1.0, gt=0, description="Passes over the data when max_steps is -1.")
-    batch_size: int = Field(1, ge=1, description="Conversations per device and step.")
-    gradient_accumulation_steps: int = Field(1, ge=1)
-    max_length: int | None = Field(None, ge=16, description="Cut longer conversations "
-                                   "(None: never; they are at most the model's window).")
-    truncation_mode: str = Field("keep_start", pattern="^keep_(start|end)$")
-    bf16: bool = Field(False, description="bfloat16 mixed precision (GPUs); float32 when off.")
-    gradient_checkpointing: bool = Field(False, description="Less memory, ~30% more compute.")
-    seed: int = 0
-    logging_steps: int = Field(1, ge=1)
 
 
 class PrintLogs(TrainerCallback):
@@ -117,7 +68,7 @@ def run_sft(rows: list[dict[str, Any]], config: SFTRunConfig,
     Returns the run's metrics."""
     import torch
     from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
     if not rows:
         raise DataError("no verified-successful conversations to train on; run `agent finetune "
@@ -129,17 +80,7 @@ def run_sft(rows: list[dict[str, Any]], config: SFTRunConfig,
     _check_truncation(dataset["assistant_masks"], config)
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    args = SFTConfig(
-        output_dir=str(out), max_steps=config.max_steps, num_train_epochs=config.epochs,
-        learning_rate=config.learning_rate, per_device_train_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        max_length=config.max_length, truncation_mode=config.truncation_mode,
-        bf16=config.bf16, fp16=False, use_cpu=not torch.cuda.is_available(),
-        gradient_checkpointing=config.gradient_checkpointing, seed=config.seed,
-        logging_steps=config.logging_steps, report_to=["tensorboard"], save_strategy="no",
-        dataloader_pin_memory=False, disable_tqdm=True, assistant_only_loss=False,
-    )
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset,
+    trainer = SFTTrainer(model=model, args=config.trl_args(), train_dataset=dataset,
                          processing_class=tokenizer, peft_config=config.lora.peft_config(model))
     PrintLogs.attach(trainer)
     started = time.monotonic()
