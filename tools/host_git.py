@@ -23,6 +23,7 @@ attributes naming drivers (emptied).
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 from collections.abc import Mapping
@@ -92,20 +93,31 @@ def _emptied_drivers(config_files: tuple[Path, ...]) -> dict[str, str]:
     """`filter.X.clean` = "" and so on for every driver X named in the given config files."""
     emptied: dict[str, str] = {}
     for config in config_files:
-        if not config.is_file():
+        try:
+            info = config.stat()
+        except OSError:
             continue
-        done = subprocess.run(
-            ["git", "config", "--file", str(config), "--includes", "--name-only", "--get-regexp",
-             r"^(filter|diff|merge)\..*\."], env=_plain_env(), capture_output=True, text=True,
-            errors="replace", timeout=30,
-        )
-        for name in done.stdout.split():
-            section, _, rest = name.partition(".")
-            driver = rest.rpartition(".")[0]
-            for key in DRIVER_KEYS.get(section, ()):
-                emptied[f"{section}.{driver}.{key}"] = ""
-            if section == "filter":
-                emptied[f"filter.{driver}.required"] = "false"
+        emptied.update(_drivers_of(str(config), info.st_mtime_ns, info.st_size))
+    return emptied
+
+
+@functools.lru_cache(maxsize=64)
+def _drivers_of(config: str, mtime_ns: int, size: int) -> dict[str, str]:
+    """The emptied drivers of one config file, as it is now (cached until it changes)."""
+    del mtime_ns, size  # the cache key: a changed file is read again
+    done = subprocess.run(
+        ["git", "config", "--file", config, "--includes", "--name-only", "--get-regexp",
+         r"^(filter|diff|merge)\..*\."], env=_plain_env(), capture_output=True, text=True,
+        errors="replace", timeout=30,
+    )
+    emptied: dict[str, str] = {}
+    for name in done.stdout.split():
+        section, _, rest = name.partition(".")
+        driver = rest.rpartition(".")[0]
+        for key in DRIVER_KEYS.get(section, ()):
+            emptied[f"{section}.{driver}.{key}"] = ""
+        if section == "filter":
+            emptied[f"filter.{driver}.required"] = "false"
     return emptied
 
 
