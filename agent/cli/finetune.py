@@ -1,6 +1,7 @@
 """`agent eval` and `agent finetune ...`: task suites, the curriculum, oracle data, SFT, GRPO,
 merging and reports. The training code lives in `finetune/`, imported only when a command runs,
-so the agent itself never needs the training extras."""
+so the agent itself never needs the training extras; only the run configs (pydantic models)
+are read here, for the options' defaults and help (`agent.cli.options.config_option`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from typing import Annotated, Any
 
 import typer
 
-from agent.cli.options import ToolsOption, check_tools
+from agent.cli.options import TOOLS_HELP, build_config, check_tools, config_option
+from finetune.grpo_config import GRPORunConfig
+from finetune.sft_config import SFTRunConfig
 
 finetune_app = typer.Typer(help="Train the agent's model on its own verified work (TRL + PEFT).",
                            no_args_is_help=True)
@@ -58,6 +61,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 
 def eval_command(
+    ctx: typer.Context,
     suite: Annotated[Path, typer.Argument(help="Suite directory (holds tasks.jsonl).")],
     model: Annotated[str, typer.Option(help="litellm model, or `oracle` (the scripted policy "
                                        "that knows each fix).")] = "local/smollm2-135m",
@@ -68,30 +72,29 @@ def eval_command(
     limit: Annotated[int | None, typer.Option(help="Only the first N tasks.")] = None,
     workers: Annotated[int, typer.Option(help="Episodes at once (one sandbox each); 1 is "
                                          "fastest for an in-process local model.")] = 4,
-    max_steps: Annotated[int, typer.Option(help="Model calls per episode.")] = 8,
-    max_tokens: Annotated[int, typer.Option(help="Tokens per model reply.")] = 256,
+    episode_max_steps: Annotated[int, typer.Option("--max-steps",
+                                                   help="Model calls per episode.")] = 8,
+    episode_llm_max_tokens: Annotated[int, typer.Option("--max-tokens",
+                                                        help="Tokens per model reply.")] = 256,
     temperature: Annotated[float | None, typer.Option(
         help="Sampling temperature (default 0, or 0.7 when --episodes > 1).")] = None,
     output_dir: Annotated[Path | None, typer.Option(help="Trajectories and report.json.")]
     = None,
     save: Annotated[Path | None, typer.Option(help="Also write the report JSON here.")] = None,
-    tools: ToolsOption = None,
+    episode_tools: Annotated[str | None, typer.Option("--tools", callback=check_tools,
+                                                      help=TOOLS_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Evaluate a model on a task suite: pass@1, pass@K, format errors, steps, tokens.
 
     Every task of the split runs K times, in parallel sandboxes; every episode is recorded as
     a trajectory."""
-    from agent.episode import EpisodeConfig
-    from agent.llm import LLMConfig
+    # EvalOptions imports the agent's runtime (litellm), too slow to load for every command's
+    # defaults: these options state them, and tests/test_cli_config.py holds them equal.
     from finetune.evaluate import EvalOptions, evaluate
 
+    options = build_config(EvalOptions, ctx, split=None if split == "all" else split)
     loaded = _load_suite(suite)
-    episode = EpisodeConfig(max_steps=max_steps, llm=LLMConfig(max_tokens=max_tokens),
-                            tools=tools)
-    options = EvalOptions(model=model, api_base=api_base, adapter=adapter, episodes=episodes,
-                          split=None if split == "all" else split, limit=limit, workers=workers,
-                          temperature=temperature, output_dir=output_dir, episode=episode)
     if not loaded.split(options.split):
         raise _fail(f"suite {loaded.path} has no tasks in split {split!r}")
     try:
@@ -150,7 +153,8 @@ def oracle_command(
 
 @finetune_app.command("sft")
 def sft_command(
-    output: Annotated[Path, typer.Option(help="Output directory (adapter, manifest, curves).")],
+    ctx: typer.Context,
+    output_dir: Annotated[Path, config_option(SFTRunConfig, "output_dir", "--output")],
     data: Annotated[Path | None, typer.Option(help="SFT JSONL (from `agent finetune oracle` "
                                               "or `agent trajectories export`).")] = None,
     from_store: Annotated[bool, typer.Option(help="Use the indexed trajectories with "
@@ -160,29 +164,29 @@ def sft_command(
     store_task: Annotated[str | None, typer.Option(help="--from-store: only this task.")]
     = None,
     store_limit: Annotated[int | None, typer.Option(help="--from-store: at most N.")] = None,
-    model: Annotated[str, typer.Option(help="Base model: known name or directory.")]
-    = "smollm2-135m",
-    lora_r: Annotated[int, typer.Option(help="LoRA rank.")] = 16,
-    lora_alpha: Annotated[int, typer.Option(help="LoRA alpha.")] = 32,
-    lora_layers: Annotated[int | None, typer.Option(help="Adapt only the last N blocks "
-                                                    "(faster on a CPU).")] = None,
-    learning_rate: Annotated[float, typer.Option(help="Learning rate.")] = 2e-4,
-    max_steps: Annotated[int, typer.Option(help="Optimizer steps (-1: --epochs).")] = -1,
-    epochs: Annotated[float, typer.Option(help="Epochs when --max-steps is -1.")] = 1.0,
-    grad_accum: Annotated[int, typer.Option(help="Gradient accumulation steps.")] = 1,
-    max_length: Annotated[int | None, typer.Option(help="Cut longer conversations.")] = None,
-    truncation: Annotated[str, typer.Option(help="keep_start or keep_end (with --max-length)."
-                                            )] = "keep_start",
-    bf16: Annotated[bool, typer.Option(help="bfloat16 (GPUs); float32 otherwise.")] = False,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     include_unverified: Annotated[bool, typer.Option(
         help="--data: also train on rows with no reward yet (reward null, e.g. imported from "
         "other agents).")] = False,
+    model: str = config_option(SFTRunConfig, "model"),
+    lora_r: int = config_option(SFTRunConfig, "lora.r"),
+    lora_alpha: int = config_option(SFTRunConfig, "lora.alpha"),
+    lora_last_layers: int | None = config_option(SFTRunConfig, "lora.last_layers",
+                                                 "--lora-layers"),
+    learning_rate: float = config_option(SFTRunConfig, "learning_rate"),
+    max_steps: int = config_option(SFTRunConfig, "max_steps"),
+    epochs: float = config_option(SFTRunConfig, "epochs"),
+    gradient_accumulation_steps: int = config_option(SFTRunConfig,
+                                                     "gradient_accumulation_steps",
+                                                     "--grad-accum"),
+    max_length: int | None = config_option(SFTRunConfig, "max_length"),
+    truncation_mode: str = config_option(SFTRunConfig, "truncation_mode", "--truncation",
+                                         help="keep_start or keep_end (with --max-length)."),
+    bf16: bool = config_option(SFTRunConfig, "bf16"),
+    seed: int = config_option(SFTRunConfig, "seed"),
 ) -> None:
     """Supervised fine-tuning (LoRA) on verified trajectories, loss on assistant tokens only."""
-    from pydantic import ValidationError
-
-    from finetune.sft import LoraSettings, SFTRunConfig, run_sft
+    config = build_config(SFTRunConfig, ctx)
+    from finetune.sft import run_sft
     from finetune.sft_data import DataError, load_rows, rows_from_store
     from trajectories.store import TrajectoryStore
 
@@ -199,64 +203,47 @@ def sft_command(
             finally:
                 store.close()
             source = f"store:{store.path}"
-        lora = LoraSettings(r=lora_r, alpha=lora_alpha, last_layers=lora_layers)
-        config = SFTRunConfig(
-            model=model, output_dir=output, lora=lora, learning_rate=learning_rate,
-            max_steps=max_steps, epochs=epochs, gradient_accumulation_steps=grad_accum,
-            max_length=max_length, truncation_mode=truncation, bf16=bf16, seed=seed)
         _note(f"training on {len(rows)} conversations")
         metrics = run_sft(rows, config, source=source)
-    except (DataError, LookupError, FileNotFoundError, ValidationError) as exc:
+    except (DataError, LookupError, FileNotFoundError) as exc:
         raise _fail(str(exc)) from None
     print(json.dumps(metrics))
-    print(f"adapter: {output}  (use: agent eval SUITE --adapter {output})")
+    print(f"adapter: {output_dir}  (use: agent eval SUITE --adapter {output_dir})")
 
 
 @finetune_app.command("grpo")
 def grpo_command(
-    suite: Annotated[Path, typer.Option(help="Task suite directory.")],
-    output: Annotated[Path, typer.Option(help="Output directory.")],
-    model: Annotated[str, typer.Option(help="Base model: known name or directory.")]
-    = "smollm2-135m",
-    adapter: Annotated[Path | None, typer.Option(help="Start from this adapter (SFT's).")]
-    = None,
-    split: Annotated[str, typer.Option(help="Split whose tasks train.")] = "train",
-    skip: Annotated[int, typer.Option(help="Leave out the split's first N tasks (e.g. the "
-                                      "ones SFT trained on).")] = 0,
-    limit: Annotated[int | None, typer.Option(help="Only the first N tasks (after --skip).")]
-    = None,
-    num_generations: Annotated[int, typer.Option(help="Episodes per task per step (G).")] = 4,
-    workers: Annotated[int | None, typer.Option(help="Episodes at once (default G; 1 is "
-                                                "fastest with an in-process CPU model).")]
-    = None,
-    max_steps: Annotated[int, typer.Option(help="Optimizer steps (one group each).")] = 10,
-    learning_rate: Annotated[float, typer.Option(help="Learning rate.")] = 2e-5,
-    beta: Annotated[float, typer.Option(help="KL coefficient (0: no reference model).")] = 0.0,
-    format_reward_weight: Annotated[float, typer.Option(help="Weight of the format reward "
-                                                        "(0: logged only).")] = 0.1,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 1.0,
-    episode_max_steps: Annotated[int, typer.Option(help="Model calls per episode.")] = 6,
-    max_tokens: Annotated[int, typer.Option(help="Tokens per model reply.")] = 128,
-    lora_r: Annotated[int, typer.Option(help="LoRA rank (new adapters).")] = 16,
-    lora_layers: Annotated[int | None, typer.Option(help="Adapt only the last N blocks "
-                                                    "(new adapters).")] = None,
-    bf16: Annotated[bool, typer.Option(help="bfloat16 (GPUs); float32 otherwise.")] = False,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    tools: ToolsOption = None,
+    ctx: typer.Context,
+    suite: Annotated[Path, config_option(GRPORunConfig, "suite")],
+    output_dir: Annotated[Path, config_option(GRPORunConfig, "output_dir", "--output")],
+    model: str = config_option(GRPORunConfig, "model"),
+    adapter: Path | None = config_option(GRPORunConfig, "adapter"),  # noqa: B008
+    split: str = config_option(GRPORunConfig, "split"),
+    skip: int = config_option(GRPORunConfig, "skip"),
+    limit: int | None = config_option(GRPORunConfig, "limit"),
+    num_generations: int = config_option(GRPORunConfig, "num_generations"),
+    workers: int | None = config_option(GRPORunConfig, "workers"),
+    max_steps: int = config_option(GRPORunConfig, "max_steps"),
+    learning_rate: float = config_option(GRPORunConfig, "learning_rate"),
+    beta: float = config_option(GRPORunConfig, "beta"),
+    format_reward_weight: float = config_option(GRPORunConfig, "format_reward_weight"),
+    temperature: float = config_option(GRPORunConfig, "temperature"),
+    episode_max_steps: int = config_option(GRPORunConfig, "episode_max_steps"),
+    max_tokens: int = config_option(GRPORunConfig, "max_tokens"),
+    lora_r: int = config_option(GRPORunConfig, "lora.r",
+                                help="LoRA rank of a new adapter (alpha is twice it)."),
+    lora_last_layers: int | None = config_option(GRPORunConfig, "lora.last_layers",
+                                                 "--lora-layers"),
+    bf16: bool = config_option(GRPORunConfig, "bf16"),
+    seed: int = config_option(GRPORunConfig, "seed"),
+    tools: str | None = config_option(GRPORunConfig, "tools", callback=check_tools,
+                                      help=TOOLS_HELP),
 ) -> None:
     """GRPO: each completion is a whole episode in its own sandbox, rewarded by the tests."""
-    from finetune.grpo import GRPORunConfig, run_grpo
-    from finetune.sft import LoraSettings
+    config = build_config(GRPORunConfig, ctx, lora_alpha=2 * lora_r)  # alpha / r = 2
+    from finetune.grpo import run_grpo
     from finetune.suite import SuiteError
 
-    config = GRPORunConfig(
-        suite=suite, split=split, skip=skip, limit=limit, model=model, adapter=adapter,
-        output_dir=output,
-        lora=LoraSettings(r=lora_r, alpha=2 * lora_r, last_layers=lora_layers),
-        num_generations=num_generations, max_steps=max_steps, learning_rate=learning_rate,
-        beta=beta, format_reward_weight=format_reward_weight, temperature=temperature,
-        episode_max_steps=episode_max_steps, max_tokens=max_tokens, workers=workers, bf16=bf16,
-        seed=seed, tools=tools)
     try:
         metrics = run_grpo(config)
     except (SuiteError, LookupError, FileNotFoundError) as exc:
@@ -264,7 +251,7 @@ def grpo_command(
     print(json.dumps(metrics))
     print(f"{metrics['groups_all_equal']} of {metrics['groups']} groups had all-equal rewards "
           "(no learning signal)")
-    print(f"adapter: {output}")
+    print(f"adapter: {output_dir}")
 
 
 @finetune_app.command("merge")
