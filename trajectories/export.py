@@ -21,6 +21,10 @@ from trajectories.events import Finished, SessionStarted, Verified
 from trajectories.reader import TrajectoryFile, rebuild_calls
 
 FORMATS = ("sft", "dpo", "grpo", "swebench")
+PICKS = ("last-verified", "last", "best")
+"""Which episode of an instance becomes its SWE-bench prediction: the last verified one (else
+the last), the last, or the last of those with the highest reward (passed, failed, unjudged)."""
+PREDICTION_FIELDS = ("instance_id", "model_name_or_path", "model_patch")
 
 
 MAX_JSON_DEPTH = 64
@@ -132,9 +136,63 @@ def grpo_row(header: SessionStarted) -> dict[str, Any]:
     }
 
 
+def _rank(trajectory: TrajectoryFile, pick: str) -> int:
+    """How `pick` prefers an episode over earlier ones of its instance (higher wins, ties go
+    to the later episode)."""
+    _, verified = outcome(trajectory)
+    if pick == "last-verified":
+        return int(verified is not None)
+    if pick == "best":
+        return -1 if verified is None else verified.reward
+    return 0
+
+
+def swebench_predictions(trajectories: Iterable[TrajectoryFile],
+                         pick: str = "last-verified") -> list[dict[str, Any]]:
+    """One prediction per instance, from its finished episodes in the order given (oldest
+    first), chosen by `pick` (see `PICKS`), in the order instances first appear."""
+    if pick not in PICKS:
+        raise ValueError(f"unknown pick {pick!r}; choose one of {', '.join(PICKS)}")
+    chosen: dict[str, tuple[int, dict[str, Any]]] = {}
+    for trajectory in trajectories:
+        finished, _ = outcome(trajectory)
+        header = trajectory.header
+        instance_id = header.task.get("instance_id") if header else None
+        if header is None or finished is None or not instance_id:
+            continue
+        rank = _rank(trajectory, pick)
+        if instance_id not in chosen or rank >= chosen[instance_id][0]:
+            row = {"instance_id": instance_id, "model_name_or_path": header.model,
+                   "model_patch": finished.patch or ""}
+            chosen[instance_id] = (rank, row)
+    return [row for _, row in chosen.values()]
+
+
+def prediction_problems(rows: list[dict[str, Any]]) -> list[str]:
+    """What the SWE-bench harness would reject or silently drop in these predictions: a
+    missing or non-text field, an empty model name (its log folder), a repeated instance id
+    (it keeps only the last)."""
+    problems: list[str] = []
+    seen: set[str] = set()
+    for number, row in enumerate(rows, 1):
+        for field in PREDICTION_FIELDS:
+            if not isinstance(row.get(field), str):
+                problems.append(f"prediction {number}: {field} must be a string")
+        instance_id = row.get("instance_id")
+        if not row.get("model_name_or_path"):
+            problems.append(f"prediction {number} ({instance_id}): model_name_or_path is empty")
+        if isinstance(instance_id, str):
+            if instance_id in seen:
+                problems.append(f"prediction {number}: instance_id {instance_id} repeats")
+            seen.add(instance_id)
+    return problems
+
+
 def export_rows(trajectories: Iterable[TrajectoryFile], fmt: str,
-                include_failures: bool = False) -> Iterator[dict[str, Any]]:
-    """Rows of the given format. SFT keeps verified successes unless `include_failures`."""
+                include_failures: bool = False,
+                pick: str = "last-verified") -> Iterator[dict[str, Any]]:
+    """Rows of the given format. SFT keeps verified successes unless `include_failures`;
+    SWE-bench predictions are one per instance, chosen by `pick`."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if fmt == "sft":
@@ -143,12 +201,7 @@ def export_rows(trajectories: Iterable[TrajectoryFile], fmt: str,
                 if include_failures or row["reward"] == 1:
                     yield row
     elif fmt == "swebench":
-        for trajectory in trajectories:
-            finished, _ = outcome(trajectory)
-            if trajectory.header and finished:
-                yield {"instance_id": trajectory.header.task.get("instance_id"),
-                       "model_name_or_path": trajectory.header.model,
-                       "model_patch": finished.patch}
+        yield from swebench_predictions(trajectories, pick)
     elif fmt == "grpo":
         seen: set[tuple[Any, ...]] = set()
         for trajectory in trajectories:

@@ -204,32 +204,66 @@ def export(
     fmt: Annotated[str, typer.Option("--format", help="sft, dpo, grpo or swebench.")],
     out: Annotated[Path, typer.Option(help="Output JSONL file.")],
     model: Annotated[str | None, typer.Option(help="Only this model.")] = None,
+    instance_id: Annotated[list[str] | None, typer.Option(
+        "--instance-id", help="Only this task / SWE-bench instance; repeatable.")] = None,
     since: Annotated[str | None, typer.Option(help="Only episodes started since DATE.")] = None,
     include_failures: Annotated[bool, typer.Option(help="SFT: keep unverified/failed.")] = False,
+    pick: Annotated[str, typer.Option(
+        help="swebench: which episode of an instance is its prediction: last-verified (the "
+        "last one verified, else the last), last, or best (highest reward, then latest).")]
+    = "last-verified",
 ) -> None:
-    """Export episodes as training data (TRL formats) or SWE-bench predictions, secrets
-    redacted."""
-    from trajectories.export import FORMATS, export_rows, write_jsonl
+    """Export episodes as training data (TRL formats) or SWE-bench predictions (one per
+    instance, as the harness expects), secrets redacted."""
+    from trajectories.export import FORMATS, PICKS, export_rows, prediction_problems, write_jsonl
 
     if fmt not in FORMATS:
         raise _fail(f"--format must be one of {', '.join(FORMATS)}")
-    store = TrajectoryStore()
-    rows = store.list(model=model, since=_since(since))
-    store.close()
-    def files() -> Iterator[TrajectoryFile]:
-        for row in reversed(rows):
-            try:
-                if Path(row["path"]).exists():
-                    yield read_trajectory(Path(row["path"]))
-            except UnsupportedSchemaError as exc:
-                print(f"agent: warning: skipped {exc}", file=sys.stderr)
-
+    if pick not in PICKS:
+        raise _fail(f"--pick must be one of {', '.join(PICKS)}")
+    rows = _episode_rows(model, _since(since), instance_id or [])
     redact = Redactor()
-    rows_out = (redact.data(row) for row in
-                export_rows(files(), fmt, include_failures=include_failures))
+    rows_out = [redact.data(row) for row in
+                export_rows(_read_files(rows), fmt, include_failures=include_failures,
+                            pick=pick)]
+    if fmt == "swebench":
+        problems = prediction_problems(rows_out)
+        if problems:
+            raise _fail("the predictions would not pass the SWE-bench harness: "
+                        + "; ".join(problems[:5]))
     count = write_jsonl(rows_out, out)
-    print(f"wrote {count} {fmt} rows to {out}")
+    print(f"wrote {count} {fmt} rows to {out}" + (
+        f" (from {len(rows)} episodes, one per instance by --pick {pick})"
+        if fmt == "swebench" else ""))
 
+
+def _episode_rows(model: str | None, since: float | None,
+                  instance_ids: list[str]) -> list[dict[str, object]]:
+    """Index rows of the episodes to export, oldest first; a warning for each asked-for
+    instance that has none."""
+    store = TrajectoryStore()
+    try:
+        rows = list(reversed(store.list(model=model, since=since)))
+    finally:
+        store.close()
+    if not instance_ids:
+        return rows
+    wanted = set(instance_ids)
+    rows = [row for row in rows if row["task"] in wanted]
+    for missing in sorted(wanted - {row["task"] for row in rows}):
+        print(f"agent: warning: no recorded episode of instance {missing!r}"
+              + (f" by model {model!r}" if model else ""), file=sys.stderr)
+    return rows
+
+
+def _read_files(rows: list[dict[str, object]]) -> Iterator[TrajectoryFile]:
+    for row in rows:
+        path = Path(str(row["path"]))
+        try:
+            if path.exists():
+                yield read_trajectory(path)
+        except UnsupportedSchemaError as exc:
+            print(f"agent: warning: skipped {exc}", file=sys.stderr)
 
 
 @trajectories_app.command("import")
