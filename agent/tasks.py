@@ -7,13 +7,21 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import logging
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
 from tools.workspace_fs import WorkspaceFS
+from trajectories.test_runners import PYTEST, runner_for_repo
+
+if TYPE_CHECKING:
+    from tools.sandbox import SandboxConfig
+
+logger = logging.getLogger(__name__)
 
 
 class TaskError(ValueError):
@@ -35,6 +43,27 @@ class Task(BaseModel):
     image: str | None = Field(None, description="Sandbox image for this task (default: global).")
     test_patch: str = Field(default="", description="Applied on top of the model's patch "
                             "before the tests run (SWE-bench); never shown to the agent.")
+    setup: str | None = Field(None, description="Shell command run once, as root, to prepare "
+                              "the sandbox image (like .apprentice.toml's `setup`, which it "
+                              "replaces); the result is cached as an image.")
+
+    def with_setup_image(self, sandbox: SandboxConfig,
+                         log: Callable[[str], None] = logger.info) -> Task:
+        """This task with `image` set to the image its `setup` builds on its own image (else
+        `sandbox`'s), built once and cached; unchanged without a setup or in a local sandbox."""
+        if not self.setup:
+            return self
+        if sandbox.kind != "docker":
+            log("note: the task's setup is not run: it builds docker sandbox images only")
+            return self
+        from tools.sandbox.repo_image import image_for_repository
+        from tools.workspace import open_repository, resolve_commit
+
+        repo = Path(self.repo)
+        commit = resolve_commit(open_repository(repo), self.base_commit or "HEAD")
+        base = sandbox.model_copy(update={"image": self.image} if self.image else {})
+        built = image_for_repository(repo, commit, base, log, setup=self.setup)
+        return self.model_copy(update={"image": built.image})
 
     @classmethod
     def from_issue_file(cls, issue: Path, repo: Path, test_command: str | None = None) -> Task:
@@ -56,7 +85,10 @@ class Task(BaseModel):
     def from_swebench(cls, instance: dict[str, Any], repo: Path,
                       test_command: str | None = None) -> Task:
         """A task from a SWE-bench instance, worked on in `repo`, a local clone of the
-        instance's repository that holds `base_commit`. The gold `patch` is never used."""
+        instance's repository that holds `base_commit`. The gold `patch` is never used.
+
+        The tests run as SWE-bench runs them for the instance's `repo` (`runner_for_repo`:
+        Django's runtests.py, Sympy's bin/test), else as `repo` suggests (pytest, ...)."""
         missing = [k for k in ("instance_id", "base_commit", "problem_statement")
                    if not instance.get(k)]
         if missing:
@@ -71,15 +103,26 @@ class Task(BaseModel):
                 f"base commit {commit} of {name} is not in {repo}; pass --repo with a clone of "
                 f"{instance.get('repo') or 'its repository'} (or run `git fetch origin {commit}`)."
             )
-        command = test_command or suggest_test_command(Path(repo))
+        command = test_command or _swebench_test_command(instance, Path(repo))
         if not command:
             raise TaskError(f"could not tell how to run the tests of {repo}; pass --test-cmd.")
-        return cls(instance_id=name, repo=str(repo), base_commit=commit,
+        setup = instance.get("setup")
+        if setup is not None and not isinstance(setup, str):
+            raise TaskError(f"setup of {name} must be a shell command (a string)")
+        return cls(instance_id=name, repo=str(repo), base_commit=commit, setup=setup or None,
                    problem_statement=instance["problem_statement"], test_command=command,
                    FAIL_TO_PASS=_test_list(instance, "FAIL_TO_PASS"),
                    PASS_TO_PASS=_test_list(instance, "PASS_TO_PASS"),
                    test_patch=instance.get("test_patch") or "",
                    image=instance.get("image") or None)
+
+
+def _swebench_test_command(instance: dict[str, Any], repo: Path) -> str | None:
+    """The test command SWE-bench uses for the instance's repository, else `repo`'s own."""
+    runner = runner_for_repo(instance.get("repo"))
+    if runner is PYTEST:
+        return suggest_test_command(repo)
+    return runner.task_command(instance.get("test_patch") or "")
 
 
 def _test_list(instance: dict[str, Any], key: str) -> list[str]:

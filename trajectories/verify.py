@@ -4,7 +4,6 @@ sandbox. It never trusts what the episode claimed."""
 from __future__ import annotations
 
 import os
-import shlex
 import shutil
 import subprocess
 import tempfile
@@ -15,6 +14,7 @@ from pathlib import Path
 from tools.host_git import isolated_env
 from tools.process_owner import ProcessOwner
 from tools.sandbox import SandboxConfig, make_sandbox
+from trajectories.test_runners import runner_for_command
 
 VERIFY_TIMEOUT_S = 900.0
 VERIFY_PREFIX = "apprentice-verify-"
@@ -35,11 +35,12 @@ class VerifyResult:
 
 
 def test_invocation(test_command: str, fail_to_pass: list[str], pass_to_pass: list[str]) -> str:
-    """The command that judges the patch: the listed tests when there are lists, else all."""
-    selected = list(dict.fromkeys([*fail_to_pass, *pass_to_pass]))
-    if not selected:
-        return test_command
-    return test_command + " " + " ".join(shlex.quote(t) for t in selected)
+    """The command that judges the patch: the listed tests when there are lists, else all.
+
+    The ids are SWE-bench's, turned into the arguments of the runner `test_command` is
+    (`runner_for_command`): Django labels for runtests.py, node ids for pytest."""
+    runner = runner_for_command(test_command)
+    return runner.invocation(test_command, [*fail_to_pass, *pass_to_pass])
 
 
 def export_tree(repo: Path, commit: str, dest: Path) -> None:

@@ -17,6 +17,7 @@ from agent.cli.options import (
     RepoMapTokensOption,
     SandboxOption,
     ToolsOption,
+    config_errors,
     limit_problem,
     text_file_problem,
 )
@@ -129,6 +130,9 @@ def solve(
     api_base: Annotated[str | None, typer.Option(help="OpenAI-compatible server URL.")] = None,
     adapter: Annotated[str | None, typer.Option(help="PEFT adapter dir (local models).")] = None,
     test_cmd: Annotated[str | None, typer.Option(help="Test command (the reward).")] = None,
+    setup: Annotated[str | None, typer.Option(
+        help="Shell command run once, as root, to prepare the sandbox image (cached); replaces "
+        "the setup of .apprentice.toml and the instance's `setup`.")] = None,
     sandbox: SandboxOption = "docker",
     network: NetworkOption = False,
     max_steps: Annotated[int, typer.Option(help="Maximum model calls.")] = 30,
@@ -159,7 +163,9 @@ def solve(
     problem = (limit_problem(max_steps, context_window, repo_map_tokens, timeout, max_tokens,
                              temperature)
                or (text_file_problem(issue, "issue file") if issue else None)
-               or (text_file_problem(instance, "--instance file") if instance else None))
+               or (text_file_problem(instance, "--instance file") if instance else None)
+               or ("--setup is empty; give the shell command that prepares the image"
+                   if setup is not None and not setup.strip() else None))
     if problem:
         raise fail(problem, 2)
     try:
@@ -171,20 +177,26 @@ def solve(
         else:
             assert issue is not None
             task = Task.from_issue_file(issue, root, test_cmd)
+        if setup is not None:
+            task = task.model_copy(update={"setup": setup})
+        task = task.with_setup_image(SandboxConfig(kind=sandbox, network=network),
+                                     log=lambda m: print(f"agent: {m}", file=sys.stderr))
         if sandbox == "local":
             print("agent: warning: --sandbox local runs commands on this machine with no "
                   "isolation", file=sys.stderr)
         if git_repo.is_dirty(untracked_files=True):
             print("agent: note: the repository has uncommitted changes; the session starts "
                   "from HEAD and leaves them untouched", file=sys.stderr)
-        options = EpisodeConfig(
-            llm=LLMConfig(model=model, api_base=api_base, adapter=adapter, max_tokens=max_tokens,
-                          temperature=temperature, timeout=timeout,
-                          tool_choice="required" if model.startswith("local/") else None),
-            sandbox=SandboxConfig(kind=sandbox, network=network),
-            max_steps=max_steps, output_dir=output_dir,
-            context=context_config(context_window, repo_map_tokens, compact_at), tools=tools,
-        )
+        with config_errors():
+            options = EpisodeConfig(
+                llm=LLMConfig(model=model, api_base=api_base, adapter=adapter,
+                              max_tokens=max_tokens, temperature=temperature, timeout=timeout,
+                              tool_choice="required" if model.startswith("local/") else None),
+                sandbox=SandboxConfig(kind=sandbox, network=network),
+                max_steps=max_steps, output_dir=output_dir,
+                context=context_config(context_window, repo_map_tokens, compact_at),
+                tools=tools,
+            )
         result = run_solve(task, options, listeners=[ProgressPrinter()])
     except (TaskError, WorkspaceError, SandboxError) as exc:
         raise fail(str(exc)) from None

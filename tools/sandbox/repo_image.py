@@ -13,6 +13,10 @@ the session's base commit) in /workspace, with no network unless the user allows
 the key hashes the base image's id, the setup command and the setup files' contents; later
 sessions with the same key start from that image at once. /workspace is emptied before the
 commit: episodes mount the session's working tree there.
+
+A task (a SWE-bench instance's `setup`, `agent solve --setup CMD`) may give the setup command
+instead, since it cannot add a file to the base commit: it replaces the toml's command and is
+built and cached the same way.
 """
 
 from __future__ import annotations
@@ -128,26 +132,39 @@ def setup_key(base_image_id: str, setup: RepoSetup, files: dict[str, bytes | Non
 
 
 def image_for_repository(repo: Path, commit: str, config: SandboxConfig,
-                         log: Log = logger.info) -> SandboxConfig:
+                         log: Log = logger.info, setup: str | None = None) -> SandboxConfig:
     """`config` with the image this repository asks for: its setup image, built if needed.
 
-    Unchanged for local sandboxes, repositories without a setup, and when `config` names an
-    image other than the default (a task's own image wins).
+    `setup` (a task's or the command line's) replaces the setup command of .apprentice.toml
+    and runs on top of `config.image`, whichever image that is. Without it, `config` is
+    unchanged for repositories without a setup and when `config` names an image other than
+    the default (a task's own image wins). Local sandboxes never change.
     """
     if config.kind != "docker":
         return config
-    setup = read_repo_setup(repo, commit)
-    if setup is None or config.image != DEFAULT_IMAGE:
+    found = read_repo_setup(repo, commit)
+    if setup is not None:
+        table = found or RepoSetup()
+        base = table.image if table.image and config.image == DEFAULT_IMAGE else config.image
+        return _setup_image(repo, commit, config, table.model_copy(
+            update={"setup": setup, "image": base}), "the task's setup", log)
+    if found is None or config.image != DEFAULT_IMAGE:
         return config
+    if not found.setup:
+        return config.model_copy(update={"image": found.image or config.image})
+    return _setup_image(repo, commit, config, found, f"the setup of {SETUP_FILE}", log)
+
+
+def _setup_image(repo: Path, commit: str, config: SandboxConfig, setup: RepoSetup, what: str,
+                 log: Log) -> SandboxConfig:
+    """`config` with the image `setup` builds on its base image (built once, then cached)."""
     base = setup.image or config.image
-    if not setup.setup:
-        return config.model_copy(update={"image": base})
     client = connect_docker()
     try:
         base_id = client.images.get(base).id
     except ImageNotFound:
         raise SandboxError(
-            f"Base image {base} of {repo}'s {SETUP_FILE} not found: build or pull it first "
+            f"Base image {base} for {what} of {repo} not found: build or pull it first "
             "(`agent sandbox build --offline` for the default)."
         ) from None
     names = setup.setup_files if setup.setup_files is not None else list(LOCKFILES)
@@ -157,8 +174,8 @@ def image_for_repository(repo: Path, commit: str, config: SandboxConfig,
     tag = f"{SETUP_REPOSITORY}:{setup_key(base_id, setup, files, config.setup_network)}"
     with _build_lock(tag):
         if not image_exists(client, tag):
-            log(f"Running the setup of {SETUP_FILE} once, into image {tag} ...")
-            _run_setup(client, base, setup, repo, commit, config, tag)
+            log(f"Running {what} once, into image {tag} ...")
+            _run_setup(client, base, setup, repo, commit, config, tag, what)
     return config.model_copy(update={"image": tag})
 
 
@@ -185,7 +202,7 @@ def _archive(repo: Path, commit: str) -> bytes:
 
 
 def _run_setup(client: docker.DockerClient, base: str, setup: RepoSetup, repo: Path,
-               commit: str, config: SandboxConfig, tag: str) -> None:
+               commit: str, config: SandboxConfig, tag: str, what: str) -> None:
     """Run the setup in a throwaway container from `base`; commit it as `tag` if it passes."""
     api = client.api
     base_config: dict[str, Any] = api.inspect_image(base)["Config"] or {}
@@ -211,7 +228,7 @@ def _run_setup(client: docker.DockerClient, base: str, setup: RepoSetup, repo: P
             hint = "" if config.setup_network else (
                 " If it needs the network, allow it for the setup step only with "
                 f"{SETUP_NETWORK_ENV}=1 (SandboxConfig.setup_network).")
-            raise SandboxError(f"The setup command in {repo}/{SETUP_FILE} {why}.{hint}\n"
+            raise SandboxError(f"{what[0].upper()}{what[1:]} of {repo} {why}.{hint}\n"
                                f"{output.strip()}")
         changes = [f"WORKDIR {base_config.get('WorkingDir') or WORKSPACE}",
                    f"CMD {json.dumps(base_config.get('Cmd') or ['bash'])}"]
