@@ -32,6 +32,7 @@ from agent.tasks import Task
 from tools.base import Tool, ToolBox, ToolContext
 from tools.control import select_tools
 from tools.locations import data_dir
+from tools.repo_map import release_repo_map
 from tools.sandbox import Sandbox, SandboxConfig, make_sandbox
 from tools.sandbox.pool import SandboxPool
 from tools.sandbox.repo_image import image_for_repository
@@ -201,6 +202,7 @@ class Episode:
         finally:
             with contextlib.suppress(Exception):
                 self.release_sandbox()
+            release_repo_map(self.workspace.path)
             if remove or delete_branch:
                 self.workspace.remove(delete_branch=delete_branch)
 

@@ -65,3 +65,29 @@ def test_a_killed_owners_container_ends_itself_and_is_removed_at_start(
         for container in with_suppressed:
             container.remove(force=True)
         client.close()
+
+
+@pytest.mark.docker
+def test_episodes_leave_no_open_files_behind(example, scripted, docker_ready: None) -> None:
+    """Each episode used to keep its repo map's database open: a long eval ran out of fds."""
+    from agent.episode import EpisodeConfig
+    from agent.scripted_model import tool_call
+    from agent.solve import solve
+    from agent.tasks import Task
+    from tools.sandbox import SandboxConfig
+
+    repo, issue = example
+    task = Task(instance_id="fd", repo=str(repo), problem_statement=issue.read_text(),
+                test_command="true")
+    config = EpisodeConfig(llm=scripted.llm_config(), max_steps=2,
+                           sandbox=SandboxConfig(memory="256m", pids=64, cpus=0.5))
+
+    def episode() -> None:
+        scripted.script = [{"tool_calls": [tool_call("finish", {"summary": "done"})]}]
+        assert solve(task, config).exit_status == "finished"
+
+    episode()  # the first one opens what stays for the process (clients, caches)
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(3):
+        episode()
+    assert len(os.listdir("/proc/self/fd")) <= before + 1

@@ -21,6 +21,7 @@ import os
 import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -261,8 +262,10 @@ def _encoder() -> Any:
         return None
 
 
-_maps: dict[Path, RepoMap] = {}
+_maps: OrderedDict[Path, RepoMap] = OrderedDict()
 _maps_lock = threading.Lock()
+MAX_KEPT_MAPS = 16
+"""Maps kept per process (each holds a database connection); the least recently used goes."""
 
 
 def repo_map_for(root: Path) -> RepoMap:
@@ -271,7 +274,21 @@ def repo_map_for(root: Path) -> RepoMap:
     with _maps_lock:
         if key not in _maps:
             _maps[key] = RepoMap(key)
+            while len(_maps) > MAX_KEPT_MAPS:
+                _, oldest = _maps.popitem(last=False)
+                with oldest.lock:
+                    oldest.close()
+        _maps.move_to_end(key)
         return _maps[key]
+
+
+def release_repo_map(root: Path) -> None:
+    """Forget the map of `root` and close its database (the episode on it has ended)."""
+    with _maps_lock:
+        kept = _maps.pop(Path(root).resolve(), None)
+    if kept is not None:
+        with kept.lock:
+            kept.close()
 
 
 def render_repo_map(root: Path, max_tokens: int, focus: Iterable[str] = (),
