@@ -175,7 +175,7 @@ def test_list_filters_and_export_formats_load_and_render(example, scripted, tmp_
     assert len(calls) == 4 and calls[0]["tools"][0]["function"]["name"] == "bash"
 
     tokenizer = AutoTokenizer.from_pretrained(model_ready)
-    for fmt, expected in (("sft", 1), ("dpo", 1), ("grpo", 1), ("swebench", 2)):
+    for fmt, expected in (("sft", 1), ("dpo", 1), ("grpo", 1), ("swebench", 1)):
         out = tmp_path / f"{fmt}.jsonl"
         proc = run_cli("trajectories", "export", "--format", fmt, "--out", str(out))
         assert proc.returncode == 0, proc.stderr
