@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 from finetune.curriculum import generate_curriculum
-from finetune.evaluate import EvalOptions, evaluate
 from finetune.suite import load_suite, write_suite
 from finetune.synthesis import SynthesisOptions, synthesize
 
@@ -61,14 +60,17 @@ def fetch(name: str, version: str, sdists: Path) -> Path:
     return fetch(name, version, sdists)
 
 
-def oracle_pass(suite_dir: Path, split: str, workers: int) -> dict[str, Any]:
-    suite = load_suite(suite_dir)
-    if not suite.split(split):
+def oracle_pass(suite_dir: Path, split: str, workers: int, save: Path) -> dict[str, Any]:
+    """`agent eval SUITE --model oracle --split SPLIT`, in its own process, as a user runs it."""
+    if not load_suite(suite_dir).split(split):
         return {"tasks": 0}
-    report = evaluate(suite, EvalOptions(model="oracle", split=split, workers=workers))
+    subprocess.run([sys.executable, "-m", "agent.cli", "eval", str(suite_dir), "--model",
+                    "oracle", "--split", split, "--workers", str(workers), "--save", str(save)],
+                   check=True)
+    report = json.loads(save.read_text())
     keys = ("tasks", "episodes", "pass@1", "broken_tasks", "errors", "wall_time_s")
-    summary = {k: report.summary.get(k) for k in keys}
-    summary["failed"] = [e.instance_id for e in report.episodes if e.reward != 1]
+    summary = {k: report["summary"].get(k) for k in keys}
+    summary["failed"] = [e["instance_id"] for e in report["episodes"] if e["reward"] != 1]
     return summary
 
 
@@ -116,9 +118,10 @@ def main() -> None:
     }
     if not args.skip_eval:
         results["oracle"] = {
-            "train": oracle_pass(corpus, "train", args.eval_workers),
-            "test": oracle_pass(corpus, "test", args.eval_workers),
-            "more-itertools test": oracle_pass(eval_suite, "test", args.eval_workers),
+            "train": oracle_pass(corpus, "train", args.eval_workers, args.out / "eval-train.json"),
+            "test": oracle_pass(corpus, "test", args.eval_workers, args.out / "eval-test.json"),
+            "more-itertools test": oracle_pass(eval_suite, "test", args.eval_workers,
+                                               args.out / "eval-more-itertools.json"),
         }
     results["total_s"] = round(time.monotonic() - started, 1)
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -3,8 +3,9 @@ clone of the repository; per candidate, write the buggy file, run the tests that
 every test if some fail, put the file back.
 
 A candidate is kept when at least one test that passed (twice) at the original commit fails with
-the bug (FAIL_TO_PASS) and the others still pass (PASS_TO_PASS); otherwise it is rejected with
-one of REJECTIONS.
+the bug (FAIL_TO_PASS), the others still pass (PASS_TO_PASS), and with the original file every
+listed test passes when run as the reward runs them (FAIL_TO_PASS first); otherwise it is
+rejected with one of REJECTIONS.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ REJECTIONS = {
     "collection": "the bug breaks test collection (a test module no longer imports)",
     "timeout": "a test run took longer than the time limit",
     "error": "pytest itself failed (internal error, usage error, crash)",
+    "gold_fails": "with the fix, the listed tests do not all pass in the order verify runs "
+                  "them (order-dependent tests)",
 }
 SCRATCH = ".apprentice-synthesis"
 """Folder in the worker's clone (git-ignored there) where pytest's report is written."""
@@ -125,9 +128,15 @@ class SynthesisWorker:
         target = self.folder / path
         target.write_text(buggy)
         try:
-            return self._judge(baseline, selection, timeout)
+            verdict = self._judge(baseline, selection, timeout)
         finally:
             target.write_text(original)
+        if verdict.reason == "kept":  # the gold patch, judged as verify will: lists in order
+            gold = self.run_tests([*verdict.fail_to_pass, *verdict.pass_to_pass], timeout)
+            verdict.runs += 1
+            if gold.timed_out or gold.exit_code != 0:
+                verdict.reason = "gold_fails"
+        return verdict
 
     def _judge(self, baseline: Baseline, selection: list[str] | None,
                timeout: float) -> Verdict:

@@ -250,7 +250,7 @@ def test_synthesis_end_to_end_in_the_sandbox(tmp_path: Path, docker_ready: None)
         assert counts.get(reason, 0) >= 1, (reason, counts)
     assert counts["tried"] == sum(counts.get(r, 0) for r in (
         "kept", "survived", "collection", "timeout", "error", "no_change", "invalid",
-        "over_limit"))
+        "over_limit", "gold_fails"))
     assert json.loads((out / "synthesis.json").read_text())["tasks"] == repo["kept"]
 
     suite = load_suite(out)
