@@ -168,7 +168,7 @@ def test_git_repositories_list_what_git_does(tree) -> None:
 
 def test_the_tool_and_the_system_prompt(tree) -> None:
     box = ToolBox(default_tools())
-    ctx = ToolContext(workspace=tree, state={"edit_history": {str(tree / "feature.py"): []}})
+    ctx = ToolContext(workspace=tree, edit_history={"feature.py": []})
     observation = box.call("repo_map", json.dumps({"max_tokens": 64}), ctx)
     assert not observation.is_error and "rare_helper" in observation.output
     assert observation.data["tokens"] <= 64
