@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import time
 from pathlib import Path
 
 from pydantic import BaseModel, Field
 
 from tools.locations import worktrees_dir
+from tools.process_owner import ProcessOwner, process_started
 
 
 class WorkspaceRecord(BaseModel):
@@ -32,7 +34,7 @@ class WorkspaceRecord(BaseModel):
     created_at: float = Field(default_factory=time.time)
     pid: int = Field(default_factory=os.getpid, description="Process running the session.")
     pid_started: str | None = Field(
-        default_factory=lambda: process_start_time(os.getpid()),
+        default_factory=lambda: process_started(os.getpid()),
         description="That process's start time, so a reused pid is not taken for it.",
     )
     removed_at: float | None = Field(default=None, description="When the working tree was removed.")
@@ -43,30 +45,14 @@ class WorkspaceRecord(BaseModel):
             return False
         if self.pid == os.getpid():
             return True
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass  # alive, someone else's
-        started = process_start_time(self.pid)
-        return started is None or self.pid_started is None or started == self.pid_started
+        owner = ProcessOwner(self.pid, self.pid_started, boot=None, host=socket.gethostname())
+        return not owner.gone()
 
     def state(self) -> str:
         """`active` (its process runs), `ended` (working tree left), `removed` (branch only)."""
         if self.removed_at is not None or not Path(self.path).exists():
             return "removed"
         return "active" if self.active() else "ended"
-
-
-def process_start_time(pid: int) -> str | None:
-    """The start time of process `pid` in clock ticks since boot (Linux), else None."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text.rpartition(")")[2].split()
-    return fields[19] if len(fields) > 19 else None
 
 
 def record_file(workspace_path: Path) -> Path:
