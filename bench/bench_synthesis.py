@@ -70,7 +70,9 @@ def oracle_pass(suite_dir: Path, split: str, workers: int, save: Path) -> dict[s
     report = json.loads(save.read_text())
     keys = ("tasks", "episodes", "pass@1", "broken_tasks", "errors", "wall_time_s")
     summary = {k: report["summary"].get(k) for k in keys}
-    summary["failed"] = [e["instance_id"] for e in report["episodes"] if e["reward"] != 1]
+    summary["failed"] = [e["instance_id"] for e in report["episodes"] if e["reward"] == 0]
+    summary["errored"] = {e["instance_id"]: e["error"] for e in report["episodes"]
+                          if e["reward"] is None}
     return summary
 
 
@@ -156,7 +158,8 @@ def render(results: dict[str, Any]) -> str:
     for name, summary in results.get("oracle", {}).items():
         lines.append(f"- oracle, {name}: pass@1 {summary.get('pass@1')} on "
                      f"{summary.get('tasks')} tasks ({summary.get('wall_time_s')}s); "
-                     f"failed: {summary.get('failed') or 'none'}")
+                     f"failed: {summary.get('failed') or 'none'}; "
+                     f"errored: {summary.get('errored') or 'none'}")
     return "\n".join(lines) + "\n"
 
 

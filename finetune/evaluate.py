@@ -182,10 +182,13 @@ def _episode(suite: Suite, task: SuiteTask, attempt: int, options: EvalOptions,
 
 
 def summarize(episodes: list[EpisodeOutcome]) -> dict[str, Any]:
-    """pass@1, pass@K, format-error rate, mean steps and tokens over the episodes that ran."""
-    ran = [e for e in episodes if e.reward is not None]
+    """pass@1, pass@K, format-error rate, mean steps and tokens. An episode that ended in an
+    error (no reward) counts as a failure in pass@1 and pass@K; only tasks the suite itself
+    cannot run (broken) are left out, and listed."""
+    scored = [e for e in episodes if not e.broken]
+    ran = [e for e in scored if e.reward is not None]
     by_task: dict[str, list[int]] = {}
-    for e in ran:
+    for e in scored:
         by_task.setdefault(e.instance_id, []).append(e.reward or 0)
     calls = sum(e.model_calls for e in ran)
 
@@ -194,8 +197,8 @@ def summarize(episodes: list[EpisodeOutcome]) -> dict[str, Any]:
 
     return {
         "tasks": len(by_task),
-        "episodes": len(ran),
-        "pass@1": mean([float(e.reward or 0) for e in ran]),
+        "episodes": len(scored),
+        "pass@1": mean([float(e.reward or 0) for e in scored]),
         "pass@k": mean([float(any(r)) for r in by_task.values()]),
         "format_error_rate": round(sum(e.format_errors for e in ran) / calls, 4) if calls else 0.0,
         "mean_steps": mean([float(e.steps) for e in ran]),

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from finetune.curriculum import KINDS, generate_curriculum, vocabulary
+from finetune.evaluate import EpisodeOutcome, summarize
 from finetune.rollout import episode_sample
 from finetune.suite import SuiteTask, checkout_task, load_suite, write_suite
 
@@ -107,6 +108,17 @@ def test_curriculum_splits_are_disjoint_and_each_test_judges_its_fix(tmp_path: P
         assert subprocess.run(command, cwd=repo, capture_output=True).returncode != 0
         subprocess.run(["git", "apply", "-"], input=task.patch.encode(), cwd=repo, check=True)
         assert subprocess.run(command, cwd=repo, capture_output=True).returncode == 0
+
+
+def test_an_episode_that_errored_counts_as_a_failure_not_as_missing() -> None:
+    summary = summarize([
+        EpisodeOutcome("a", 0, reward=1, exit_status="submitted"),
+        EpisodeOutcome("b", 0, error="OSError: [Errno 24] Too many open files"),
+        EpisodeOutcome("c", 0, error="no bundle", broken=True),
+    ])
+    assert summary["pass@1"] == 0.5 and summary["pass@k"] == 0.5
+    assert summary["tasks"] == 2 and summary["episodes"] == 2 and summary["errors"] == 1
+    assert summary["broken_tasks"] == ["c"]
 
 
 @pytest.mark.usefixtures("docker_ready")
