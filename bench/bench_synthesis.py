@@ -50,7 +50,7 @@ def fetch(name: str, version: str, sdists: Path) -> Path:
         if folder.is_dir():
             return folder
     archives = [p for p in sdists.glob("*.tar.gz")
-                if p.name.lower().replace("-", "_").startswith(stem.lower())]
+                if p.name.lower().replace("-", "_").startswith(stem.lower().replace("-", "_"))]
     if not archives:
         subprocess.run([sys.executable, "-m", "pip", "download", "--no-binary", ":all:",
                         "--no-deps", f"{name}=={version}", "-d", str(sdists)], check=True)
