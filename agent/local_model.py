@@ -58,6 +58,7 @@ from litellm.types.utils import GenericStreamingChunk, ModelResponse  # noqa: E4
 
 from agent.models import (  # noqa: E402
     KNOWN_MODELS,
+    known_adapter,
     model_window,
     resolve_model_path,
     tokenizer_folder,
@@ -124,7 +125,10 @@ def split_model_spec(spec: str, adapter: str | None = None) -> tuple[Path, Path 
             raise ValueError(f"two adapters given: {spec_adapter!r} in the model name and "
                              f"adapter={adapter!r}; give one")
         adapter = spec_adapter
-    adapter_path = None
+    adapter_path = known_adapter(base)
+    if adapter and adapter_path:
+        raise ValueError(f"{base} already carries its shipped adapter; put {adapter!r} on the "
+                         "untrained base instead (local/smollm2-135m+ADAPTER)")
     if adapter:
         adapter_path = Path(adapter).expanduser().resolve()
         if not (adapter_path / "adapter_config.json").is_file():

