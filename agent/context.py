@@ -35,7 +35,15 @@ from agent.llm import LLMClient
 from agent.prompts import MAX_RULES_CHARS, RULES_FILES
 from agent.token_counter import TokenCounter, context_window
 from tools.workspace_fs import WorkspaceFS
-from trajectories.events import Compaction, Event, PlanUpdated, SessionStarted, UserMessage
+from trajectories.events import (
+    Compaction,
+    Event,
+    PlanUpdated,
+    SessionStarted,
+    ToolCall,
+    Usage,
+    UserMessage,
+)
 
 MASK_PREFIX = "[output cut to save context:"
 COMPACTED_PREFIX = "[Context compacted:"
@@ -155,7 +163,7 @@ class Compactor:
         slots = [_Slot(dict(m), i) for i, m in enumerate(messages)]
         self._pin(slots)
         stage: Literal["masked", "summarised", "dropped"] = "masked"
-        summary, error, usage = None, None, (0, 0, 0.0)
+        summary, error, usage = None, None, Usage()
         self._mask(slots, before, forced)
         total = self._total(slots)
         recent = int(self.window * self.config.keep_recent)
@@ -181,8 +189,8 @@ class Compactor:
             masked=[s.source for s in slots if s.changed and s.source is not None
                     and s.message.get("role") == "tool"],
             summary=summary, summary_error=error, tokens_before=before, tokens_after=after,
-            window=self.window, prompt_tokens=usage[0], completion_tokens=usage[1],
-            cost_usd=usage[2],
+            window=self.window, prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens, cost_usd=usage.cost_usd,
         )
 
     def _pin(self, slots: list[_Slot]) -> None:
@@ -241,19 +249,19 @@ class Compactor:
                 cut = i
         return cut
 
-    def _summarise(self, head: list[_Slot]) -> tuple[str | None, str | None, tuple]:
+    def _summarise(self, head: list[_Slot]) -> tuple[str | None, str | None, Usage]:
         """Stage 2: the model's structured summary of `head`, or the error that stopped it."""
         max_tokens = min(self.config.summary_tokens, self.window // 6)
         request = self._summary_request([s.message for s in head], self.window - max_tokens)
         if request is None:
-            return None, "the window is too small to summarise in", (0, 0, 0.0)
+            return None, "the window is too small to summarise in", Usage()
         config = self.llm.config.model_copy(
             update={"max_tokens": max_tokens, "stream": False, "tool_choice": None})
         try:
             reply = LLMClient(config).complete(request, [])
         except Exception as exc:  # any failure falls back to dropping the turns
-            return None, f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}", (0, 0, 0.0)
-        usage = (reply.prompt_tokens, reply.completion_tokens, reply.cost_usd)
+            return None, f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}", Usage()
+        usage = reply.usage
         text = (reply.content or "").strip()
         if not text:
             return None, "the model returned an empty summary", usage
@@ -340,14 +348,14 @@ class Compactor:
             longest.changed = True
 
 
-def placeholder(call: dict[str, Any] | None, content: str) -> str:
+def placeholder(call: ToolCall | None, content: str) -> str:
     """The one line that stands for a masked tool output."""
     what = "a tool call"
     if call:
-        arguments = " ".join(str(call["function"].get("arguments") or "").split())
+        arguments = " ".join(call.arguments.split())
         if len(arguments) > 80:
             arguments = arguments[:77] + "..."
-        what = f"{call['function'].get('name', 'tool')} {arguments}".strip()
+        what = f"{call.name or 'tool'} {arguments}".strip()
     lines = content.count("\n") + 1 if content else 0
     return (f"{MASK_PREFIX} {what} returned {lines} lines, {len(content):,} characters; "
             "call it again if you need them]")
@@ -367,8 +375,9 @@ def _item(slot: _Slot) -> dict[str, Any]:
     return {"keep": slot.source}
 
 
-def _calls_by_id(slots: list[_Slot]) -> dict[str, dict[str, Any]]:
-    return {c["id"]: c for s in slots for c in s.message.get("tool_calls") or []}
+def _calls_by_id(slots: list[_Slot]) -> dict[str, ToolCall]:
+    return {c["id"]: ToolCall.model_validate(c) for s in slots
+            for c in s.message.get("tool_calls") or []}
 
 
 def _pending_call(slots: list[_Slot]) -> int:

@@ -18,7 +18,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import litellm  # noqa: E402
 
-from trajectories.events import scrub_text  # noqa: E402
+from trajectories.events import ToolCall, Usage, scrub_text  # noqa: E402
 
 litellm.suppress_debug_info = True
 
@@ -84,10 +84,9 @@ class LLMReply:
     """One assistant turn with its accounting."""
 
     content: str | None
-    tool_calls: list[dict[str, Any]]
-    prompt_tokens: int
-    completion_tokens: int
-    cost_usd: float
+    tool_calls: list[ToolCall]
+    usage: Usage
+    """Tokens and cost of this call (no steps: the loop counts those)."""
     latency_s: float
     token_ids: dict[str, Any] | None = None
 
@@ -215,20 +214,20 @@ class LLMClient:
         return LLMReply(
             content=_capped(content, "reply") or None,
             tool_calls=_tool_calls(getattr(message, "tool_calls", None)),
-            prompt_tokens=_count(getattr(usage, "prompt_tokens", 0)),
-            completion_tokens=_count(getattr(usage, "completion_tokens", 0)),
-            cost_usd=cost,
+            usage=Usage(prompt_tokens=_count(getattr(usage, "prompt_tokens", 0)),
+                        completion_tokens=_count(getattr(usage, "completion_tokens", 0)),
+                        cost_usd=cost),
             latency_s=latency,
             token_ids=token_ids,
         )
 
 
-def _tool_calls(calls: Any) -> list[dict[str, Any]]:
-    """OpenAI-format tool calls with text fields only, whatever JSON types the provider sent (a
+def _tool_calls(calls: Any) -> list[ToolCall]:
+    """The reply's tool calls with text fields only, whatever JSON types the provider sent (a
     lone call that is not in a list counts as one)."""
     if not calls:
         return []
-    out: list[dict[str, Any]] = []
+    out: list[ToolCall] = []
     seen: set[str] = set()
     for index, call in enumerate(calls if isinstance(calls, list | tuple) else [calls]):
         function = getattr(call, "function", None)
@@ -237,10 +236,8 @@ def _tool_calls(calls: Any) -> list[dict[str, Any]]:
             call_id = f"{call_id}_{index}"
         seen.add(call_id)
         arguments = _text(getattr(function, "arguments", None))
-        out.append({"id": call_id, "type": "function", "function": {
-            "name": _text(getattr(function, "name", None))[:CALL_ID_CHARS_MAX],
-            "arguments": _capped(arguments, "tool-call arguments"),
-        }})
+        out.append(ToolCall.of(call_id, _text(getattr(function, "name", None))[:CALL_ID_CHARS_MAX],
+                               _capped(arguments, "tool-call arguments")))
     return out
 
 

@@ -28,9 +28,11 @@ from trajectories.events import (
     ModelCallStarted,
     PlanUpdated,
     SessionStarted,
+    ToolCall,
     ToolCallStarted,
     ToolResult,
     TurnStatus,
+    Usage,
     UserMessage,
     scrub_text,
 )
@@ -55,10 +57,7 @@ class SessionResult:
     """How an episode ended and what it cost."""
 
     exit_status: ExitStatus
-    steps: int
-    prompt_tokens: int
-    completion_tokens: int
-    cost_usd: float
+    usage: Usage
     patch: str
     summary: str | None = None
     error: str | None = None
@@ -94,9 +93,7 @@ class Session:
         self.approve = approve
         self.messages: list[dict[str, Any]] = []
         self.step = 0
-        self.prompt_tokens = 0
-        self.completion_tokens = 0
-        self.cost_usd = 0.0
+        self._calls_usage = Usage()
         self._interrupted = threading.Event()
         self._reported_left_out: set[str] = set()
         self._failing = False
@@ -145,9 +142,12 @@ class Session:
             self.messages.append(message)
         self.compactor.observe(event)
         if isinstance(event, AssistantMessage | Compaction):
-            self.prompt_tokens += event.prompt_tokens
-            self.completion_tokens += event.completion_tokens
-            self.cost_usd += event.cost_usd
+            self._calls_usage += event.usage
+
+    @property
+    def usage(self) -> Usage:
+        """Steps taken so far, and the tokens and cost of every model call (summaries too)."""
+        return Usage(steps=self.step) + self._calls_usage
 
     def interrupt(self) -> None:
         """Stop the running step (thread-safe): a streamed model call at its next token, a running
@@ -195,7 +195,7 @@ class Session:
         self._started = True
         self.messages = []
         answered: set[str] = set()
-        pending: list[dict[str, Any]] = []
+        pending: list[ToolCall] = []
         for event in events:
             if isinstance(event, SessionStarted):
                 self.messages = [{"role": "system", "content": event.system_prompt}]
@@ -206,9 +206,9 @@ class Session:
                 answered.add(event.tool_call_id)
             self.step = max(self.step, event.step)
         for call in pending:
-            if call["id"] not in answered:
-                self.emit(ToolResult(session_id=self.id, step=self.step, tool_call_id=call["id"],
-                                     name=call["function"]["name"], is_error=True,
+            if call.id not in answered:
+                self.emit(ToolResult(session_id=self.id, step=self.step, tool_call_id=call.id,
+                                     name=call.name, is_error=True,
                                      output="Not run: the session ended before this call ran."))
 
     def start(self) -> None:
@@ -316,29 +316,28 @@ class Session:
         )
         event = AssistantMessage(
             session_id=self.id, step=self.step, content=reply.content,
-            tool_calls=reply.tool_calls, prompt_tokens=reply.prompt_tokens,
-            completion_tokens=reply.completion_tokens, cost_usd=reply.cost_usd,
+            tool_calls=reply.tool_calls, prompt_tokens=reply.usage.prompt_tokens,
+            completion_tokens=reply.usage.completion_tokens, cost_usd=reply.usage.cost_usd,
             latency_s=round(reply.latency_s, 4), token_ids=reply.token_ids,
         )
         self.emit(event)
         return event
 
-    def _run_tool_calls(self, tool_calls: list[dict[str, Any]]) -> str | None:
+    def _run_tool_calls(self, tool_calls: list[ToolCall]) -> str | None:
         """Run each call in order; return the summary if one of them was finish."""
         summary = None
         for call in tool_calls:
-            name, arguments = call["function"]["name"], call["function"]["arguments"]
             if summary is not None:
                 observation = Observation("Not run: the episode already finished.", True)
             elif self._interrupted.is_set():
                 observation = Observation(f"Not run: {INTERRUPTED}.", True)
             else:
                 self.emit(ToolCallStarted(session_id=self.id, step=self.step,
-                                          tool_call_id=call["id"], name=name,
-                                          arguments=arguments))
-                observation = self._run_tool(name, arguments)
+                                          tool_call_id=call.id, name=call.name,
+                                          arguments=call.arguments))
+                observation = self._run_tool(call.name, call.arguments)
             self.emit(ToolResult(
-                session_id=self.id, step=self.step, tool_call_id=call["id"], name=name,
+                session_id=self.id, step=self.step, tool_call_id=call.id, name=call.name,
                 output=scrub_text(observation.output), is_error=observation.is_error,
                 duration_s=round(observation.duration_s, 4),
                 data=observation.data,
@@ -397,12 +396,12 @@ class Session:
         if failed and not patch and status != "error":  # never an empty patch that looks
             status, error = "error", failed  # like a normal end when the work was not saved
 
-        result = SessionResult(status, self.step, self.prompt_tokens, self.completion_tokens,
-                               self.cost_usd, patch, summary, error)
+        usage = self.usage
+        result = SessionResult(status, usage, patch, summary, error)
         self._finished = True
         self.emit(Finished(
             session_id=self.id, step=self.step, exit_status=status, summary=summary, patch=patch,
-            steps=self.step, prompt_tokens=self.prompt_tokens,
-            completion_tokens=self.completion_tokens, cost_usd=self.cost_usd,
+            steps=usage.steps, prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens, cost_usd=usage.cost_usd,
         ))
         return result

@@ -6,7 +6,7 @@ import json
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
-from typing import TextIO
+from typing import Any, TextIO
 
 from agent.episode import EpisodeConfig, open_episode
 from agent.session import Listener
@@ -19,6 +19,7 @@ from trajectories.events import (
     ExitStatus,
     Finished,
     ToolResult,
+    Usage,
     Verified,
 )
 from trajectories.redact import Redactor
@@ -26,7 +27,7 @@ from trajectories.redact import Redactor
 
 @dataclass
 class SolveResult:
-    """The JSON `agent solve --json` prints."""
+    """The JSON `agent solve --json` prints (`usage` as its four fields, flat)."""
 
     session_id: str
     model: str
@@ -37,10 +38,7 @@ class SolveResult:
     trajectory_path: str
     reward: int
     test_output: str
-    steps: int
-    prompt_tokens: int
-    completion_tokens: int
-    cost_usd: float
+    usage: Usage
     exit_status: ExitStatus
     summary: str | None
     error: str | None
@@ -56,8 +54,11 @@ class SolveResult:
                        error=redact(self.error) if self.error else self.error)
 
     def to_json(self) -> str:
-        """The result as JSON, secrets redacted."""
-        return json.dumps(asdict(self.redacted()), indent=2)
+        """The result as JSON, secrets redacted; `usage`'s fields in its place, flat."""
+        flat: dict[str, Any] = {}
+        for key, value in asdict(self.redacted()).items():
+            flat.update(value if key == "usage" else {key: value})
+        return json.dumps(flat, indent=2)
 
 
 class ProgressPrinter:
@@ -70,7 +71,7 @@ class ProgressPrinter:
     def __call__(self, event: Event) -> None:
         line = None
         if isinstance(event, AssistantMessage):
-            calls = ", ".join(c["function"]["name"] for c in event.tool_calls) or "no tool call"
+            calls = ", ".join(c.name for c in event.tool_calls) or "no tool call"
             line = (f"step {event.step}: model -> {calls} ({event.completion_tokens} tokens, "
                     f"{event.latency_s:.1f}s)")
         elif isinstance(event, ToolResult):
@@ -103,9 +104,8 @@ def solve(task: Task, config: EpisodeConfig, listeners: list[Listener] | None = 
         session_id=episode.id, model=config.llm.model, branch=workspace.branch,
         base_commit=workspace.base_commit, patch=outcome.patch, patch_path=str(patch_path),
         trajectory_path=str(episode.trajectory_path), reward=verdict.reward,
-        test_output=verdict.test_output, steps=outcome.steps,
-        prompt_tokens=outcome.prompt_tokens, completion_tokens=outcome.completion_tokens,
-        cost_usd=outcome.cost_usd, exit_status=outcome.exit_status, summary=outcome.summary,
+        test_output=verdict.test_output, usage=outcome.usage,
+        exit_status=outcome.exit_status, summary=outcome.summary,
         error=outcome.error, test_command=verdict.test_command,
         duration_s=round(time.monotonic() - started, 3),
         verify_duration_s=round(time.monotonic() - verify_started, 3),

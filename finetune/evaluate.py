@@ -30,7 +30,7 @@ from tools.base import ToolBox
 from tools.control import default_tools
 from tools.locations import data_dir
 from tools.sandbox.pool import SandboxPool
-from trajectories.events import AssistantMessage, ExitStatus, SessionStarted
+from trajectories.events import AssistantMessage, ExitStatus, SessionStarted, ToolCall
 from trajectories.reader import read_trajectory
 
 
@@ -115,16 +115,12 @@ class EvalReport:
 _TOOLS = ToolBox(default_tools())
 
 
-def is_valid_call(call: dict[str, Any], offered: Collection[str] | None = None) -> bool:
+def is_valid_call(call: ToolCall, offered: Collection[str] | None = None) -> bool:
     """A call to a known tool (one of `offered`, when given) whose arguments are a JSON object
     its schema accepts (`ToolBox.validate`, the check every call goes through)."""
-    function = call.get("function") if isinstance(call, dict) else None
-    if not isinstance(function, dict):
+    if offered is not None and call.name not in offered:
         return False
-    name = function.get("name", "")
-    if offered is not None and name not in offered:
-        return False
-    return not isinstance(_TOOLS.validate(name, function.get("arguments")), str)
+    return not isinstance(_TOOLS.validate(call.name, call.arguments), str)
 
 
 def format_errors(path: Path) -> tuple[int, int]:
@@ -172,10 +168,10 @@ def _episode(suite: Suite, task: SuiteTask, attempt: int, options: EvalOptions,
         outcome.duration_s = round(time.monotonic() - started, 2)
     calls, bad = format_errors(Path(result.trajectory_path))
     outcome.reward, outcome.exit_status, outcome.steps = result.reward, result.exit_status, \
-        result.steps
+        result.usage.steps
     outcome.model_calls, outcome.format_errors = calls, bad
-    outcome.prompt_tokens, outcome.completion_tokens = result.prompt_tokens, \
-        result.completion_tokens
+    outcome.prompt_tokens, outcome.completion_tokens = result.usage.prompt_tokens, \
+        result.usage.completion_tokens
     outcome.trajectory_path = result.trajectory_path
     outcome.error = result.error
     return outcome

@@ -204,7 +204,7 @@ class EpisodeRollout:
             out["env_mask"].append(sample.env_mask)
             out["verify_reward"].append(float(result.reward) if scored and result else None)
             out["format_score"].append((1 - bad / calls_made) if calls_made else 0.0)
-            out["episode_steps"].append(result.steps if result else 0)
+            out["episode_steps"].append(result.usage.steps if result else 0)
             out["rerendered_tokens"].append(sample.rerendered_tokens)
             out["episode_error"].append(error)
         return out

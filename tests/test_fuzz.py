@@ -115,13 +115,14 @@ def assert_clean(reply: LLMReply) -> None:
     """A reply is bounded, typed and encodable, whatever the provider sent."""
     assert reply.content is None or isinstance(reply.content, str)
     assert len(reply.content or "") <= REPLY_CHARS_MAX + 200
-    ids = [call["id"] for call in reply.tool_calls]
+    ids = [call.id for call in reply.tool_calls]
     assert len(set(ids)) == len(ids) and all(isinstance(i, str) and i for i in ids)
     for call in reply.tool_calls:
-        assert isinstance(call["function"]["name"], str)
-        assert len(call["function"]["arguments"]) <= REPLY_CHARS_MAX + 200
-    json.dumps([reply.content, reply.tool_calls], ensure_ascii=False).encode("utf-8")
-    assert reply.prompt_tokens >= 0 and reply.completion_tokens >= 0
+        assert isinstance(call.name, str)
+        assert len(call.arguments) <= REPLY_CHARS_MAX + 200
+    json.dumps([reply.content, [c.model_dump() for c in reply.tool_calls]],
+               ensure_ascii=False).encode("utf-8")
+    assert reply.usage.prompt_tokens >= 0 and reply.usage.completion_tokens >= 0
 
 
 def test_malformed_replies_through_litellm_are_a_reply_or_a_model_error() -> None:

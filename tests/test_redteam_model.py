@@ -245,7 +245,7 @@ def test_huge_content_and_arguments_are_cut_with_a_note(example, scripted, tmp_p
     _, events, recorded = episode(example, scripted, tmp_path, script)
     assert finished(events).exit_status == "finished"
     reply = next(e for e in events if isinstance(e, AssistantMessage))
-    arguments = reply.tool_calls[0]["function"]["arguments"]
+    arguments = reply.tool_calls[0].arguments
     for text in (reply.content or "", arguments):
         assert REPLY_CHARS_MAX < len(text) < REPLY_CHARS_MAX + 200
         assert f"characters; only the first {REPLY_CHARS_MAX:,} are kept]" in text

@@ -19,11 +19,20 @@ from tests.test_trajectories import GIVE_UP, GOOD_PATCH, base_commit
 from trajectories.events import (
     SCHEMA_VERSION,
     AssistantMessage,
+    Compaction,
+    Finished,
     SessionStarted,
     ToolResult,
+    Usage,
     UserMessage,
+    parse_event,
 )
-from trajectories.reader import UnsupportedSchemaError, read_trajectory, rebuild_calls
+from trajectories.reader import (
+    UnsupportedSchemaError,
+    message_of,
+    read_trajectory,
+    rebuild_calls,
+)
 from trajectories.recorder import TrajectoryRecorder
 from trajectories.token_ids import TokenIdsCompactor, TokenIdsExpander
 from trajectories.verify import verify_patch
@@ -501,3 +510,33 @@ def test_a_file_from_a_future_schema_version_gives_a_clear_message(tmp_path: Pat
     path.write_text(json.dumps({**header, "schema_version": 1}) + "\n")
     assert read_trajectory(path).header.session_id == "future-1"
 
+
+
+# Lines as the recorder wrote them while tool calls were dicts and usage three loose fields.
+RECORDED_LINES = [
+    r'{"session_id": "s1", "step": 2, "timestamp": 1700000000.5, "type": "assistant_message", "content": "Let me look.", "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "view", "arguments": "{\"path\": \"calculator/operations.py\"}"}}, {"id": "call_2", "type": "function", "function": {"name": "bash", "arguments": "{\"command\": \"ls\"}"}}], "prompt_tokens": 812, "completion_tokens": 31, "cost_usd": 0.00125, "latency_s": 0.4, "token_ids": null}',  # noqa: E501
+    r'{"session_id": "s1", "step": 3, "timestamp": 1700000005.0, "type": "compaction", "reason": "threshold", "stage": "masked", "context": [{"keep": 0}], "removed": [], "masked": [], "summary": null, "summary_error": null, "tokens_before": 0, "tokens_after": 0, "window": 0, "prompt_tokens": 500, "completion_tokens": 60, "cost_usd": 0.001}',  # noqa: E501
+    r'{"session_id": "s1", "step": 4, "timestamp": 1700000009.0, "type": "finished", "exit_status": "finished", "summary": "Fixed add.", "patch": "diff --git a/x b/x\n", "steps": 4, "prompt_tokens": 3300, "completion_tokens": 120, "cost_usd": 0.005}',  # noqa: E501
+]
+
+
+def test_typed_tool_calls_and_usage_keep_the_recorded_format(tmp_path: Path) -> None:
+    reply, compaction, finished = events = [parse_event(line) for line in RECORDED_LINES]
+    assert isinstance(reply, AssistantMessage) and isinstance(compaction, Compaction)
+    assert isinstance(finished, Finished)
+    assert [(c.id, c.name) for c in reply.tool_calls] == [("call_1", "view"), ("call_2", "bash")]
+    assert json.loads(reply.tool_calls[0].arguments) == {"path": "calculator/operations.py"}
+    assert (reply.usage + compaction.usage).tokens == 812 + 31 + 500 + 60
+    assert finished.usage == Usage(steps=4, prompt_tokens=3300, completion_tokens=120,
+                                   cost_usd=0.005)
+    # the model is sent the calls in OpenAI's format, as recorded
+    message = message_of(reply)
+    assert message is not None
+    assert message["tool_calls"] == json.loads(RECORDED_LINES[0])["tool_calls"]
+    # and the recorder writes every line back byte for byte, under the same schema version
+    recorder = TrajectoryRecorder(tmp_path / "again.jsonl")
+    for event in events:
+        recorder(event)
+    recorder.close()
+    assert (tmp_path / "again.jsonl").read_text().splitlines() == RECORDED_LINES
+    assert SCHEMA_VERSION == 3

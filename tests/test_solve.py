@@ -69,10 +69,11 @@ def test_scripted_fix_gives_reward_1_and_leaves_the_checkout_alone(example, scri
                    "--api-base", scripted.url, "--json")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
-    for key in ("session_id", "model", "branch", "base_commit", "patch", "patch_path",
-                "trajectory_path", "reward", "test_output", "steps", "prompt_tokens",
-                "completion_tokens", "cost_usd", "exit_status"):
-        assert key in result
+    assert list(result) == [  # the keys users parse, flat, in this order
+        "session_id", "model", "branch", "base_commit", "patch", "patch_path",
+        "trajectory_path", "reward", "test_output", "steps", "prompt_tokens",
+        "completion_tokens", "cost_usd", "exit_status", "summary", "error", "test_command",
+        "duration_s", "verify_duration_s"]
     assert result["reward"] == 1 and result["exit_status"] == "finished"
     assert result["steps"] == 4 and result["prompt_tokens"] > 0
     assert "-    return a - b" in result["patch"] and "+    return a + b" in result["patch"]
@@ -150,7 +151,7 @@ def test_a_tool_set_limits_what_the_model_sees_and_calls(example, scripted) -> N
 def test_a_reply_without_tool_calls_is_nudged_then_stops(example, scripted) -> None:
     script = [{"content": "I would change add."}, {"content": "Still just talking."}]
     result, trajectory, _ = run_in_process(example, scripted, script)
-    assert result.exit_status == "no_tool_call" and result.steps == 2
+    assert result.exit_status == "no_tool_call" and result.usage.steps == 2
     nudge = scripted.requests[1]["messages"][-1]
     assert nudge["role"] == "user" and "no tool call" in nudge["content"]
 

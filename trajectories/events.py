@@ -7,11 +7,13 @@ was sent at every call.
 
 from __future__ import annotations
 
+import json
 import re
 import time
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, TypeAdapter
+from pydantic import BaseModel, Field, TypeAdapter, field_validator
 
 SCHEMA_VERSION = 3
 """Version of the on-disk format. 2: `token_ids` of assistant messages store prompt ids as a delta
@@ -38,6 +40,67 @@ IndexStatus = Literal[ExitStatus, "running", "incomplete", "killed"]
 `incomplete` when it stopped without `finished`; `killed` when its process is gone."""
 TurnStatus = Literal["answered", "finished", "max_steps", "interrupted", "error", "closed"]
 """How one chat turn ended (`Session.send`): the model answered without a tool call, ..."""
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What an episode, or one model call, used: steps (model calls of the loop), tokens and
+    cost. Adds up with `+`. Events keep these as flat fields (the on-disk format); their
+    `usage` reads them as one value."""
+
+    steps: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(self.steps + other.steps, self.prompt_tokens + other.prompt_tokens,
+                     self.completion_tokens + other.completion_tokens,
+                     self.cost_usd + other.cost_usd)
+
+    @property
+    def tokens(self) -> int:
+        """Prompt and completion tokens together."""
+        return self.prompt_tokens + self.completion_tokens
+
+
+class ToolFunction(BaseModel):
+    """The `function` of a tool call: which tool, and its arguments as JSON text."""
+
+    name: str
+    arguments: str = ""
+
+    @field_validator("arguments", mode="before")
+    @classmethod
+    def _as_text(cls, value: Any) -> Any:
+        """Arguments recorded as a JSON object (not text) are read as their JSON text."""
+        if value is None:
+            return ""
+        return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+class ToolCall(BaseModel):
+    """One tool call of an assistant reply. Dumps to OpenAI's format, the one providers take
+    back and trajectories store: `{"id", "type": "function", "function": {"name",
+    "arguments"}}`."""
+
+    id: str
+    type: Literal["function"] = "function"
+    function: ToolFunction
+
+    @classmethod
+    def of(cls, call_id: str, name: str, arguments: str) -> ToolCall:
+        return cls(id=call_id, function=ToolFunction(name=name, arguments=arguments))
+
+    @property
+    def name(self) -> str:
+        return self.function.name
+
+    @property
+    def arguments(self) -> str:
+        """The arguments as the model wrote them (JSON text, not necessarily valid)."""
+        return self.function.arguments
+
 
 class BaseEvent(BaseModel):
     """Fields every event carries."""
@@ -91,7 +154,7 @@ class AssistantMessage(BaseEvent):
 
     type: Literal["assistant_message"] = "assistant_message"
     content: str | None = None
-    tool_calls: list[dict[str, Any]] = []
+    tool_calls: list[ToolCall] = []
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
@@ -100,6 +163,11 @@ class AssistantMessage(BaseEvent):
     """Prompt and completion token ids (local models), for training. In memory the full record
     (`prompt_ids`, `completion_ids`, `completion_logprobs`, ...); on disk the prompt part is a
     delta (`trajectories.token_ids`), and `rebuild_calls` restores the full record."""
+
+    @property
+    def usage(self) -> Usage:
+        """What this call used (its step is counted by the loop, not here)."""
+        return Usage(0, self.prompt_tokens, self.completion_tokens, self.cost_usd)
 
 
 class ToolCallStarted(BaseEvent):
@@ -157,6 +225,11 @@ class Compaction(BaseEvent):
     cost_usd: float = 0.0
     """What the summary call cost."""
 
+    @property
+    def usage(self) -> Usage:
+        """What the summary call used (no step of the loop)."""
+        return Usage(0, self.prompt_tokens, self.completion_tokens, self.cost_usd)
+
 
 class Checkpoint(BaseEvent):
     """Files changed during a turn and were committed on the session branch."""
@@ -184,6 +257,11 @@ class Finished(BaseEvent):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
+
+    @property
+    def usage(self) -> Usage:
+        """What the whole episode used."""
+        return Usage(self.steps, self.prompt_tokens, self.completion_tokens, self.cost_usd)
 
 
 class Verified(BaseEvent):

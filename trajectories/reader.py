@@ -84,7 +84,7 @@ def message_of(event: Event) -> dict[str, Any] | None:
         if event.content is not None or not event.tool_calls:
             message["content"] = event.content or ""
         if event.tool_calls:
-            message["tool_calls"] = event.tool_calls
+            message["tool_calls"] = [call.model_dump() for call in event.tool_calls]
         return message
     if isinstance(event, ToolResult):
         return {"role": "tool", "tool_call_id": event.tool_call_id, "content": event.output}

@@ -134,9 +134,9 @@ class Transcript:
         return Change(self._streaming, new=False, delta=text)
 
     def _assistant(self, event: AssistantMessage) -> Change | None:
-        self.context_tokens = event.prompt_tokens + event.completion_tokens
+        self.context_tokens = event.usage.tokens
         self.cost_usd += event.cost_usd
-        self._call_arguments = {c["id"]: c["function"]["arguments"] for c in event.tool_calls}
+        self._call_arguments = {c.id: c.arguments for c in event.tool_calls}
         streamed, self._streaming = self._streaming, None
         if streamed is not None:
             streamed.streaming = False

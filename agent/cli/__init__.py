@@ -208,9 +208,10 @@ def solve(
         print(result.to_json())
     else:
         print(result.redacted().patch or "(no changes)")
+        usage = result.usage
         print(f"reward: {result.reward}  exit_status: {result.exit_status}  steps: "
-              f"{result.steps}  tokens: {result.prompt_tokens}+{result.completion_tokens}  "
-              f"cost: ${result.cost_usd:.4f}")
+              f"{usage.steps}  tokens: {usage.prompt_tokens}+{usage.completion_tokens}  "
+              f"cost: ${usage.cost_usd:.4f}")
         print(f"branch: {result.branch}")
         print(f"patch: {result.patch_path}")
         print(f"trajectory: {result.trajectory_path}")

@@ -132,7 +132,7 @@ def transcript(trajectory: TrajectoryFile) -> Iterator[str]:
         elif isinstance(event, AssistantMessage):
             yield f"[assistant, step {event.step}] {event.content or ''}".rstrip()
             for call in event.tool_calls:
-                yield f"  -> {call['function']['name']}({call['function']['arguments']})"
+                yield f"  -> {call.name}({call.arguments})"
             yield ""
         elif isinstance(event, ToolResult):
             body = event.output if len(event.output) < 1500 else event.output[:1500] + " ..."
