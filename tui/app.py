@@ -22,8 +22,7 @@ from agent.context import ContextConfig
 from agent.episode import EpisodeConfig, SandboxConfig
 from agent.interactive import SessionHost, load_recording, recorded_model
 from agent.llm import LLMConfig
-from agent.token_counter import context_window
-from trajectories.events import (
+from agent.stream import (
     Event,
     ModelCallStarted,
     PlanUpdated,
@@ -31,6 +30,7 @@ from trajectories.events import (
     ToolCallStarted,
     ToolResult,
 )
+from agent.token_counter import context_window
 from tui.event_bridge import EventBridge
 from tui.gc_pauses import defer_full_collections, freeze_startup_heap
 from tui.permissions import PLAN_APPROVED, PLAN_MODE_NOTE, PermissionPolicy

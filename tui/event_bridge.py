@@ -13,7 +13,7 @@ import threading
 from textual.message import Message
 from textual.message_pump import MessagePump
 
-from trajectories.events import AssistantDelta, Event
+from agent.stream import AssistantDelta, Event
 
 
 class EventBridge:

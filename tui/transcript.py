@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.session import INTERRUPTED
-from trajectories.events import (
+from agent.stream import (
     AssistantDelta,
     AssistantMessage,
     Checkpoint,

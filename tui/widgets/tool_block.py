@@ -12,7 +12,7 @@ from textual.events import Click
 from textual.reactive import reactive
 from textual.widgets import Static
 
-from trajectories.events import ToolResult
+from agent.stream import ToolResult
 from tui.widgets.diff_view import EDIT_TOOLS, DiffView, edit_diff
 
 PREVIEW_LINES = 6
