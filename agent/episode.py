@@ -8,7 +8,9 @@ it the same way:
         verdict = episode.verify(result.patch)
 
 The episode owns the session's worktree and branch, its sandbox (taken from a warm
-`SandboxPool` when one is given), the trajectory recorder, the index updater and the `Session`.
+`SandboxPool` when one is given; in the image the task's `setup` builds, or the repository's
+.apprentice.toml, built once and cached), the trajectory recorder, the index updater and the
+`Session`.
 Leaving the block closes them in order, whatever happened inside: the recorder and index
 first (so the trajectory is complete), then the sandbox, then the worktree.
 """
@@ -16,9 +18,10 @@ first (so the trajectory is complete), then the sandbox, then the worktree.
 from __future__ import annotations
 
 import contextlib
+import logging
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -51,6 +54,10 @@ from trajectories.verify import VerifyResult, verify_patch
 
 __all__ = ["Episode", "EpisodeConfig", "SandboxConfig", "new_session_id", "open_episode",
            "session_tools"]
+
+logger = logging.getLogger(__name__)
+Note = Callable[[str], None]
+"""Told what opening an episode does that takes long (building a setup image)."""
 
 
 class EpisodeConfig(BaseModel):
@@ -122,15 +129,16 @@ class Episode:
 
     @classmethod
     def open(cls, task: Task, config: EpisodeConfig, listeners: list[Listener] | None = None,
-             approve: Approver | None = None, pool: SandboxPool | None = None) -> Episode:
-        """A new episode on `task`: a worktree at its base commit, a started sandbox on it."""
+             approve: Approver | None = None, pool: SandboxPool | None = None,
+             note: Note | None = None) -> Episode:
+        """A new episode on `task`: a worktree at its base commit, a started sandbox on it, in
+        the task's image with its `setup` applied (`note` hears of a setup being built)."""
         session_id = config.session_id or new_session_id()
         out_dir = Path(config.output_dir or data_dir() / "runs" / session_id)
         out_dir.mkdir(parents=True, exist_ok=True)
-        sandbox_config = config.sandbox.model_copy(
-            update={"image": task.image} if task.image else {})
-        opened = open_session(Path(task.repo), session_id, sandbox_config,
-                              base=task.base_commit or "HEAD", pool=pool)
+        opened = open_session(Path(task.repo), session_id, _task_sandbox(task, config),
+                              base=task.base_commit or "HEAD", pool=pool, setup=task.setup,
+                              log=note or logger.info)
         task = task.model_copy(update={"base_commit": opened.workspace.base_commit})
         try:
             return cls(task, config, opened.workspace, opened.sandbox, opened.config,
@@ -142,23 +150,30 @@ class Episode:
     @classmethod
     def resume(cls, path: Path, events: list[Event], config: EpisodeConfig,
                listeners: list[Listener] | None = None,
-               approve: Approver | None = None) -> Episode:
-        """Continue the recorded session `events` (read from `path`) on its branch."""
+               approve: Approver | None = None, note: Note | None = None) -> Episode:
+        """Continue the recorded session `events` (read from `path`) on its branch, in the
+        sandbox image its task runs in."""
         header = events[0] if events and isinstance(events[0], SessionStarted) else None
         if header is None:
             raise ValueError(f"{path} has no session header; it cannot be resumed.")
+        task = Task.model_validate(header.task)
         workspace = Workspace.reopen(Path(header.repo), header.session_id, header.base_commit,
                                      header.branch)
-        sandbox_config = image_for_repository(workspace.repo_path, workspace.base_commit,
-                                              config.sandbox)
+        try:
+            sandbox_config = image_for_repository(workspace.repo_path, workspace.base_commit,
+                                                  _task_sandbox(task, config),
+                                                  note or logger.info, setup=task.setup)
+        except BaseException:
+            workspace.remove()
+            raise
         try:
             sandbox = make_sandbox(sandbox_config, workspace.path)
         except BaseException:
             workspace.remove()
             raise
         try:
-            return cls(Task.model_validate(header.task), config, workspace, sandbox,
-                       sandbox_config, Path(path), list(listeners or []), approve, events)
+            return cls(task, config, workspace, sandbox, sandbox_config, Path(path),
+                       list(listeners or []), approve, events)
         except BaseException:
             sandbox.close()
             workspace.remove()
@@ -207,12 +222,17 @@ class Episode:
                 self.workspace.remove(delete_branch=delete_branch)
 
 
+def _task_sandbox(task: Task, config: EpisodeConfig) -> SandboxConfig:
+    """The episode's sandbox settings with the task's own image, if it names one."""
+    return config.sandbox.model_copy(update={"image": task.image} if task.image else {})
+
+
 @contextmanager
 def open_episode(task: Task, config: EpisodeConfig, listeners: list[Listener] | None = None,
-                 approve: Approver | None = None,
-                 pool: SandboxPool | None = None) -> Iterator[Episode]:
+                 approve: Approver | None = None, pool: SandboxPool | None = None,
+                 note: Note | None = None) -> Iterator[Episode]:
     """`Episode.open`, closed once at the end of the block whatever happens in it."""
-    episode = Episode.open(task, config, listeners, approve, pool)
+    episode = Episode.open(task, config, listeners, approve, pool, note)
     try:
         yield episode
     finally:

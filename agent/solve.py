@@ -8,7 +8,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from typing import Any, TextIO
 
-from agent.episode import EpisodeConfig, open_episode
+from agent.episode import EpisodeConfig, Note, open_episode
 from agent.session import Listener
 from agent.tasks import Task
 from tools.sandbox.pool import SandboxPool
@@ -89,11 +89,11 @@ class ProgressPrinter:
 
 
 def solve(task: Task, config: EpisodeConfig, listeners: list[Listener] | None = None,
-          pool: SandboxPool | None = None) -> SolveResult:
+          pool: SandboxPool | None = None, note: Note | None = None) -> SolveResult:
     """Run one episode on `task` in a fresh worktree and sandbox (from `pool` when given),
-    then verify its patch in another fresh sandbox."""
+    then verify its patch in another fresh sandbox; `note` hears of a setup image built."""
     started = time.monotonic()
-    with open_episode(task, config, listeners, pool=pool) as episode:
+    with open_episode(task, config, listeners, pool=pool, note=note) as episode:
         outcome = episode.session.run()
         patch_path = episode.out_dir / f"{episode.id}.patch"
         patch_path.write_text(episode.recorder.redact(outcome.patch))

@@ -7,21 +7,14 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import logging
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel, Field
 
 from tools.workspace_fs import WorkspaceFS
 from trajectories.test_runners import PYTEST, runner_for_repo
-
-if TYPE_CHECKING:
-    from tools.sandbox import SandboxConfig
-
-logger = logging.getLogger(__name__)
 
 
 class TaskError(ValueError):
@@ -45,25 +38,8 @@ class Task(BaseModel):
                             "before the tests run (SWE-bench); never shown to the agent.")
     setup: str | None = Field(None, description="Shell command run once, as root, to prepare "
                               "the sandbox image (like .apprentice.toml's `setup`, which it "
-                              "replaces); the result is cached as an image.")
-
-    def with_setup_image(self, sandbox: SandboxConfig,
-                         log: Callable[[str], None] = logger.info) -> Task:
-        """This task with `image` set to the image its `setup` builds on its own image (else
-        `sandbox`'s), built once and cached; unchanged without a setup or in a local sandbox."""
-        if not self.setup:
-            return self
-        if sandbox.kind != "docker":
-            log("note: the task's setup is not run: it builds docker sandbox images only")
-            return self
-        from tools.sandbox.repo_image import image_for_repository
-        from tools.workspace import open_repository, resolve_commit
-
-        repo = Path(self.repo)
-        commit = resolve_commit(open_repository(repo), self.base_commit or "HEAD")
-        base = sandbox.model_copy(update={"image": self.image} if self.image else {})
-        built = image_for_repository(repo, commit, base, log, setup=self.setup)
-        return self.model_copy(update={"image": built.image})
+                              "replaces); the result is cached as an image. Every episode "
+                              "applies it (`agent.episode`).")
 
     @classmethod
     def from_issue_file(cls, issue: Path, repo: Path, test_command: str | None = None) -> Task:

@@ -14,7 +14,8 @@ A line of `tasks.jsonl`:
 
 `repo_path` is relative to the suite directory (a bundle or a repository folder), so a suite works
 offline and can be copied anywhere. Optional fields: `repo` (SWE-bench's owner/name, for
-information), `image`, `test_patch`, `patch` (the gold patch, never shown to the agent) and
+information), `image`, `setup` (a shell command that prepares the sandbox image, as
+`agent.tasks.Task.setup`), `test_patch`, `patch` (the gold patch, never shown to the agent) and
 `oracle` (the tool calls of a policy that knows the fix, see `finetune.oracle`). FAIL_TO_PASS and
 PASS_TO_PASS may be lists or JSON strings of lists, as in SWE-bench's datasets.
 """
@@ -57,6 +58,8 @@ class SuiteTask(BaseModel):
     PASS_TO_PASS: list[str] = Field(default_factory=list)
     repo: str | None = Field(None, description="SWE-bench's owner/name, for information.")
     image: str | None = None
+    setup: str | None = Field(None, description="Prepares the sandbox image (run once, as "
+                              "root, then cached); every episode and verify run in it.")
     test_patch: str = ""
     patch: str = Field("", description="The gold patch; never shown to the agent.")
     oracle: list[dict[str, Any]] = Field(default_factory=list,
@@ -161,7 +164,7 @@ def checkout_task(suite: Suite, task: SuiteTask, dest: Path) -> Task:
     return Task(instance_id=task.instance_id, repo=str(dest), base_commit=task.base_commit,
                 problem_statement=task.problem_statement, test_command=task.test_command,
                 FAIL_TO_PASS=task.FAIL_TO_PASS, PASS_TO_PASS=task.PASS_TO_PASS,
-                image=task.image, test_patch=task.test_patch)
+                image=task.image, setup=task.setup, test_patch=task.test_patch)
 
 
 def _git(args: list[str], task: SuiteTask) -> None:

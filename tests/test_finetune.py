@@ -152,6 +152,32 @@ def test_eval_with_the_oracle_reports_broken_tasks_without_stopping(suite_dir: P
     assert json.loads((tmp_path / "before.json").read_text())["summary"] == summary
 
 
+SETUP_MARKER = "/usr/local/share/apprentice-eval-setup"
+
+
+@pytest.mark.usefixtures("docker_ready")
+def test_eval_runs_each_episode_and_its_verdict_in_the_image_the_tasks_setup_builds(
+        suite_dir: Path, tmp_path: Path) -> None:
+    from finetune.evaluate import EvalOptions, evaluate
+    from trajectories.reader import read_trajectory
+
+    good = load_suite(suite_dir).split("train")[0]
+    needs_setup = good.model_copy(update={  # its tests pass only where the setup ran
+        "instance_id": "needs-setup", "setup": f"echo prepared > {SETUP_MARKER}",
+        "test_command": f"test -f {SETUP_MARKER} && {good.test_command}"})
+    copy = tmp_path / "suite"
+    (copy / "repos").mkdir(parents=True)
+    (copy / good.repo_path).write_bytes((suite_dir / good.repo_path).read_bytes())
+    write_suite(copy, [needs_setup])
+    report = evaluate(load_suite(copy), EvalOptions(model="oracle", split="train", workers=1,
+                                                    output_dir=tmp_path / "eval"))
+    episode = report.episodes[0]
+    assert episode.reward == 1 and episode.exit_status == "finished", episode
+    header = read_trajectory(Path(episode.trajectory_path or "")).header
+    assert header is not None and header.task["setup"] == f"echo prepared > {SETUP_MARKER}"
+    assert header.sandbox["image"].startswith("apprentice-setup:")
+
+
 def test_episode_sample_masks_environment_and_rerendered_tokens() -> None:
     def call(prompt: list[int], completion: list[int]) -> dict[str, Any]:
         return {"token_ids": {"prompt_ids": prompt, "completion_ids": completion,

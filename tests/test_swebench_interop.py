@@ -177,7 +177,7 @@ def test_a_setup_from_the_instance_builds_the_image_the_episode_runs_in(
     assert result["reward"] == 1
     trajectory = read_trajectory(Path(result["trajectory_path"]))
     assert trajectory.header.task["setup"] == f"echo prepared > {MARKER}"
-    assert trajectory.header.task["image"].startswith("apprentice-setup:")
+    assert trajectory.header.sandbox["image"].startswith("apprentice-setup:")
     outputs = [e.output for e in trajectory.events if e.type == "tool_result"]
     assert "prepared" in outputs[0]
 

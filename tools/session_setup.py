@@ -6,6 +6,7 @@ the repository out into that same folder, so the reset costs the longer of the t
 
 from __future__ import annotations
 
+import logging
 import shutil
 import threading
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from tools.sandbox import Sandbox, SandboxConfig, make_sandbox
 from tools.sandbox.pool import SandboxPool
-from tools.sandbox.repo_image import image_for_repository
+from tools.sandbox.repo_image import Log, image_for_repository
 from tools.workspace import (
     Workspace,
     WorkspaceError,
@@ -21,6 +22,8 @@ from tools.workspace import (
     resolve_commit,
     session_path,
 )
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -45,15 +48,19 @@ def open_session(
     config: SandboxConfig,
     base: str = "HEAD",
     pool: SandboxPool | None = None,
+    setup: str | None = None,
+    log: Log = logger.info,
 ) -> OpenSession:
     """A new working tree at `base` on branch `agent/<session_id>` and a started sandbox on it.
 
+    The sandbox runs the repository's setup image (`image_for_repository`: `setup`, a task's,
+    else the one of .apprentice.toml), built first if it is not cached; `log` hears of a build.
     Uses `pool` when its configuration is the one asked for. Leaves nothing behind (no branch,
     no container) if either part fails.
     """
     user_repo = open_repository(repo)
     base_commit = resolve_commit(user_repo, base)
-    config = image_for_repository(Path(repo), base_commit, config)
+    config = image_for_repository(Path(repo), base_commit, config, log, setup=setup)
     if pool is not None and pool.config == config:
         sandbox, folder = pool.acquire()
         try:

@@ -179,8 +179,6 @@ def solve(
             task = Task.from_issue_file(issue, root, test_cmd)
         if setup is not None:
             task = task.model_copy(update={"setup": setup})
-        task = task.with_setup_image(SandboxConfig(kind=sandbox, network=network),
-                                     log=lambda m: print(f"agent: {m}", file=sys.stderr))
         if sandbox == "local":
             print("agent: warning: --sandbox local runs commands on this machine with no "
                   "isolation", file=sys.stderr)
@@ -197,7 +195,8 @@ def solve(
                 context=context_config(context_window, repo_map_tokens, compact_at),
                 tools=tools,
             )
-        result = run_solve(task, options, listeners=[ProgressPrinter()])
+        result = run_solve(task, options, listeners=[ProgressPrinter()],
+                           note=lambda m: print(f"agent: {m}", file=sys.stderr))
     except (TaskError, WorkspaceError, SandboxError) as exc:
         raise fail(str(exc)) from None
     except KeyboardInterrupt:

@@ -138,9 +138,12 @@ def image_for_repository(repo: Path, commit: str, config: SandboxConfig,
     `setup` (a task's or the command line's) replaces the setup command of .apprentice.toml
     and runs on top of `config.image`, whichever image that is. Without it, `config` is
     unchanged for repositories without a setup and when `config` names an image other than
-    the default (a task's own image wins). Local sandboxes never change.
+    the default (a task's own image wins). Local sandboxes never change (`log` notes that a
+    `setup` is not run there).
     """
     if config.kind != "docker":
+        if setup is not None:
+            log("note: the task's setup is not run: it builds docker sandbox images only")
         return config
     found = read_repo_setup(repo, commit)
     if setup is not None:
