@@ -5,7 +5,8 @@ For every task of the split, GRPO samples G episodes (`finetune.rollout.EpisodeR
 and, as a separate logged reward, with the share of well-formed tool calls (`format_reward`,
 weight `format_reward_weight`; 0 logs it without shaping). Tool outputs are masked out of the
 loss by the rollout's `env_mask`. Groups whose rewards are all equal carry no signal; they are
-counted and reported.
+counted and reported, and with dynamic sampling (the default, `finetune.dynamic_sampling`) a
+task known to give one is redrawn before its group is spent.
 
 CPU settings (the defaults): float32, no gradient checkpointing, one episode per micro-batch,
 G micro-batches per optimizer step. On GPUs: `--bf16`, and launch with accelerate (DeepSpeed
@@ -20,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from finetune.dynamic_sampling import DynamicSampler, history_from_report
 from finetune.grpo_config import GRPORunConfig
 from finetune.rollout import EpisodeRollout, InferencePolicy, prompt_text, rollout_episode
 from finetune.run_dir import base_model_spec, write_manifest
@@ -94,8 +96,13 @@ def run_grpo(config: GRPORunConfig,
     g = config.num_generations
     episode = rollout_episode(config.episode_max_steps, config.max_tokens, config.temperature,
                               config.sandbox, config.tools)
+    sampler = None
+    if config.dynamic_sampling:
+        history = history_from_report(config.task_history) if config.task_history else {}
+        sampler = DynamicSampler(tasks, history, window=g, seed=config.seed)
     rollout = EpisodeRollout(suite, tasks, episode, out / "rollouts", workers=config.workers or g,
-                             max_completion_tokens=config.max_completion_tokens)
+                             max_completion_tokens=config.max_completion_tokens,
+                             sampler=sampler)
     stats = GroupStats(g)
     rewards: list[Any] = [stats.verify_reward, stats.format_reward, *(extra_rewards or [])]
     args = config.trl_args(len(extra_rewards or []))
@@ -120,7 +127,9 @@ def run_grpo(config: GRPORunConfig,
     metrics = {"steps": steps, "seconds": round(seconds, 1),
                "seconds_per_step": round(seconds / max(steps, 1), 1),
                "groups": stats.groups, "groups_all_equal": stats.all_equal,
-               "episodes": stats.groups * g}
+               "episodes": stats.groups * g,
+               "groups_with_signal": stats.groups - stats.all_equal,
+               **(sampler.counts() if sampler else {})}
     data = {"suite": str(suite.path), "suite_sha256": suite.digest(), "split": config.split,
             "tasks": len(tasks), "init_adapter": str(config.adapter) if config.adapter else None}
     write_manifest(out, "grpo", spec, model_dir, config.model_dump(mode="json"), data, metrics,

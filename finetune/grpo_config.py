@@ -44,6 +44,11 @@ class GRPORunConfig(BaseModel):
                                 "In-process local models generate one call at a time and keep "
                                 "one key/value cache, so 1 is fastest on a CPU: the G episodes "
                                 "of a group share their prompt and each step only appends.")
+    dynamic_sampling: bool = Field(True, description="Redraw a task whose recent rewards "
+                                   "are all 0 or all 1 before its group is spent (DAPO).")
+    task_history: Path | None = Field(None, description="An `agent eval` report of the "
+                                      "starting policy on these tasks (e.g. --episodes 4): "
+                                      "its rewards seed dynamic sampling's history.")
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     tools: str | None = Field(None, description="Tool set or names; default: the model's.")
     bf16: bool = Field(False, description="bfloat16 mixed precision (GPUs); float32 when off.")

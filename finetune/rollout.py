@@ -27,6 +27,7 @@ from agent.episode import EpisodeConfig
 from agent.llm import LLMConfig
 from agent.local_model import load_local_model
 from agent.solve import SolveResult
+from finetune.dynamic_sampling import DynamicSampler
 from finetune.evaluate import format_errors, run_task_episode
 from finetune.suite import Suite, SuiteTask
 from tools.sandbox import SandboxConfig
@@ -132,8 +133,10 @@ class EpisodeRollout:
     """TRL `rollout_func`: prompts (each repeated G times) -> G sandboxed episodes each."""
 
     def __init__(self, suite: Suite, tasks: list[SuiteTask], episode: EpisodeConfig,
-                 out_dir: Path, workers: int = 4, max_completion_tokens: int = 3072):
+                 out_dir: Path, workers: int = 4, max_completion_tokens: int = 3072,
+                 sampler: DynamicSampler | None = None):
         self.suite = suite
+        self.sampler = sampler
         self.episode = episode
         self.workers = workers
         self.max_completion_tokens = max_completion_tokens
@@ -151,7 +154,7 @@ class EpisodeRollout:
         assert self.policy is not None, "attach the InferencePolicy before training"
         model = trainer.accelerator.unwrap_model(trainer.model)
         self.policy.sync(model, trainer.state.global_step)
-        tasks = [self.by_prompt[prompt_text_of(p)] for p in prompts]
+        tasks = self._choose([self.by_prompt[prompt_text_of(p)] for p in prompts])
         llm = self.policy.llm_config(self.episode.llm)
         if self.pool is None:  # warm sandboxes for every later group (closed by `close`)
             self.pool = SandboxPool(self.episode.sandbox, size=self.workers)
@@ -163,7 +166,22 @@ class EpisodeRollout:
                 lambda job: self._episode(job[1], llm, batch_dir / f"{job[1].instance_id}-"
                                                               f"{job[0]}"),
                 enumerate(tasks)))
-        return self._collate(prompts, results)
+        out = self._collate(prompts, results)
+        if self.sampler is not None:
+            for task, rewards in _groups(tasks, out["verify_reward"]):
+                self.sampler.record(task, rewards)
+        return out
+
+    def _choose(self, tasks: list[SuiteTask]) -> list[SuiteTask]:
+        """The drawn tasks, each group (a run of one task) redrawn by the sampler when its
+        task's recent rewards are all equal."""
+        if self.sampler is None:
+            return tasks
+        chosen: list[SuiteTask] = []
+        for task, group in _groups(tasks, tasks):
+            replacement = self.sampler.choose(task)
+            chosen.extend([replacement] * len(group))
+        return chosen
 
     def _episode(self, task: SuiteTask, llm: LLMConfig,
                  out_dir: Path) -> tuple[SolveResult | None, str | None]:
@@ -214,6 +232,17 @@ class EpisodeRollout:
 
         messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
         return render_chat_tokens(messages, None, self.tokenizer)
+
+
+def _groups(tasks: list[SuiteTask], values: list[Any]) -> list[tuple[SuiteTask, list[Any]]]:
+    """Consecutive runs of one task (a GRPO group) with their `values`."""
+    groups: list[tuple[SuiteTask, list[Any]]] = []
+    for task, value in zip(tasks, values, strict=True):
+        if groups and groups[-1][0].instance_id == task.instance_id:
+            groups[-1][1].append(value)
+        else:
+            groups.append((task, [value]))
+    return groups
 
 
 def prompt_text(task: SuiteTask) -> str:

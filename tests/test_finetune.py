@@ -314,6 +314,27 @@ def test_grpo_step_scores_sandboxed_episodes_and_masks_tool_outputs(
         assert sum(sample.env_mask) > 0
 
 
+@pytest.mark.usefixtures("docker_ready")
+def test_grpo_redraws_a_task_whose_recent_rewards_are_all_equal(
+        suite_dir: Path, tiny_model: Path, tmp_path: Path) -> None:
+    from finetune.grpo import GRPORunConfig, run_grpo
+
+    first, second = load_suite(suite_dir).split("train")[:2]
+    history = tmp_path / "sft-eval.json"  # the starting policy failed `first` twice
+    history.write_text(json.dumps({"episodes": [
+        {"instance_id": first.instance_id, "reward": 0},
+        {"instance_id": first.instance_id, "reward": 0}]}))
+    out = tmp_path / "grpo"
+    metrics = run_grpo(GRPORunConfig(
+        suite=suite_dir, limit=2, model=str(tiny_model), output_dir=out, num_generations=2,
+        max_steps=1, episode_max_steps=1, max_tokens=8, task_history=history, seed=0))
+    assert metrics["steps"] == 1 and metrics["groups_redrawn"] == 1
+    assert metrics["groups"] == 1 and metrics["groups_with_signal"] == 0
+    trajectories = sorted((out / "rollouts").rglob("*.jsonl"))
+    assert len(trajectories) == 2
+    assert all(second.instance_id in str(path) for path in trajectories)
+
+
 @pytest.mark.model
 @pytest.mark.usefixtures("docker_ready")
 def test_smollm2_two_sft_steps_then_the_agent_runs_with_the_adapter(

@@ -230,6 +230,8 @@ def grpo_command(
     temperature: float = config_option(GRPORunConfig, "temperature"),
     episode_max_steps: int = config_option(GRPORunConfig, "episode_max_steps"),
     max_tokens: int = config_option(GRPORunConfig, "max_tokens"),
+    dynamic_sampling: bool = config_option(GRPORunConfig, "dynamic_sampling"),
+    task_history: Path | None = config_option(GRPORunConfig, "task_history"),  # noqa: B008
     lora_r: int = config_option(GRPORunConfig, "lora.r",
                                 help="LoRA rank of a new adapter (alpha is twice it)."),
     lora_last_layers: int | None = config_option(GRPORunConfig, "lora.last_layers",
@@ -251,6 +253,9 @@ def grpo_command(
     print(json.dumps(metrics))
     print(f"{metrics['groups_all_equal']} of {metrics['groups']} groups had all-equal rewards "
           "(no learning signal)")
+    if "groups_redrawn" in metrics:
+        print(f"dynamic sampling: {metrics['groups_redrawn']} groups redrawn from an all-equal "
+              f"task, {metrics['groups_without_informative_task']} with none left to draw")
     print(f"adapter: {output_dir}")
 
 
