@@ -29,8 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
-
+from agent.episode_config import ContextConfig
 from agent.llm import LLMClient
 from agent.prompts import MAX_RULES_CHARS, RULES_FILES
 from agent.token_counter import TokenCounter, context_window
@@ -66,32 +65,6 @@ Summarise it under exactly these headings, as short bullet points:
 ## Tried and failed
 ## Next steps
 Keep exact file paths, names, commands and error messages. Invent nothing."""
-
-
-class ContextConfig(BaseModel):
-    """How the model's context is measured, compacted and seeded."""
-
-    context_window: int | None = Field(
-        None, gt=0, description="Tokens the model reads; default: the model's metadata.")
-    threshold: float = Field(
-        0.8, gt=0, le=1, description="Compact when a request passes this share of the window.")
-    target: float = Field(0.5, gt=0, le=1, description="Share of the window to compact down to.")
-    keep_outputs: int = Field(
-        3, ge=0, description="Most recent tool outputs kept whole while they fit in "
-                             "`keep_recent` of the window (the latest always).")
-    keep_recent: float = Field(
-        0.25, gt=0, lt=1, description="Share of the window of latest turns kept verbatim when "
-                                      "older ones are summarised.")
-    summary_tokens: int = Field(600, gt=0, description="Longest summary the model may write.")
-    repo_map_tokens: int = Field(
-        512, ge=0, description="Repository map in the system prompt (tokens; 0: none).")
-
-    @model_validator(mode="after")
-    def _check(self) -> ContextConfig:
-        if self.target >= self.threshold:
-            raise ValueError(f"target ({self.target}) must be below threshold "
-                             f"({self.threshold}): lower target or raise threshold")
-        return self
 
 
 @dataclass

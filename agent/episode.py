@@ -25,10 +25,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from agent.context import ContextConfig
-from agent.llm import LLMClient, LLMConfig
+from agent.episode_config import EpisodeConfig
+from agent.llm import LLMClient
 from agent.models import default_tool_set
 from agent.session import Approver, Listener, Session
 from agent.tasks import Task
@@ -58,24 +56,6 @@ __all__ = ["Episode", "EpisodeConfig", "SandboxConfig", "new_session_id", "open_
 logger = logging.getLogger(__name__)
 Note = Callable[[str], None]
 """Told what opening an episode does that takes long (building a setup image)."""
-
-
-class EpisodeConfig(BaseModel):
-    """How an episode runs (what it works on is the `Task`): one model for solve, the TUI,
-    eval and rollouts, whose CLI options map onto these fields."""
-
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
-    llm: LLMConfig = Field(default_factory=LLMConfig)
-    sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
-    max_steps: int = Field(30, ge=1, description="Model calls per episode (per turn in a chat).")
-    context: ContextConfig = Field(default_factory=ContextConfig)
-    tools: str | None = Field(None, description="Tool set (full, core) or tool names; default: "
-                              "the model's (`agent.models.default_tool_set`).")
-    output_dir: Path | None = Field(None, description="Where the trajectory and patch go; "
-                                    "default: $APPRENTICE_HOME/runs/<session-id>.")
-    keep_worktree: bool = Field(False, description="Leave the working tree in place at the end.")
-    session_id: str | None = Field(None, description="A fixed id (tests); default: a new one.")
 
 
 def new_session_id() -> str:

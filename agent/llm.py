@@ -12,12 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, Field
-
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import litellm  # noqa: E402
 
+from agent.episode_config import LLMConfig  # noqa: E402
 from trajectories.events import ToolCall, Usage, scrub_text  # noqa: E402
 
 litellm.suppress_debug_info = True
@@ -59,24 +58,6 @@ exceeded)."""
 
 class ModelError(RuntimeError):
     """The model could not be reached or refused the request; the message says why."""
-
-
-class LLMConfig(BaseModel):
-    """How the model is called."""
-
-    model: str = Field("local/smollm2-135m", description="litellm model name (provider/model).")
-    api_base: str | None = Field(None, description="Base URL of an OpenAI-compatible server.")
-    api_key: str | None = Field(None, description="Key for the provider; default: its env var.")
-    temperature: float = Field(0.0, description="Sampling temperature (0 = greedy).")
-    max_tokens: int = Field(1024, description="Maximum tokens per reply.")
-    timeout: float = Field(300.0, description="Seconds before one call is abandoned.")
-    retries: int = Field(3, description="Retries of transient errors (429, 5xx, time-outs).")
-    backoff_s: float = Field(1.0, description="First backoff delay; doubles each retry.")
-    stream: bool = Field(False, description="Stream the reply (text deltas reach listeners).")
-    adapter: str | None = Field(None, description="PEFT adapter directory for local models.")
-    tool_choice: str | None = Field(
-        None, description="`required` forces a tool call each turn; default: the model decides."
-    )
 
 
 @dataclass

@@ -22,6 +22,7 @@ from agent.cli.options import (
     config_field,
     option_path,
 )
+from finetune.eval_config import EvalOptions
 from finetune.grpo_config import GRPORunConfig
 from finetune.sft_config import SFTRunConfig
 
@@ -45,12 +46,6 @@ def run_cli(*args: str, home: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "APPRENTICE_HOME": str(home)}
     return subprocess.run([sys.executable, "-m", "agent.cli", *args], capture_output=True,
                           text=True, timeout=120, env=env)
-
-
-def eval_options() -> type[BaseModel]:
-    from finetune.evaluate import EvalOptions
-
-    return EvalOptions
 
 
 def test_a_run_config_field_named_as_a_trl_field_reaches_it_without_a_copy(
@@ -87,8 +82,9 @@ CLI_ONLY = {
 
 
 @pytest.mark.parametrize("names", list(CLI_ONLY), ids="-".join)
-def test_the_cli_defaults_are_the_configs(names: tuple[str, ...]) -> None:
-    model = {"sft": SFTRunConfig, "grpo": GRPORunConfig}.get(names[-1]) or eval_options()
+def test_every_option_is_a_config_field_with_its_default(names: tuple[str, ...]) -> None:
+    model: type[BaseModel] = {"sft": SFTRunConfig, "grpo": GRPORunConfig,
+                              "eval": EvalOptions}[names[-1]]
     params = [p for p in command(*names).params if p.name]
     unmapped = {p.name for p in params if option_path(model, p.name or "") is None}
     assert unmapped == CLI_ONLY[names] - {"ctx"}
@@ -102,9 +98,9 @@ def test_the_cli_defaults_are_the_configs(names: tuple[str, ...]) -> None:
         else:
             assert param.default == default, (param.name, param.default, default)
         assert param.help, f"--{param.name} has no help"
-    if model is not eval_options():  # the run configs also give the help
-        flag = next(p for p in params if p.name == "learning_rate")
-        assert flag.help == config_field(model, "learning_rate").description
+    field = "model" if model is EvalOptions else "learning_rate"  # and the help
+    flag = next(p for p in params if p.name == field)
+    assert flag.help == config_field(model, field).description
 
 
 def test_each_option_reaches_its_config_field(tmp_path: Path) -> None:
@@ -118,7 +114,7 @@ def test_each_option_reaches_its_config_field(tmp_path: Path) -> None:
                                                output_dir=tmp_path, lora_r=8, tools="core"),
                         lora_alpha=16)
     assert (grpo.lora.r, grpo.lora.alpha, grpo.tools) == (8, 16, "core")
-    options: Any = build_config(eval_options(), context(
+    options = build_config(EvalOptions, context(
         "eval", suite=tmp_path, episode_max_steps=3, episode_llm_max_tokens=7,
         episode_tools="core", workers=2), split=None)
     assert options.episode.max_steps == 3 and options.episode.llm.max_tokens == 7

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from agent.cli.options import TOOLS_HELP, build_config, check_tools, config_option
+from finetune.eval_config import EvalOptions
 from finetune.grpo_config import GRPORunConfig
 from finetune.sft_config import SFTRunConfig
 
@@ -63,35 +64,29 @@ def _print_summary(summary: dict[str, Any]) -> None:
 def eval_command(
     ctx: typer.Context,
     suite: Annotated[Path, typer.Argument(help="Suite directory (holds tasks.jsonl).")],
-    model: Annotated[str, typer.Option(help="litellm model, or `oracle` (the scripted policy "
-                                       "that knows each fix).")] = "local/smollm2-135m",
-    api_base: Annotated[str | None, typer.Option(help="OpenAI-compatible server URL.")] = None,
-    adapter: Annotated[str | None, typer.Option(help="PEFT adapter dir (local models).")] = None,
-    episodes: Annotated[int, typer.Option(help="Episodes per task (K of pass@K).")] = 1,
-    split: Annotated[str, typer.Option(help="train, test, or all.")] = "test",
-    limit: Annotated[int | None, typer.Option(help="Only the first N tasks.")] = None,
-    workers: Annotated[int, typer.Option(help="Episodes at once (one sandbox each); 1 is "
-                                         "fastest for an in-process local model.")] = 4,
-    episode_max_steps: Annotated[int, typer.Option("--max-steps",
-                                                   help="Model calls per episode.")] = 8,
-    episode_llm_max_tokens: Annotated[int, typer.Option("--max-tokens",
-                                                        help="Tokens per model reply.")] = 256,
-    temperature: Annotated[float | None, typer.Option(
-        help="Sampling temperature (default 0, or 0.7 when --episodes > 1).")] = None,
-    output_dir: Annotated[Path | None, typer.Option(help="Trajectories and report.json.")]
-    = None,
+    model: str = config_option(EvalOptions, "model"),
+    api_base: str | None = config_option(EvalOptions, "api_base"),
+    adapter: str | None = config_option(EvalOptions, "adapter"),
+    episodes: int = config_option(EvalOptions, "episodes"),
+    split: str = config_option(EvalOptions, "split", help="train, test, or all."),
+    limit: int | None = config_option(EvalOptions, "limit"),
+    workers: int = config_option(EvalOptions, "workers"),
+    episode_max_steps: int = config_option(EvalOptions, "episode.max_steps", "--max-steps",
+                                           help="Model calls per episode."),
+    episode_llm_max_tokens: int = config_option(EvalOptions, "episode.llm.max_tokens",
+                                                "--max-tokens"),
+    temperature: float | None = config_option(EvalOptions, "temperature"),
+    output_dir: Path | None = config_option(EvalOptions, "output_dir"),  # noqa: B008
     save: Annotated[Path | None, typer.Option(help="Also write the report JSON here.")] = None,
-    episode_tools: Annotated[str | None, typer.Option("--tools", callback=check_tools,
-                                                      help=TOOLS_HELP)] = None,
+    episode_tools: str | None = config_option(EvalOptions, "episode.tools", "--tools",
+                                              callback=check_tools, help=TOOLS_HELP),
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Evaluate a model on a task suite: pass@1, pass@K, format errors, steps, tokens.
 
     Every task of the split runs K times, in parallel sandboxes; every episode is recorded as
     a trajectory."""
-    # EvalOptions imports the agent's runtime (litellm), too slow to load for every command's
-    # defaults: these options state them, and tests/test_cli_config.py holds them equal.
-    from finetune.evaluate import EvalOptions, evaluate
+    from finetune.evaluate import evaluate
 
     options = build_config(EvalOptions, ctx, split=None if split == "all" else split)
     loaded = _load_suite(suite)

@@ -1,0 +1,45 @@
+"""What an evaluation is: `EvalOptions` (the policy, the tasks, the episodes). Light to
+import, so `agent eval` reads its options' defaults and help from here; `finetune.evaluate`
+runs it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from agent.episode_config import EpisodeConfig, LLMConfig
+
+
+def _eval_episode() -> EpisodeConfig:
+    return EpisodeConfig(max_steps=8, llm=LLMConfig(max_tokens=256))
+
+
+class EvalOptions(BaseModel):
+    """How a suite is evaluated: which policy, which tasks, how many at once; the rest of what
+    an episode is (steps, reply tokens, sandbox, tools) is `episode`."""
+
+    model: str = Field("local/smollm2-135m", description="litellm model, or `oracle` for the "
+                       "scripted policy that knows each task's fix.")
+    api_base: str | None = Field(None, description="OpenAI-compatible server URL.")
+    adapter: str | None = Field(None, description="PEFT adapter directory (local models).")
+    temperature: float | None = Field(None, ge=0, description="Sampling temperature; default "
+                                      "0 (greedy) for one episode per task, else 0.7.")
+    split: str | None = Field("test", description="Which split; None for every task.")
+    episodes: int = Field(1, ge=1, description="Episodes per task (K of pass@K).")
+    limit: int | None = Field(None, ge=1, description="Only the first N tasks of the split.")
+    workers: int = Field(4, ge=1, description="Episodes at once (one sandbox each); 1 is "
+                         "fastest for an in-process local model.")
+    output_dir: Path | None = Field(None, description="Where trajectories and the report go.")
+    episode: EpisodeConfig = Field(default_factory=_eval_episode, description="Each "
+                                   "episode's settings; its model fields come from the above.")
+
+    def llm(self) -> LLMConfig:
+        """The policy's model settings (not used for the oracle)."""
+        temperature = self.temperature
+        if temperature is None:
+            temperature = 0.0 if self.episodes == 1 else 0.7
+        local = self.model.startswith("local/")
+        return self.episode.llm.model_copy(update={
+            "model": self.model, "api_base": self.api_base, "adapter": self.adapter,
+            "temperature": temperature, "tool_choice": "required" if local else None})
