@@ -12,6 +12,8 @@ from agent import __version__
 from agent.context import Compactor, ContextConfig
 from agent.llm import LLMClient, ModelError
 from agent.prompts import NO_TOOL_CALL_NUDGE, system_prompt, task_message
+from agent.repeat_guard import BLOCKED as REPEAT_BLOCKED
+from agent.repeat_guard import RepeatGuard
 from agent.tasks import Task
 from tools.base import Observation, ToolBox, ToolContext
 from tools.repo_map import render_repo_map
@@ -80,6 +82,7 @@ class Session:
         sandbox_settings: dict[str, Any] | None = None,
         approve: Approver | None = None,
         context: ContextConfig | None = None,
+        repeat_guard: bool = True,
     ):
         self.id = session_id
         self.task = task
@@ -101,6 +104,9 @@ class Session:
         self._started = False
         self.context = context or ContextConfig()
         self.compactor = Compactor(self.context, llm, toolbox.schemas(), workspace.path)
+        self.repeat_guard = RepeatGuard(
+            name for name, tool in toolbox.tools.items() if tool.read_only) if repeat_guard \
+            else None
 
     def set_llm(self, llm: LLMClient) -> None:
         """Switch model from the next call on; the context is re-measured for its window."""
@@ -141,6 +147,8 @@ class Session:
         if message is not None:
             self.messages.append(message)
         self.compactor.observe(event)
+        if self.repeat_guard is not None:
+            self.repeat_guard.observe(event)
         if isinstance(event, AssistantMessage | Compaction):
             self._calls_usage += event.usage
 
@@ -331,6 +339,8 @@ class Session:
                 observation = Observation("Not run: the episode already finished.", True)
             elif self._interrupted.is_set():
                 observation = Observation(f"Not run: {INTERRUPTED}.", True)
+            elif refusal := self._repeat_refusal(call):
+                observation = Observation(refusal, True, data={REPEAT_BLOCKED: True})
             else:
                 self.emit(ToolCallStarted(session_id=self.id, step=self.step,
                                           tool_call_id=call.id, name=call.name,
@@ -348,6 +358,10 @@ class Session:
             if observation.finished:
                 summary = observation.data.get("summary", "")
         return summary
+
+    def _repeat_refusal(self, call: ToolCall) -> str | None:
+        return self.repeat_guard.refusal(call.name, call.arguments) if self.repeat_guard \
+            else None
 
     def _run_tool(self, name: str, arguments: str) -> Observation:
         started = time.monotonic()

@@ -135,6 +135,29 @@ def test_bad_tool_calls_come_back_as_observations(example, scripted) -> None:
     assert not (example[0].parent.parent / "escape.txt").exists()
 
 
+def test_a_failed_call_repeated_with_nothing_changed_is_not_run_again(example, scripted) -> None:
+    bad_view = tool_call("view", {"path": "calculator/nope.py"})
+    tests = tool_call("bash", {"command": "python3 -m pytest -q"})
+    script = [
+        {"tool_calls": [bad_view]}, {"tool_calls": [bad_view]},  # blocked: nothing ran since
+        {"tool_calls": [tests]},  # tests fail (bash may change files: the memory is cleared)
+        {"tool_calls": [tests]},  # blocked: the same failing run, nothing edited in between
+        {"tool_calls": [tool_call("str_replace", {
+            "path": "calculator/operations.py", "old_str": OLD, "new_str": NEW})]},
+        {"tool_calls": [tests]},  # runs again after the edit, and passes
+        {"tool_calls": [tool_call("finish", {"summary": "fixed"})]},
+    ]
+    result, trajectory, _ = run_in_process(example, scripted, script)
+    results = tool_results(trajectory)
+    started = [e for e in trajectory.events if e.type == "tool_call_started"]
+    assert [r.data.get("repeat_blocked", False) for r in results] == [
+        False, True, False, True, False, False, False]
+    assert "already failed and nothing has changed" in results[1].output
+    assert "nope.py does not exist" in results[1].output  # the first failure, quoted
+    assert len(started) == 5 and not results[5].is_error
+    assert result.reward == 1
+
+
 def test_a_tool_set_limits_what_the_model_sees_and_calls(example, scripted) -> None:
     script = [{"tool_calls": [tool_call("glob", {"pattern": "**/*.py"})]}, *FIX_SCRIPT]
     result, trajectory, _ = run_in_process(example, scripted, script, tools="core")

@@ -57,6 +57,8 @@ class Tool:
 
     name: ClassVar[str]
     Args: ClassVar[type[BaseModel]]
+    read_only: ClassVar[bool] = False
+    """True when a call cannot change the workspace (viewing, searching, planning)."""
 
     def run(self, args: Any, ctx: ToolContext) -> Observation:
         raise NotImplementedError

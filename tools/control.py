@@ -54,6 +54,7 @@ class Todo(Tool):
     completed as you go."""
 
     name = "todo"
+    read_only = True
     Args = TodoArgs
 
     def run(self, args: TodoArgs, ctx: ToolContext) -> Observation:
@@ -74,6 +75,7 @@ class Finish(Tool):
     """Call when the task is done (or cannot be done), with a short summary. Ends the episode."""
 
     name = "finish"
+    read_only = True
     Args = FinishArgs
 
     def run(self, args: FinishArgs, ctx: ToolContext) -> Observation:

@@ -101,6 +101,7 @@ class View(Tool):
     """Show a file with line numbers (optionally a line range), or list a directory."""
 
     name = "view"
+    read_only = True
     Args = ViewArgs
 
     def run(self, args: ViewArgs, ctx: ToolContext) -> Observation:

@@ -316,6 +316,7 @@ class RepoMapTool(Tool):
     way before viewing files."""
 
     name = "repo_map"
+    read_only = True
     Args = RepoMapArgs
 
     def run(self, args: RepoMapArgs, ctx: ToolContext) -> Observation:

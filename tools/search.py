@@ -60,6 +60,7 @@ class Grep(Tool):
     """Search file contents with a regular expression; prints path:line:text for each match."""
 
     name = "grep"
+    read_only = True
     Args = GrepArgs
 
     def run(self, args: GrepArgs, ctx: ToolContext) -> Observation:
@@ -118,6 +119,7 @@ class Glob(Tool):
     """List files whose path matches a glob pattern (** matches any directories)."""
 
     name = "glob"
+    read_only = True
     Args = GlobArgs
 
     def run(self, args: GlobArgs, ctx: ToolContext) -> Observation:
