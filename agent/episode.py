@@ -92,7 +92,7 @@ class Episode:
             ToolContext(workspace=workspace.path, sandbox=sandbox), workspace,
             max_steps=config.max_steps, listeners=self.listeners,
             sandbox_settings=sandbox_config.model_dump(), approve=approve,
-            context=config.context,
+            context=config.context, repeat_guard=config.repeat_guard,
         )
         if recorded:
             self.session.restore(recorded)

@@ -71,4 +71,6 @@ class EpisodeConfig(BaseModel):
     output_dir: Path | None = Field(None, description="Where the trajectory and patch go; "
                                     "default: $APPRENTICE_HOME/runs/<session-id>.")
     keep_worktree: bool = Field(False, description="Leave the working tree in place at the end.")
+    repeat_guard: bool = Field(True, description="Answer, without running it, a call that "
+                               "failed and is repeated with nothing changed since.")
     session_id: str | None = Field(None, description="A fixed id (tests); default: a new one.")

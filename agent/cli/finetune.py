@@ -76,6 +76,8 @@ def eval_command(
     episode_llm_max_tokens: int = config_option(EvalOptions, "episode.llm.max_tokens",
                                                 "--max-tokens"),
     temperature: float | None = config_option(EvalOptions, "temperature"),
+    episode_repeat_guard: bool = config_option(EvalOptions, "episode.repeat_guard",
+                                               "--repeat-guard/--no-repeat-guard"),
     output_dir: Path | None = config_option(EvalOptions, "output_dir"),  # noqa: B008
     save: Annotated[Path | None, typer.Option(help="Also write the report JSON here.")] = None,
     episode_tools: str | None = config_option(EvalOptions, "episode.tools", "--tools",
