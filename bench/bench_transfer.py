@@ -163,7 +163,8 @@ def run_eval(suite_dir: Path, save: Path, adapter: Path | None, args: argparse.N
     options = EvalOptions(model=f"local/{BASE}", adapter=str(adapter) if adapter else None,
                           split="test", workers=1, episodes=episodes,
                           episode=EpisodeConfig(max_steps=args.episode_steps,
-                                                llm=LLMConfig(max_tokens=args.max_tokens)),
+                                                llm=LLMConfig(max_tokens=args.max_tokens),
+                                                repeat_guard=not args.no_repeat_guard),
                           output_dir=save.parent / f"{save.stem}-episodes")
     report = evaluate(load_suite(suite_dir), options, on_episode=lambda e: print(
         f"   {e.instance_id}: reward {e.reward} {e.exit_status} {e.steps} steps "
@@ -198,6 +199,10 @@ def run_demo(save: Path, adapter: Path | None, home: Path) -> dict[str, Any]:
 def evaluate_model(name: str, adapter: Path | None, suites: dict[str, Path], out: Path,
                    args: argparse.Namespace) -> dict[str, Any]:
     figures: dict[str, Any] = {}
+    demo = run_demo(out / "evals" / name / "demo.json", adapter, out / "home")
+    figures["demo"] = {"reward": demo.get("reward"), "status": demo.get("exit_status"),
+                       "steps": demo.get("steps"), "wall_time_s": demo.get("wall_time_s")}
+    print(f"   demo: {figures['demo']}", flush=True)
     for suite_name, suite_dir in suites.items():
         started = stage(f"eval {name} on {suite_name}")
         report = run_eval(suite_dir, out / "evals" / name / f"{suite_name}.json", adapter, args)
@@ -209,11 +214,8 @@ def evaluate_model(name: str, adapter: Path | None, suites: dict[str, Path], out
                                ".json", adapter, args, episodes=args.samples)
             figures[suite_name]["sampled_pass@1"] = sampled["summary"]["pass@1"]
             figures[suite_name]["pass@k"] = sampled["summary"]["pass@k"]
-        print(f"   {suite_name}: {figures[suite_name]} ({time.monotonic() - started:.0f}s)")
-    demo = run_demo(out / "evals" / name / "demo.json", adapter, out / "home")
-    figures["demo"] = {"reward": demo.get("reward"), "status": demo.get("exit_status"),
-                       "steps": demo.get("steps"), "wall_time_s": demo.get("wall_time_s")}
-    print(f"   demo: {figures['demo']}")
+        print(f"   {suite_name}: {figures[suite_name]} ({time.monotonic() - started:.0f}s)",
+              flush=True)
     return figures
 
 
@@ -281,6 +283,10 @@ def main() -> None:
     parser.add_argument("--episode-steps", type=int, default=6)
     parser.add_argument("--max-tokens", type=int, default=256)
     parser.add_argument("--samples", type=int, default=1, help="also K sampled episodes")
+    parser.add_argument("--no-repeat-guard", action="store_true",
+                        help="evaluate without the repetition guard (to measure it)")
+    parser.add_argument("--eval-only", default=None,
+                        help="a label: evaluate the SFT adapter only, into evals/LABEL")
     parser.add_argument("--skip-base", action="store_true", help="do not evaluate the base")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ship", action="store_true")
@@ -324,6 +330,10 @@ def main() -> None:
     metrics = read_manifest(sft_dir)["metrics"]
 
     models: dict[str, Any] = {}
+    if args.eval_only:
+        figures = evaluate_model(args.eval_only, sft_dir, suites, out, args)
+        (out / f"results-{args.eval_only}.json").write_text(json.dumps(figures, indent=2))
+        return
     if not args.skip_base:
         models["base"] = evaluate_model("base", None, suites, out, args)
     models["sft"] = evaluate_model("sft", sft_dir, suites, out, args)
