@@ -10,6 +10,12 @@
 - N sessions at once: each opens, runs 20 commands checking its own marker, and closes.
 
 Needs a running Docker engine and the sandbox image (`agent sandbox build --offline`).
+
+Measured 2026-12-02 (2 CPU cores, load average 4.4 from a synthesis run beside it;
+`--persistent 20 --exec 5 --resets 10 --parallel 2`): reset from the warm pool median 86 ms
+(p90 122), against 510 ms one after the other and 473 ms side by side; `true` over the
+persistent shell 0.5 ms, `docker exec` 105 ms. Eval and GRPO rollouts take their sandboxes
+from the pool.
 """
 
 from __future__ import annotations
