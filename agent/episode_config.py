@@ -11,11 +11,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tools.sandbox import SandboxConfig
 
+DEFAULT_MODEL = "local/smollm2-135m"
+"""The model every command uses unless told otherwise: the embedded local default."""
+
 
 class LLMConfig(BaseModel):
     """How the model is called."""
 
-    model: str = Field("local/smollm2-135m", description="litellm model name (provider/model).")
+    model: str = Field(DEFAULT_MODEL, description="litellm model name (provider/model).")
     api_base: str | None = Field(None, description="Base URL of an OpenAI-compatible server.")
     api_key: str | None = Field(None, description="Key for the provider; default: its env var.")
     temperature: float = Field(0.0, description="Sampling temperature (0 = greedy).")

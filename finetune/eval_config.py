@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from agent.episode_config import EpisodeConfig, LLMConfig
+from agent.episode_config import DEFAULT_MODEL, EpisodeConfig, LLMConfig
 
 
 def _eval_episode() -> EpisodeConfig:
@@ -19,7 +19,7 @@ class EvalOptions(BaseModel):
     """How a suite is evaluated: which policy, which tasks, how many at once; the rest of what
     an episode is (steps, reply tokens, sandbox, tools) is `episode`."""
 
-    model: str = Field("local/smollm2-135m", description="litellm model, or `oracle` for the "
+    model: str = Field(DEFAULT_MODEL, description="litellm model, or `oracle` for the "
                        "scripted policy that knows each task's fix.")
     api_base: str | None = Field(None, description="OpenAI-compatible server URL.")
     adapter: str | None = Field(None, description="PEFT adapter directory (local models).")

@@ -23,6 +23,7 @@ from agent.cli.options import (
 )
 from agent.cli.sessions import rewind_command, sessions_app, undo_command
 from agent.cli.trajectories import replay_command, trajectories_app, verify_command
+from agent.episode_config import DEFAULT_MODEL
 
 if TYPE_CHECKING:
     from agent.context import ContextConfig
@@ -126,7 +127,7 @@ def solve(
     instance_id: Annotated[str | None, typer.Option(
         help="Which instance, when the --instance file holds several.")] = None,
     repo: Annotated[Path, typer.Option(help="Git repository to work on.")] = Path("."),
-    model: Annotated[str, typer.Option(help="litellm model name.")] = "local/smollm2-135m",
+    model: Annotated[str, typer.Option(help="litellm model name.")] = DEFAULT_MODEL,
     api_base: Annotated[str | None, typer.Option(help="OpenAI-compatible server URL.")] = None,
     adapter: Annotated[str | None, typer.Option(help="PEFT adapter dir (local models).")] = None,
     test_cmd: Annotated[str | None, typer.Option(help="Test command (the reward).")] = None,
