@@ -101,14 +101,14 @@ def eval_suites(synthesis: Path, out: Path, sizes: dict[str, int], seed: int) ->
     curriculum = [t for t in test if source_of(t) == "curriculum"]
     heldout = [t for t in test if source_of(t) != "curriculum"]
     held_more = load_suite(synthesis / "eval-more-itertools")
-    return {
-        "curriculum": sub_suite(corpus, balanced(curriculum, sizes["curriculum"], seed),
-                                out / "suites" / "curriculum"),
+    return {  # the held-out repositories first: they are what the model is judged by
         "heldout-repo": sub_suite(corpus, balanced(heldout, sizes["heldout-repo"], seed),
                                   out / "suites" / "heldout-repo"),
         "more-itertools": sub_suite(held_more, balanced(held_more.split("test"),
                                                         sizes["more-itertools"], seed),
                                     out / "suites" / "more-itertools"),
+        "curriculum": sub_suite(corpus, balanced(curriculum, sizes["curriculum"], seed),
+                                out / "suites" / "curriculum"),
     }
 
 
