@@ -14,6 +14,7 @@ pulls the base and checks the adapter against the manifest; nothing else is down
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -178,10 +179,21 @@ def tokenizer_folder(model_path: Path, adapter_path: Path | None) -> Path:
     return model_path
 
 
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
 def adapter_digest(folder: Path) -> str:
-    """sha256 over the adapter's weights and config (what the manifest records)."""
+    """sha256 over the adapter's weights and config (what the manifest records). Hashed once
+    per version of the files: every local model call checks its shipped adapter."""
+    stamp = tuple((s.st_mtime_ns, s.st_size) for s in ((folder / n).stat()
+                                                         for n in ADAPTER_FILES))
+    return _digest(folder, stamp)
+
+
+@functools.lru_cache(maxsize=8)
+def _digest(folder: Path, stamp: tuple[tuple[int, int], ...]) -> str:
     digest = hashlib.sha256()
-    for name in ("adapter_config.json", "adapter_model.safetensors"):
+    for name in ADAPTER_FILES:
         digest.update((folder / name).read_bytes())
     return digest.hexdigest()
 
