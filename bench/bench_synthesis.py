@@ -61,11 +61,14 @@ def fetch(name: str, version: str, sdists: Path) -> Path:
 
 
 def oracle_pass(suite_dir: Path, split: str, workers: int, save: Path) -> dict[str, Any]:
-    """`agent eval SUITE --model oracle --split SPLIT`, in its own process, as a user runs it."""
+    """`agent eval SUITE --model oracle --split SPLIT`, in its own process, as a user runs it.
+    Without the repository map in the prompt: these episodes are the SFT data of the embedded
+    model, which runs without one (`.ci/demo`), and the map is a fifth of a conversation."""
     if not load_suite(suite_dir).split(split):
         return {"tasks": 0}
     subprocess.run([sys.executable, "-m", "agent.cli", "eval", str(suite_dir), "--model",
-                    "oracle", "--split", split, "--workers", str(workers), "--save", str(save)],
+                    "oracle", "--split", split, "--workers", str(workers), "--save", str(save),
+                    "--repo-map-tokens", "0"],
                    check=True)
     report = json.loads(save.read_text())
     keys = ("tasks", "episodes", "pass@1", "broken_tasks", "errors", "wall_time_s")

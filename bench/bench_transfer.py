@@ -39,6 +39,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from agent.episode import EpisodeConfig  # noqa: E402
+from agent.episode_config import ContextConfig  # noqa: E402
 from agent.llm import LLMConfig  # noqa: E402
 from agent.models import ADAPTERS_DIR, adapter_digest  # noqa: E402
 from finetune.evaluate import EvalOptions, evaluate  # noqa: E402
@@ -164,6 +165,8 @@ def run_eval(suite_dir: Path, save: Path, adapter: Path | None, args: argparse.N
                           split="test", workers=1, episodes=episodes,
                           episode=EpisodeConfig(max_steps=args.episode_steps,
                                                 llm=LLMConfig(max_tokens=args.max_tokens),
+                                                context=ContextConfig(
+                                                    repo_map_tokens=args.repo_map_tokens),
                                                 repeat_guard=not args.no_repeat_guard),
                           output_dir=save.parent / f"{save.stem}-episodes")
     report = evaluate(load_suite(suite_dir), options, on_episode=lambda e: print(
@@ -282,6 +285,8 @@ def main() -> None:
     parser.add_argument("--more-itertools-tasks", type=int, default=8)
     parser.add_argument("--episode-steps", type=int, default=6)
     parser.add_argument("--max-tokens", type=int, default=256)
+    parser.add_argument("--repo-map-tokens", type=int, default=0,
+                        help="repository map in the prompt (0, as the demo and the SFT data)")
     parser.add_argument("--samples", type=int, default=1, help="also K sampled episodes")
     parser.add_argument("--no-repeat-guard", action="store_true",
                         help="evaluate without the repetition guard (to measure it)")

@@ -4,6 +4,10 @@ the fix, with varied exploration and a share of episodes that recover from a mis
 Styles: `grep_first` (grep the function, view it, fix, test, finish), `test_first` (view the
 failing test first), `run_first` (run the failing test, see it fail, then fix) and `wrong_edit`
 (a wrong first edit, a failing run, then the right fix).
+
+The oracle only greps for a name it could have read: when the statement does not name the
+function, `grep_first` and `wrong_edit` view the failing test first (which calls it), so the
+model never learns to grep for a name it was not shown.
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ from typing import Any
 from trajectories.verify import test_invocation
 
 STYLES = ("grep_first", "test_first", "run_first", "wrong_edit")
-VIEW_LINES = 60
-"""How many lines of the function the oracle views."""
+VIEW_LINES = 30
+"""How many lines from the function's `def` the oracle views (more when the fix lies further
+down: the view always shows the changed lines and a few after them)."""
 
 
 @dataclass
@@ -63,15 +68,17 @@ def def_line(source: str, function: str, near: int) -> int:
     return 1
 
 
-def _view(path: str, line: int) -> dict[str, Any]:
-    return {"name": "view", "arguments": {"path": path, "view_range": [line, line + VIEW_LINES]}}
+def _view(path: str, line: int, through: int = 0) -> dict[str, Any]:
+    end = max(line + VIEW_LINES, through + 3)
+    return {"name": "view", "arguments": {"path": path, "view_range": [line, end]}}
 
 
 def oracle_script(path: str, buggy: str, original: str, function: str, test_id: str,
                   test_source: str, test_command: str, style: str,
-                  wrong: str | None = None) -> list[dict[str, Any]]:
+                  wrong: str | None = None, named: bool = True) -> list[dict[str, Any]]:
     """The oracle's tool calls for one task in `style` (`wrong_edit` needs `wrong`: the buggy
-    file with a different, wrong change at the same place)."""
+    file with a different, wrong change at the same place). `named`: the statement names the
+    function; when it does not, the failing test is viewed before the grep."""
     fix = unique_edit(buggy, original)
     start = def_line(buggy, function, fix.line)
     name = function.split(".")[-1]
@@ -79,8 +86,9 @@ def oracle_script(path: str, buggy: str, original: str, function: str, test_id: 
                                                                      [])}}
     grep = {"name": "grep", "arguments": {"pattern": rf"def {name}\(", "include": "*.py"}}
     summary = f"Fixed {name} in {path}; {test_id} passes now."
-    steps: list[dict[str, Any]] = [grep, _view(path, start)]
-    if style == "test_first":
+    fix_end = fix.line + max(1, fix.old.count("\n")) - 1
+    steps: list[dict[str, Any]] = [grep, _view(path, start, fix_end)]
+    if style == "test_first" or (not named and style in ("grep_first", "wrong_edit")):
         test_file, _, test_name = test_id.partition("::")
         bare = test_name.split("::")[-1].split("[")[0]
         line = def_line(test_source, bare, len(test_source.splitlines()))

@@ -65,7 +65,9 @@ def build_task(repo: Repository, site: Site, original: str, buggy: str, verdict:
     test_file = test_id.split("::")[0]
     test_source = repo.read(test_file) if test_file in repo.files else ""
     oracle = oracle_script(site.path, buggy, original, site.function, test_id, test_source,
-                           test_command, style, wrong)
+                           test_command, style, wrong,
+                           named=re.search(rf"\b{re.escape(site.function.split('.')[-1])}\b",
+                                           statement) is not None)
     instance_id = f"{_slug(repo.name)}-{site.kind.replace('_', '-')}-{digest}"
     bundle = options.out / "repos" / f"{instance_id}.bundle"
     with export_lock:

@@ -16,7 +16,7 @@ from finetune.pytest_outcomes import parse_report, split_node_id
 from finetune.statements import Failure, excerpt, write_statement
 from finetune.suite import SuiteTask, load_suite
 from finetune.synthesis import SynthesisError, SynthesisOptions, assign_splits, synthesize
-from finetune.synthesis_oracle import unique_edit
+from finetune.synthesis_oracle import oracle_script, unique_edit
 from finetune.synthesis_repo import imported_modules, module_name
 from trajectories.verify import verify_patch
 
@@ -127,6 +127,22 @@ def test_unique_edit_grows_until_unique() -> None:
     after = "a = 1\nx = 0\nb = 2\nx = 1\n"
     edit = unique_edit(before, after)
     assert before.count(edit.old) == 1 and before.replace(edit.old, edit.new) == after
+
+
+def test_oracle_greps_only_names_it_was_shown_and_views_the_fix() -> None:
+    body = "".join(f"    x{i} = {i}\n" for i in range(40))
+    original = f"def far(a):\n{body}    return a + x0\n"
+    buggy = original.replace("return a + x0", "return a - x0")
+    test = "from m import far\n\n\ndef test_far():\n    assert far(1) == 1\n"
+    calls = {named: oracle_script("m.py", buggy, original, "far", "tests/test_m.py::test_far",
+                                  test, "pytest -q", "grep_first", named=named)
+             for named in (True, False)}
+    assert [c["name"] for c in calls[True]][:2] == ["grep", "view"]
+    first = calls[False][0]  # not named in the statement: the test (which calls it) comes first
+    assert first["name"] == "view" and first["arguments"]["path"] == "tests/test_m.py"
+    assert [c["name"] for c in calls[False][1:3]] == ["grep", "view"]
+    start, end = calls[True][1]["arguments"]["view_range"]
+    assert start == 1 and end >= 42  # the changed line (42) lies past the 30-line window
 
 
 # --- pytest reports and statements ----------------------------------------------------------
