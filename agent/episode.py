@@ -51,7 +51,7 @@ from trajectories.store import IndexUpdater, TrajectoryStore
 from trajectories.verify import VerifyResult, verify_patch
 
 __all__ = ["Episode", "EpisodeConfig", "SandboxConfig", "new_session_id", "open_episode",
-           "session_tools"]
+           "session_tools", "task_sandbox"]
 
 logger = logging.getLogger(__name__)
 Note = Callable[[str], None]
@@ -93,6 +93,7 @@ class Episode:
             max_steps=config.max_steps, listeners=self.listeners,
             sandbox_settings=sandbox_config.model_dump(), approve=approve,
             context=config.context, repeat_guard=config.repeat_guard,
+            group=config.group.model_dump() if config.group else None,
         )
         if recorded:
             self.session.restore(recorded)
@@ -116,7 +117,7 @@ class Episode:
         session_id = config.session_id or new_session_id()
         out_dir = Path(config.output_dir or data_dir() / "runs" / session_id)
         out_dir.mkdir(parents=True, exist_ok=True)
-        opened = open_session(Path(task.repo), session_id, _task_sandbox(task, config),
+        opened = open_session(Path(task.repo), session_id, task_sandbox(task, config),
                               base=task.base_commit or "HEAD", pool=pool, setup=task.setup,
                               log=note or logger.info)
         task = task.model_copy(update={"base_commit": opened.workspace.base_commit})
@@ -141,7 +142,7 @@ class Episode:
                                      header.branch)
         try:
             sandbox_config = image_for_repository(workspace.repo_path, workspace.base_commit,
-                                                  _task_sandbox(task, config),
+                                                  task_sandbox(task, config),
                                                   note or logger.info, setup=task.setup)
         except BaseException:
             workspace.remove()
@@ -202,7 +203,7 @@ class Episode:
                 self.workspace.remove(delete_branch=delete_branch)
 
 
-def _task_sandbox(task: Task, config: EpisodeConfig) -> SandboxConfig:
+def task_sandbox(task: Task, config: EpisodeConfig) -> SandboxConfig:
     """The episode's sandbox settings with the task's own image, if it names one."""
     return config.sandbox.model_copy(update={"image": task.image} if task.image else {})
 

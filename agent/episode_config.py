@@ -59,6 +59,15 @@ class ContextConfig(BaseModel):
         return self
 
 
+class AttemptGroup(BaseModel):
+    """Which of several attempts at one task an episode is (`agent solve --samples N`):
+    recorded in its trajectory's header, so the attempts can be found from one another."""
+
+    id: str = Field(description="The group's id, shared by its attempts.")
+    attempt: int = Field(ge=0, description="This attempt's number, from 0.")
+    samples: int = Field(ge=1, description="How many attempts the group asked for.")
+
+
 class EpisodeConfig(BaseModel):
     """How an episode runs (what it works on is the `Task`): one model for solve, the TUI,
     eval and rollouts, whose CLI options map onto these fields."""
@@ -77,3 +86,5 @@ class EpisodeConfig(BaseModel):
     repeat_guard: bool = Field(True, description="Answer, without running it, a call that "
                                "failed and is repeated with nothing changed since.")
     session_id: str | None = Field(None, description="A fixed id (tests); default: a new one.")
+    group: AttemptGroup | None = Field(None, description="The attempt group, when the episode "
+                                       "is one of several at the same task.")

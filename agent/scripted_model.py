@@ -18,6 +18,7 @@ Tool-call ids are sent as given (any JSON type), or generated when a call has no
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 import uuid
@@ -69,6 +70,10 @@ class ScriptedModelServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def _step_for(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The step that answers the request `body`: the script's next."""
+        return self._next_step()
+
     def _next_step(self) -> dict[str, Any]:
         with self._lock:
             if not self.script:
@@ -85,7 +90,7 @@ class ScriptedModelServer:
             def do_POST(self) -> None:  # noqa: N802
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 owner.requests.append(body)
-                step = owner._next_step()
+                step = owner._step_for(body)
                 if "hang" in step:
                     time.sleep(step["hang"])
                     return self._json(504, {"error": {"message": "hung"}})
@@ -152,14 +157,13 @@ class ScriptedModelServer:
 
         return Handler
 
-    @staticmethod
-    def _message(step: dict[str, Any]) -> dict[str, Any]:
+    def _message(self, step: dict[str, Any]) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": step.get("content")}
         calls = []
         for call in step.get("tool_calls") or []:
             arguments = call["arguments"]
             calls.append({
-                "id": f"call_{uuid.uuid4().hex[:8]}" if call.get("id") is None else call["id"],
+                "id": self._call_id(step) if call.get("id") is None else call["id"],
                 "type": "function",
                 "function": {"name": call["name"], "arguments": arguments
                              if isinstance(arguments, str) else json.dumps(arguments)},
@@ -167,3 +171,48 @@ class ScriptedModelServer:
         if calls:
             message["tool_calls"] = calls
         return message
+
+    def _call_id(self, step: dict[str, Any]) -> str:
+        return f"call_{uuid.uuid4().hex[:8]}"
+
+
+EXHAUSTED = {"content": "The script is exhausted.", "tool_calls": []}
+_CONVERSATION_ID = re.compile(r"^call_c(\d+)_")
+
+
+class ScriptedConversationsServer(ScriptedModelServer):
+    """Serves several scripts, one per conversation, so attempts that run at once each follow
+    their own: a request that continues no conversation it knows starts on the next unused
+    script (in the order the requests arrive); a later request of the same conversation is
+    recognised by the ids of the tool calls it made (`call_c<script>_...`). A conversation
+    whose replies so far had no tool call cannot be recognised, so scripts should call a tool
+    from their first step. `requests_by_script` keeps what each conversation was sent."""
+
+    def __init__(self, scripts: list[list[dict[str, Any]]], model: str = "scripted"):
+        super().__init__([], model=model)
+        self.scripts = [list(script) for script in scripts]
+        self.started = 0
+        self.requests_by_script: dict[int, list[dict[str, Any]]] = {}
+
+    def _conversation(self, body: dict[str, Any]) -> int | None:
+        for message in reversed(body.get("messages") or []):
+            for call in message.get("tool_calls") or [] if message.get("role") == "assistant" \
+                    else []:
+                found = _CONVERSATION_ID.match(str(call.get("id", "")))
+                if found:
+                    return int(found.group(1))
+        return None
+
+    def _step_for(self, body: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            index = self._conversation(body)
+            if index is None:
+                if self.started >= len(self.scripts):
+                    return dict(EXHAUSTED)
+                index, self.started = self.started, self.started + 1
+            self.requests_by_script.setdefault(index, []).append(body)
+            script = self.scripts[index]
+            return {**(script.pop(0) if script else EXHAUSTED), "conversation": index}
+
+    def _call_id(self, step: dict[str, Any]) -> str:
+        return f"call_c{step.get('conversation', 0)}_{uuid.uuid4().hex[:8]}"

@@ -83,6 +83,7 @@ class Session:
         approve: Approver | None = None,
         context: ContextConfig | None = None,
         repeat_guard: bool = True,
+        group: dict[str, Any] | None = None,
     ):
         self.id = session_id
         self.task = task
@@ -93,6 +94,8 @@ class Session:
         self.max_steps = max_steps
         self.listeners = list(listeners or [])
         self.sandbox_settings = sandbox_settings or {}
+        self.group = group or {}
+        """The attempt group this episode belongs to (see `SessionStarted.group`)."""
         self.approve = approve
         self.messages: list[dict[str, Any]] = []
         self.step = 0
@@ -236,7 +239,7 @@ class Session:
             model_params=self.llm.config.model_dump(exclude={"api_key"}),
             system_prompt=prompt, tools=self.toolbox.schemas(), repo=str(self.workspace.repo_path),
             base_commit=self.workspace.base_commit, branch=self.workspace.branch,
-            sandbox=self.sandbox_settings,
+            sandbox=self.sandbox_settings, group=self.group,
         ))
 
     def _loop(self, chat: bool = False) -> tuple[Ending, str | None, str | None]:

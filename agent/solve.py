@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any, TextIO
 
-from agent.episode import EpisodeConfig, Note, open_episode
+from agent.episode import Episode, EpisodeConfig, Note, open_episode
 from agent.session import Listener
 from agent.tasks import Task
 from tools.sandbox.pool import SandboxPool
@@ -18,6 +19,7 @@ from trajectories.events import (
     Event,
     ExitStatus,
     Finished,
+    Selection,
     ToolResult,
     Usage,
     Verified,
@@ -64,9 +66,12 @@ class SolveResult:
 class ProgressPrinter:
     """Prints a line per step to stderr from the event stream, secrets redacted."""
 
-    def __init__(self, stream: TextIO = sys.stderr, redactor: Redactor | None = None):
+    def __init__(self, stream: TextIO = sys.stderr, redactor: Redactor | None = None,
+                 prefix: str = ""):
         self.stream = stream
         self.redact = redactor or Redactor()
+        self.prefix = prefix
+        """Put before every line (`[attempt 2] `, when several attempts print at once)."""
 
     def __call__(self, event: Event) -> None:
         line = None
@@ -84,16 +89,32 @@ class ProgressPrinter:
             line = f"episode ended: {event.exit_status} after {event.steps} steps"
         elif isinstance(event, Verified):
             line = f"verified: reward {event.reward} ({event.test_command})"
+        elif isinstance(event, Selection):
+            line = selection_line(event)
         if line:
-            print(self.redact(line), file=self.stream, flush=True)
+            print(self.redact(self.prefix + line), file=self.stream, flush=True)
+
+
+def selection_line(event: Selection) -> str:
+    """`selected attempt 2 of 4 (kept 2, visible_tests 4, ...)`, or why none was."""
+    ran = f"{len(event.candidates)} of {event.samples} attempts ran"
+    chosen = next((c for c in event.candidates if c.get("attempt") == event.selected), None)
+    if chosen is None:
+        return f"selected no attempt: every one was lost ({ran})"
+    scores = ", ".join(f"{name} {chosen['signals'].get(name)}" for name in event.signals)
+    return f"selected attempt {event.selected} ({scores}); {ran}"
 
 
 def solve(task: Task, config: EpisodeConfig, listeners: list[Listener] | None = None,
-          pool: SandboxPool | None = None, note: Note | None = None) -> SolveResult:
+          pool: SandboxPool | None = None, note: Note | None = None,
+          on_open: Callable[[Episode], None] | None = None) -> SolveResult:
     """Run one episode on `task` in a fresh worktree and sandbox (from `pool` when given),
-    then verify its patch in another fresh sandbox; `note` hears of a setup image built."""
+    then verify its patch in another fresh sandbox; `note` hears of a setup image built,
+    `on_open` gets the episode before it runs (to interrupt it from another thread)."""
     started = time.monotonic()
     with open_episode(task, config, listeners, pool=pool, note=note) as episode:
+        if on_open is not None:
+            on_open(episode)
         outcome = episode.session.run()
         patch_path = episode.out_dir / f"{episode.id}.patch"
         patch_path.write_text(episode.recorder.redact(outcome.patch))

@@ -19,6 +19,7 @@ from trajectories.events import (
     Finished,
     ModelCallStarted,
     PlanUpdated,
+    Selection,
     SessionStarted,
     ToolCall,
     ToolCallStarted,
@@ -32,7 +33,7 @@ from trajectories.events import (
 
 __all__ = [
     "AssistantDelta", "AssistantMessage", "BaseEvent", "Checkpoint", "Compaction", "ErrorEvent",
-    "Event", "ExitStatus", "Finished", "ModelCallStarted", "PlanUpdated", "SessionStarted",
-    "ToolCall", "ToolCallStarted", "ToolResult", "TurnStatus", "Usage", "UserMessage",
-    "Verified", "parse_event",
+    "Event", "ExitStatus", "Finished", "ModelCallStarted", "PlanUpdated", "Selection",
+    "SessionStarted", "ToolCall", "ToolCallStarted", "ToolResult", "TurnStatus", "Usage",
+    "UserMessage", "Verified", "parse_event",
 ]

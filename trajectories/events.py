@@ -125,6 +125,9 @@ class SessionStarted(BaseEvent):
     base_commit: str
     branch: str
     sandbox: dict[str, Any] = {}
+    group: dict[str, Any] = {}
+    """For one of several attempts at a task (`agent solve --samples N`): `{"id": the group's
+    id, "attempt": its number from 0, "samples": N}`; empty for a lone episode."""
 
 
 class UserMessage(BaseEvent):
@@ -276,10 +279,35 @@ class Verified(BaseEvent):
     duration_s: float = 0.0
 
 
+class Selection(BaseEvent):
+    """Which of several attempts at one task was picked, and every candidate's signals.
+
+    `session_id` is the group's id. Each entry of `candidates` is one attempt: `attempt`,
+    `session_id`, `trajectory_path`, `lost` (why it is no candidate: a crash, a time-out),
+    `signals` (the scores of `signals`, in that order, as the selector computed them) and
+    `rank` (1 = selected). The selector sees only what the agent may see: the repository at the
+    base commit, its test command and the tests the attempts wrote; never the reward."""
+
+    type: Literal["selection"] = "selection"
+    signals: list[str]
+    """The signals in the order they decide (an earlier one outranks every later one)."""
+    candidates: list[dict[str, Any]]
+    selected: int | None = None
+    """The attempt picked, or None when every attempt was lost."""
+    samples: int = 0
+    """Attempts asked for; `len(candidates)` ran (fewer when enough agreed early)."""
+    commands: list[str] = []
+    """The commands the selector ran in its sandboxes."""
+    notes: list[str] = []
+    """What the selector could not do (a runner it cannot select files with, a judge that did
+    not answer), so a missing signal is explained."""
+    duration_s: float = 0.0
+
+
 Event = Annotated[
     SessionStarted | UserMessage | ModelCallStarted | AssistantDelta | AssistantMessage
     | ToolCallStarted | ToolResult | PlanUpdated | Compaction | Checkpoint | ErrorEvent | Finished
-    | Verified,
+    | Verified | Selection,
     Field(discriminator="type"),
 ]
 

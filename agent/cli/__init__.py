@@ -18,15 +18,18 @@ from agent.cli.options import (
     SandboxOption,
     ToolsOption,
     config_errors,
+    config_option,
     limit_problem,
     text_file_problem,
 )
 from agent.cli.sessions import rewind_command, sessions_app, undo_command
 from agent.cli.trajectories import replay_command, trajectories_app, verify_command
 from agent.episode_config import DEFAULT_MODEL
+from agent.samples_config import SAMPLED_TEMPERATURE, SamplesConfig, samples_problem
 
 if TYPE_CHECKING:
     from agent.context import ContextConfig
+    from agent.samples import SamplesResult
 
 app = typer.Typer(
     help="apprentice: a coding agent that learns from its own work.",
@@ -138,7 +141,9 @@ def solve(
     network: NetworkOption = False,
     max_steps: Annotated[int, typer.Option(help="Maximum model calls.")] = 30,
     max_tokens: Annotated[int, typer.Option(help="Maximum tokens per model reply.")] = 1024,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.0,
+    temperature: Annotated[float | None, typer.Option(
+        help="Sampling temperature; default 0 (greedy) for one attempt, "
+        f"{SAMPLED_TEMPERATURE} for --samples N > 1.")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds per model call.")] = 300.0,
     context_window: ContextWindowOption = None,
     repo_map_tokens: RepoMapTokensOption = 512,
@@ -146,9 +151,20 @@ def solve(
     tools: ToolsOption = None,
     output_dir: Annotated[Path | None, typer.Option(help="Where patch and trajectory go.")]
     = None,
+    samples: int = config_option(SamplesConfig, "samples"),
+    max_samples: int = config_option(SamplesConfig, "max_samples"),
+    workers: int | None = config_option(SamplesConfig, "workers"),
+    stop_when_agree: int | None = config_option(SamplesConfig, "stop_when_agree"),
+    judge: bool = config_option(SamplesConfig, "judge"),
+    attempt_timeout: float | None = config_option(SamplesConfig, "attempt_timeout_s",
+                                                  "--attempt-timeout"),
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Solve an issue in a repository: one recorded episode, then the tests as the reward."""
+    """Solve an issue in a repository: one recorded episode, then the tests as the reward.
+
+    With --samples N, N attempts run (each its own worktree, sandbox and trajectory) and the
+    patch is picked by running them: the visible tests, the tests the attempts wrote, a vote
+    over equal changes, and with --judge a model call as the last tie-breaker."""
     from agent.episode import EpisodeConfig
     from agent.llm import LLMConfig
     from agent.solve import ProgressPrinter
@@ -161,8 +177,14 @@ def solve(
         raise fail(f"--sandbox must be docker or local, not {sandbox!r}", 2)
     if (issue is None) == (instance is None):
         raise fail("give either an issue file or --instance FILE (a SWE-bench instance)", 2)
+    if temperature is None:
+        temperature = SAMPLED_TEMPERATURE if samples > 1 else 0.0
     problem = (limit_problem(max_steps, context_window, repo_map_tokens, timeout, max_tokens,
                              temperature)
+               or samples_problem(samples, max_samples, stop_when_agree, workers)
+               or (attempt_timeout is not None and not attempt_timeout > 0
+                   and f"--attempt-timeout must be a positive number of seconds, not "
+                   f"{attempt_timeout}") or None
                or (text_file_problem(issue, "issue file") if issue else None)
                or (text_file_problem(instance, "--instance file") if instance else None)
                or ("--setup is empty; give the shell command that prepares the image"
@@ -196,8 +218,20 @@ def solve(
                 context=context_config(context_window, repo_map_tokens, compact_at),
                 tools=tools,
             )
-        result = run_solve(task, options, listeners=[ProgressPrinter()],
-                           note=lambda m: print(f"agent: {m}", file=sys.stderr))
+        note = lambda m: print(f"agent: {m}", file=sys.stderr)  # noqa: E731
+        if samples > 1:
+            from agent.samples import run_samples
+
+            with config_errors():
+                sampling = SamplesConfig(samples=samples, max_samples=max_samples,
+                                         workers=workers, stop_when_agree=stop_when_agree,
+                                         judge=judge, attempt_timeout_s=attempt_timeout)
+            group = run_samples(task, options, sampling, listeners=[ProgressPrinter()],
+                                attempt_listeners=lambda i: [ProgressPrinter(
+                                    prefix=f"[attempt {i}] ")], note=note)
+            _report_samples(group, as_json)
+            return
+        result = run_solve(task, options, listeners=[ProgressPrinter()], note=note)
     except (TaskError, WorkspaceError, SandboxError) as exc:
         raise fail(str(exc)) from None
     except KeyboardInterrupt:
@@ -217,6 +251,32 @@ def solve(
         print(f"trajectory: {result.trajectory_path}")
     if result.exit_status == "error":
         raise fail(result.redacted().error or "the episode ended with an error")
+
+
+def _report_samples(group: SamplesResult, as_json: bool) -> None:
+    """Print what `solve --samples N` found: the selected patch and every candidate."""
+    chosen = group.selected
+    if as_json:
+        print(group.to_json())
+    else:
+        print(chosen.result.redacted().patch or "(no changes)" if chosen and chosen.result
+              else "(no attempt selected)")
+        for row in group.candidates():
+            signals = row["signals"]
+            scores = " ".join(f"{name} {signals.get(name)}" for name in group.selection.used)
+            mark = "  <- selected" if row["attempt"] == group.selection.selected else ""
+            print(f"attempt {row['attempt']}: reward {row['reward']} {scores}"
+                  + (f" (lost: {row['lost']})" if row["lost"] else "") + mark)
+        print(f"ran: {len(group.attempts)} of {group.samples} attempts"
+              + (" (stopped early: enough agreed)" if group.stopped_early else ""))
+        print(f"selection: {group.selection_path}")
+        if chosen and chosen.result:
+            result = chosen.result
+            print(f"reward: {result.reward}  branch: {result.branch}")
+            print(f"trajectory: {result.trajectory_path}")
+    if chosen is None:
+        reasons = "; ".join(f"attempt {a.attempt}: {a.lost}" for a in group.attempts)
+        raise fail(f"every attempt was lost: {reasons}")
 
 
 @app.command("map")
