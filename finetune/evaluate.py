@@ -6,6 +6,12 @@ any of its K episodes passed), the format-error rate (model replies without a va
 known tool), mean steps and tokens per episode. A task that cannot even be set up (a missing
 bundle, an unknown base commit) is reported under `broken` and left out of the rates; it never
 stops the run.
+
+With `samples` N, each task is instead one group of N attempts (`agent.samples`, as `agent
+solve --samples N`), the tasks one after another and each group's attempts `workers` at a
+time; reported as well, per task and overall: the selected patch's pass@1 (best-of-N by the
+selector, which never sees the rewards), pass@N (the oracle's upper bound) and what the
+selector would have picked with the tests only and with the vote (`selectors`).
 """
 
 from __future__ import annotations
@@ -19,8 +25,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.episode import EpisodeConfig
+from agent.episode import Episode, EpisodeConfig
+from agent.samples import AttemptRunner, SamplesConfig, SamplesResult, run_samples
+from agent.selection import selector_signals
 from agent.solve import SolveResult, solve
+from agent.tasks import Task
 from finetune.eval_config import EvalOptions
 from finetune.oracle import ORACLE_MODEL, ORACLE_TOOL_SET, ScriptedPolicyServer
 from finetune.suite import Suite, SuiteError, SuiteTask, checkout_task
@@ -53,6 +62,24 @@ class EpisodeOutcome:
 
 
 @dataclass
+class GroupOutcome:
+    """One task's group of attempts (`EvalOptions.samples`): what each selector picked."""
+
+    instance_id: str
+    samples: int
+    ran: int = 0
+    rewards: list[int] = field(default_factory=list)
+    selected: int | None = None
+    selected_reward: int = 0
+    picks: dict[str, int | None] = field(default_factory=dict)
+    """Selector (`tests`, `tests+vote`, `tests+vote+judge`) -> the reward of its pick."""
+    selection_path: str | None = None
+    duration_s: float = 0.0
+    error: str | None = None
+    broken: bool = False
+
+
+@dataclass
 class EvalReport:
     """The figures of one evaluation, with every episode."""
 
@@ -66,6 +93,7 @@ class EvalReport:
     episodes: list[EpisodeOutcome] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     output_dir: str = ""
+    groups: list[GroupOutcome] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -131,6 +159,11 @@ def _episode(suite: Suite, task: SuiteTask, attempt: int, options: EvalOptions,
         return outcome
     finally:
         outcome.duration_s = round(time.monotonic() - started, 2)
+    return _with_result(outcome, result)
+
+
+def _with_result(outcome: EpisodeOutcome, result: SolveResult) -> EpisodeOutcome:
+    """`outcome` filled in from the episode's result and its trajectory."""
     calls, bad = format_errors(Path(result.trajectory_path))
     outcome.reward, outcome.exit_status, outcome.steps = result.reward, result.exit_status, \
         result.usage.steps
@@ -140,6 +173,101 @@ def _episode(suite: Suite, task: SuiteTask, attempt: int, options: EvalOptions,
     outcome.trajectory_path = result.trajectory_path
     outcome.error = result.error
     return outcome
+
+
+def attempt_runner(task: SuiteTask, options: EvalOptions,
+                   pool: SandboxPool | None) -> AttemptRunner:
+    """How each attempt of a group runs: `solve` with the policy, or with a fresh oracle
+    server per attempt (its script is spent by one episode)."""
+    def run(repo_task: Task, config: EpisodeConfig,
+            on_open: Callable[[Episode], None]) -> SolveResult:
+        if options.model != ORACLE_MODEL:
+            return solve(repo_task, config, pool=pool, on_open=on_open)
+        if not task.oracle:
+            raise SuiteError(f"task {task.instance_id} has no oracle script")
+        with ScriptedPolicyServer(task.oracle) as server:
+            return solve(repo_task, config.model_copy(update={
+                "llm": server.llm_config(), "tools": config.tools or ORACLE_TOOL_SET}),
+                pool=pool, on_open=on_open)
+    return run
+
+
+def selector_picks(group: SamplesResult) -> dict[str, int | None]:
+    """The reward each selector's pick has, from the same runs: the tests only, + the vote,
+    and + the judge where it was asked."""
+    rewards = dict(zip([a.attempt for a in group.attempts], group.rewards, strict=True))
+    used = group.selection.used
+    selectors = {"tests": selector_signals(vote=False),
+                 "tests+vote": selector_signals(vote=True)}
+    if "judge" in used:
+        selectors["tests+vote+judge"] = used
+    picks: dict[str, int | None] = {}
+    for name, signals in selectors.items():
+        pick = group.selection.pick(signals)
+        picks[name] = None if pick is None else rewards[pick]
+    return picks
+
+
+def _group(suite: Suite, task: SuiteTask, options: EvalOptions, out_dir: Path,
+           pool: SandboxPool | None) -> tuple[GroupOutcome, list[EpisodeOutcome]]:
+    """One task's attempts and their selection (`options.samples`)."""
+    samples = options.samples or 1
+    outcome = GroupOutcome(task.instance_id, samples)
+    started = time.monotonic()
+    config = options.episode.model_copy(update={"output_dir": out_dir})
+    if options.model != ORACLE_MODEL:
+        config = config.model_copy(update={"llm": options.llm()})
+    sampling = SamplesConfig(samples=samples, max_samples=samples, workers=options.workers,
+                             stop_when_agree=options.stop_when_agree,
+                             judge=options.judge and options.model != ORACLE_MODEL)
+    try:
+        with tempfile.TemporaryDirectory(prefix="apprentice-group-") as tmp:
+            repo_task = checkout_task(suite, task, Path(tmp) / "repo")
+            group = run_samples(repo_task, config, sampling, pool=pool,
+                                runner=attempt_runner(task, options, pool))
+    except SuiteError as exc:
+        outcome.error, outcome.broken = str(exc), True
+        return outcome, []
+    except Exception as exc:  # one failing task must not end the evaluation
+        outcome.error = f"{type(exc).__name__}: {exc}"
+        return outcome, []
+    finally:
+        outcome.duration_s = round(time.monotonic() - started, 2)
+    episodes = []
+    for attempt in group.attempts:
+        episode = EpisodeOutcome(task.instance_id, attempt.attempt, duration_s=attempt.duration_s,
+                                 error=attempt.lost)
+        episodes.append(_with_result(episode, attempt.result) if attempt.result else episode)
+    outcome.ran, outcome.rewards = len(group.attempts), group.rewards
+    outcome.selected = group.selection.selected
+    chosen = group.selected
+    outcome.selected_reward = chosen.result.reward if chosen and chosen.result else 0
+    outcome.picks, outcome.selection_path = selector_picks(group), str(group.selection_path)
+    return outcome, episodes
+
+
+def summarize_groups(groups: list[GroupOutcome]) -> dict[str, Any]:
+    """Single-attempt pass@1, selected pass@1, pass@N and each selector's pass@1, overall and
+    per task; a group that could not run counts as a failure, a broken task is left out."""
+    scored = [g for g in groups if not g.broken]
+
+    def mean(values: list[float]) -> float:
+        return round(sum(values) / len(values), 4) if values else 0.0
+
+    selectors = sorted({name for g in scored for name in g.picks})
+    return {
+        "single_pass@1": mean([mean([float(r) for r in g.rewards]) for g in scored]),
+        "selected_pass@1": mean([float(g.selected_reward) for g in scored]),
+        "pass@n": mean([float(any(g.rewards)) for g in scored]),
+        "selectors": {name: mean([float(g.picks.get(name) or 0) for g in scored])
+                      for name in selectors},
+        "mean_attempts_ran": mean([float(g.ran) for g in scored]),
+        "mean_task_s": mean([g.duration_s for g in scored]),
+        "per_task": {g.instance_id: {
+            "single_pass@1": mean([float(r) for r in g.rewards]),
+            "selected": g.selected_reward, "pass@n": int(any(g.rewards)), "ran": g.ran,
+            "duration_s": g.duration_s} for g in scored},
+    }
 
 
 def summarize(episodes: list[EpisodeOutcome]) -> dict[str, Any]:
@@ -175,31 +303,60 @@ def default_output_dir(suite: Suite, split: str | None) -> Path:
     return data_dir() / "evals" / f"{suite.name}-{split or 'all'}-{stamp}"
 
 
+def _run_groups(suite: Suite, tasks: list[SuiteTask], options: EvalOptions, out_dir: Path,
+                on_episode: Callable[[EpisodeOutcome], None] | None
+                ) -> tuple[list[GroupOutcome], list[EpisodeOutcome]]:
+    """Each task's group of attempts, one task after another."""
+    groups, episodes = [], []
+    with SandboxPool(options.episode.sandbox, size=min(options.workers,
+                                                        options.samples or 1)) as warm:
+        for task in tasks:
+            group, attempts = _group(suite, task, options, out_dir / task.instance_id, warm)
+            groups.append(group)
+            episodes.extend(attempts)
+            for outcome in attempts:
+                if on_episode:
+                    on_episode(outcome)
+    return groups, episodes
+
+
 def evaluate(suite: Suite, options: EvalOptions,
              on_episode: Callable[[EpisodeOutcome], None] | None = None) -> EvalReport:
-    """Run the split's tasks `options.episodes` times each, `options.workers` at a time."""
+    """Run the split's tasks `options.episodes` times each, `options.workers` at a time (or,
+    with `options.samples`, as groups of attempts with a selection each)."""
     tasks = suite.split(options.split)[: options.limit]
     out_dir = Path(options.output_dir or default_output_dir(suite, options.split))
     jobs = [(task, attempt) for task in tasks for attempt in range(options.episodes)]
     started = time.monotonic()
     episodes: list[EpisodeOutcome] = []
-    with SandboxPool(options.episode.sandbox, size=min(options.workers, len(jobs) or 1)) as warm, \
-            ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="eval") as pool:
-        futures = [pool.submit(_episode, suite, task, attempt, options,
-                               out_dir / task.instance_id / str(attempt), warm)
-                   for task, attempt in jobs]
-        for future in as_completed(futures):
-            outcome = future.result()
-            episodes.append(outcome)
-            if on_episode:
-                on_episode(outcome)
+    groups: list[GroupOutcome] = []
+    if options.samples:
+        groups, episodes = _run_groups(suite, tasks, options, out_dir, on_episode)
+    else:
+        with SandboxPool(options.episode.sandbox,
+                         size=min(options.workers, len(jobs) or 1)) as warm, \
+                ThreadPoolExecutor(max_workers=options.workers,
+                                   thread_name_prefix="eval") as pool:
+            futures = [pool.submit(_episode, suite, task, attempt, options,
+                                   out_dir / task.instance_id / str(attempt), warm)
+                       for task, attempt in jobs]
+            for future in as_completed(futures):
+                outcome = future.result()
+                episodes.append(outcome)
+                if on_episode:
+                    on_episode(outcome)
     episodes.sort(key=lambda e: (e.instance_id, e.attempt))
     summary = summarize(episodes)
+    if options.samples:
+        summary.update(summarize_groups(groups))
+        summary["broken_tasks"] = sorted({*summary["broken_tasks"],
+                                          *(g.instance_id for g in groups if g.broken)})
+        summary["tasks"] = len([g for g in groups if not g.broken])
     summary["wall_time_s"] = round(time.monotonic() - started, 1)
     report = EvalReport(
         suite=str(suite.path), suite_digest=suite.digest(), split=options.split,
-        model=options.model, adapter=options.adapter, episodes_per_task=options.episodes,
+        model=options.model, adapter=options.adapter, episodes_per_task=options.attempts,
         summary=summary, episodes=episodes, problems=list(suite.problems),
-        output_dir=str(out_dir))
+        output_dir=str(out_dir), groups=groups)
     report.save(out_dir / "report.json")
     return report

@@ -216,3 +216,46 @@ def test_a_bad_number_of_samples_is_a_clear_error(example, flags, message) -> No
     proc = run_cli("solve", str(issue), "--repo", str(repo), *flags)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert message in proc.stderr
+
+
+@pytest.mark.usefixtures("docker_ready")
+def test_when_every_attempt_is_lost_solve_says_why(example) -> None:
+    repo, issue = example
+    proc = run_cli("solve", str(issue), "--repo", str(repo), "--model", "openai/scripted",
+                   "--api-base", "http://127.0.0.1:9/v1", "--samples", "2", "--timeout", "5")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("agent: error: every attempt was lost: attempt 0: the episode "
+                           "ended with an error")
+    assert "(no attempt selected)" in proc.stdout and "ran: 2 of 2 attempts" in proc.stdout
+
+
+@pytest.mark.usefixtures("docker_ready")
+def test_eval_with_samples_reports_single_selected_and_pass_at_n(tmp_path: Path) -> None:
+    from finetune.curriculum import generate_curriculum
+    from finetune.evaluate import EvalOptions, evaluate
+    from finetune.suite import load_suite
+
+    suite = load_suite(generate_curriculum(tmp_path / "suite", train=1, test=1, seed=3))
+    task = suite.split("test")[0]
+    knows_the_fix = [{"tool_calls": [tool_call(s["name"], s["arguments"])]}
+                     for s in task.oracle or []]
+    gives_up = [{"tool_calls": [tool_call("finish", {"summary": "cannot tell"})]}]
+    with ScriptedConversationsServer([knows_the_fix, gives_up]) as server:
+        report = evaluate(suite, EvalOptions(model="openai/scripted", api_base=server.url,
+                                             samples=2, workers=2,
+                                             output_dir=tmp_path / "eval"))
+    summary = report.summary
+    assert summary["single_pass@1"] == 0.5 and summary["pass@1"] == 0.5
+    assert summary["selected_pass@1"] == 1.0 and summary["pass@n"] == 1.0
+    assert summary["selectors"] == {"tests": 1.0, "tests+vote": 1.0}
+    assert summary["per_task"][task.instance_id]["selected"] == 1
+    assert report.episodes_per_task == 2 and len(report.episodes) == 2
+    [group] = report.groups
+    assert sorted(group.rewards) == [0, 1] and group.selected_reward == 1
+    assert group.selection_path and Path(group.selection_path).is_file()
+
+
+def test_eval_takes_samples_or_episodes_not_both(tmp_path: Path) -> None:
+    proc = run_cli("eval", str(tmp_path), "--samples", "2", "--episodes", "2")
+    assert proc.returncode == 2 and "not both" in proc.stderr

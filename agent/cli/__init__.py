@@ -219,6 +219,7 @@ def solve(
                 tools=tools,
             )
         note = lambda m: print(f"agent: {m}", file=sys.stderr)  # noqa: E731
+        group: SamplesResult | None = None
         if samples > 1:
             from agent.samples import run_samples
 
@@ -229,15 +230,17 @@ def solve(
             group = run_samples(task, options, sampling, listeners=[ProgressPrinter()],
                                 attempt_listeners=lambda i: [ProgressPrinter(
                                     prefix=f"[attempt {i}] ")], note=note)
-            _report_samples(group, as_json)
-            return
-        result = run_solve(task, options, listeners=[ProgressPrinter()], note=note)
+        else:
+            result = run_solve(task, options, listeners=[ProgressPrinter()], note=note)
     except (TaskError, WorkspaceError, SandboxError) as exc:
         raise fail(str(exc)) from None
     except KeyboardInterrupt:
         raise fail("interrupted", 130) from None
     except Exception as exc:  # an unexpected failure still gets one readable line
         raise fail(f"{type(exc).__name__}: {exc}") from None
+    if group is not None:
+        _report_samples(group, as_json)
+        return
     if as_json:
         print(result.to_json())
     else:

@@ -59,6 +59,12 @@ def _print_summary(summary: dict[str, Any]) -> None:
         print(f"broken tasks (not counted): {', '.join(summary['broken_tasks'])}")
     if summary["errors"]:
         print(f"episodes that failed to run (not counted): {summary['errors']}")
+    if "selected_pass@1" in summary:  # --samples N
+        selectors = "  ".join(f"{name} {value:.3f}"
+                              for name, value in summary["selectors"].items())
+        print(f"single pass@1 {summary['single_pass@1']:.3f}  selected pass@1 "
+              f"{summary['selected_pass@1']:.3f}  pass@n {summary['pass@n']:.3f}  "
+              f"(selectors: {selectors}; {summary['mean_task_s']:.0f}s per task)")
 
 
 def eval_command(
@@ -68,6 +74,9 @@ def eval_command(
     api_base: str | None = config_option(EvalOptions, "api_base"),
     adapter: str | None = config_option(EvalOptions, "adapter"),
     episodes: int = config_option(EvalOptions, "episodes"),
+    samples: int | None = config_option(EvalOptions, "samples"),
+    judge: bool = config_option(EvalOptions, "judge"),
+    stop_when_agree: int | None = config_option(EvalOptions, "stop_when_agree"),
     split: str = config_option(EvalOptions, "split", help="train, test, or all."),
     limit: int | None = config_option(EvalOptions, "limit"),
     workers: int = config_option(EvalOptions, "workers"),
@@ -92,6 +101,12 @@ def eval_command(
     a trajectory."""
     from finetune.evaluate import evaluate
 
+    if samples is not None and episodes > 1:
+        raise _fail("give --episodes K (pass@K of independent episodes) or --samples N (N "
+                    "attempts and the one selected), not both", 2)
+    if stop_when_agree is not None and not 2 <= stop_when_agree <= (samples or 1):
+        raise _fail(f"--stop-when-agree must be between 2 and --samples, not {stop_when_agree}",
+                    2)
     options = build_config(EvalOptions, ctx, split=None if split == "all" else split)
     loaded = _load_suite(suite)
     if not loaded.split(options.split):
