@@ -208,8 +208,13 @@ def selector_picks(group: SamplesResult) -> dict[str, int | None]:
     return picks
 
 
+RunnerFactory = Callable[[SuiteTask, EvalOptions, SandboxPool | None], AttemptRunner]
+"""Makes the attempt runner of a task's group; `attempt_runner` unless a bench brings one."""
+
+
 def _group(suite: Suite, task: SuiteTask, options: EvalOptions, out_dir: Path,
-           pool: SandboxPool | None) -> tuple[GroupOutcome, list[EpisodeOutcome]]:
+           pool: SandboxPool | None, runners: RunnerFactory = attempt_runner
+           ) -> tuple[GroupOutcome, list[EpisodeOutcome]]:
     """One task's attempts and their selection (`options.samples`)."""
     samples = options.samples or 1
     outcome = GroupOutcome(task.instance_id, samples)
@@ -224,7 +229,7 @@ def _group(suite: Suite, task: SuiteTask, options: EvalOptions, out_dir: Path,
         with tempfile.TemporaryDirectory(prefix="apprentice-group-") as tmp:
             repo_task = checkout_task(suite, task, Path(tmp) / "repo")
             group = run_samples(repo_task, config, sampling, pool=pool,
-                                runner=attempt_runner(task, options, pool))
+                                runner=runners(task, options, pool))
     except SuiteError as exc:
         outcome.error, outcome.broken = str(exc), True
         return outcome, []
@@ -304,14 +309,15 @@ def default_output_dir(suite: Suite, split: str | None) -> Path:
 
 
 def _run_groups(suite: Suite, tasks: list[SuiteTask], options: EvalOptions, out_dir: Path,
-                on_episode: Callable[[EpisodeOutcome], None] | None
+                on_episode: Callable[[EpisodeOutcome], None] | None, runners: RunnerFactory
                 ) -> tuple[list[GroupOutcome], list[EpisodeOutcome]]:
     """Each task's group of attempts, one task after another."""
     groups, episodes = [], []
     with SandboxPool(options.episode.sandbox, size=min(options.workers,
                                                         options.samples or 1)) as warm:
         for task in tasks:
-            group, attempts = _group(suite, task, options, out_dir / task.instance_id, warm)
+            group, attempts = _group(suite, task, options, out_dir / task.instance_id, warm,
+                                     runners)
             groups.append(group)
             episodes.extend(attempts)
             for outcome in attempts:
@@ -321,9 +327,11 @@ def _run_groups(suite: Suite, tasks: list[SuiteTask], options: EvalOptions, out_
 
 
 def evaluate(suite: Suite, options: EvalOptions,
-             on_episode: Callable[[EpisodeOutcome], None] | None = None) -> EvalReport:
+             on_episode: Callable[[EpisodeOutcome], None] | None = None,
+             runners: RunnerFactory = attempt_runner) -> EvalReport:
     """Run the split's tasks `options.episodes` times each, `options.workers` at a time (or,
-    with `options.samples`, as groups of attempts with a selection each)."""
+    with `options.samples`, as groups of attempts with a selection each, whose attempts
+    `runners` makes run)."""
     tasks = suite.split(options.split)[: options.limit]
     out_dir = Path(options.output_dir or default_output_dir(suite, options.split))
     jobs = [(task, attempt) for task in tasks for attempt in range(options.episodes)]
@@ -331,7 +339,7 @@ def evaluate(suite: Suite, options: EvalOptions,
     episodes: list[EpisodeOutcome] = []
     groups: list[GroupOutcome] = []
     if options.samples:
-        groups, episodes = _run_groups(suite, tasks, options, out_dir, on_episode)
+        groups, episodes = _run_groups(suite, tasks, options, out_dir, on_episode, runners)
     else:
         with SandboxPool(options.episode.sandbox,
                          size=min(options.workers, len(jobs) or 1)) as warm, \
