@@ -45,24 +45,33 @@ _FRAME_HEADER = struct.Struct(">BxxxL")
 
 
 class DockerExecTransport:
-    """bash started by `docker exec -i`, spoken to over the raw attach socket.
+    """bash (or `argv`) started by `docker exec -i`, spoken to over the raw attach socket.
 
     Without a TTY Docker frames the stream: an 8-byte header (stream id, 3 zero bytes, payload
-    length as big-endian uint32) before each payload; `receive` strips the headers.
+    length as big-endian uint32) before each payload; `receive` strips the headers. With
+    `split_stderr`, stderr payloads are kept apart (the last `STDERR_KEPT` bytes, in `stderr`)
+    instead of joining stdout: a process speaking a protocol on stdout (an MCP server).
     """
 
-    def __init__(self, api: docker.APIClient, container_id: str, user: str) -> None:
+    STDERR_KEPT = 8192
+
+    def __init__(self, api: docker.APIClient, container_id: str, user: str,
+                 argv: list[str] | None = None, environment: dict[str, str] | None = None,
+                 split_stderr: bool = False) -> None:
         self._api = api
         self.exec_id: str = api.exec_create(
             container_id,
-            BASH_ARGV,
+            argv or BASH_ARGV,
             stdin=True,
             stdout=True,
             stderr=True,
             tty=False,
             user=user,
             workdir=WORKSPACE,
+            environment=environment,
         )["Id"]
+        self.stderr = bytearray()
+        self._split_stderr = split_stderr
         self._response: Any = api.exec_start(self.exec_id, socket=True, tty=False)
         self._sock: socket.socket = getattr(self._response, "_sock", self._response)
         self._sock.settimeout(None)
@@ -99,11 +108,15 @@ class DockerExecTransport:
         offset = 0
         frames = self._frames
         while len(frames) - offset >= _FRAME_HEADER.size:
-            _, size = _FRAME_HEADER.unpack_from(frames, offset)
+            stream, size = _FRAME_HEADER.unpack_from(frames, offset)
             end = offset + _FRAME_HEADER.size + size
             if end > len(frames):
                 break
-            out += frames[offset + _FRAME_HEADER.size : end]
+            if stream == 2 and self._split_stderr:
+                self.stderr += frames[offset + _FRAME_HEADER.size : end]
+                del self.stderr[:-self.STDERR_KEPT]
+            else:
+                out += frames[offset + _FRAME_HEADER.size : end]
             offset = end
         del frames[:offset]
         return bytes(out)
@@ -142,6 +155,7 @@ class DockerSandbox(RunnerSandbox):
         self._client: docker.DockerClient | None = None
         self._container_id: str | None = None
         self._runner: CommandRunner | None = None
+        self._user: str | None = None
 
     @property
     def container_id(self) -> str | None:
@@ -160,7 +174,7 @@ class DockerSandbox(RunnerSandbox):
             raise SandboxError(f"Workspace {self.host_workspace} is not a directory.")
         self._client = client = connect_docker()
         try:
-            user = self._container_user()
+            self._user = user = self._container_user()
             self._container_id = self._create_container(client, user)
             client.api.start(self._container_id)
             runner = CommandRunner(
@@ -177,6 +191,18 @@ class DockerSandbox(RunnerSandbox):
             if isinstance(exc, DockerException):
                 raise SandboxError(f"Could not start the sandbox container: {exc}") from exc
             raise
+
+    def spawn(self, argv: list[str], env: dict[str, str] | None = None) -> DockerExecTransport:
+        """Start `argv` in the container beside the shell (in /workspace, as the shell's user,
+        with the container's environment plus `env`): stdin and stdout attached, stderr kept
+        apart. How a program that speaks a protocol on stdio (an MCP server) runs inside."""
+        if self._client is None or self._container_id is None or self._user is None:
+            raise SandboxError("The sandbox is not running, so nothing can be started in it.")
+        try:
+            return DockerExecTransport(self._client.api, self._container_id, self._user,
+                                       argv=argv, environment=env, split_stderr=True)
+        except DockerException as exc:
+            raise SandboxError(f"Could not start {argv[0]} in the sandbox: {exc}") from exc
 
     def _create_container(self, client: docker.DockerClient, user: str) -> str:
         """Create (never pull: no registry is contacted) the locked-down container."""
