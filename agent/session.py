@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from agent import __version__
 from agent.context import Compactor, ContextConfig
+from agent.hooks import HookRunner
 from agent.llm import LLMClient, ModelError
 from agent.prompts import NO_TOOL_CALL_NUDGE, system_prompt, task_message
 from agent.repeat_guard import BLOCKED as REPEAT_BLOCKED
@@ -84,6 +85,8 @@ class Session:
         context: ContextConfig | None = None,
         repeat_guard: bool = True,
         group: dict[str, Any] | None = None,
+        hooks: HookRunner | None = None,
+        notices: list[Event] | None = None,
     ):
         self.id = session_id
         self.task = task
@@ -97,6 +100,11 @@ class Session:
         self.group = group or {}
         """The attempt group this episode belongs to (see `SessionStarted.group`)."""
         self.approve = approve
+        self.hooks = hooks or HookRunner.none()
+        """The user's hooks (`agent.hooks`), run around prompts, calls, compaction and stops."""
+        self.notices = list(notices or [])
+        """Events emitted once, after the header (or on restore): MCP servers' states,
+        untrusted hooks."""
         self.messages: list[dict[str, Any]] = []
         self.step = 0
         self._calls_usage = Usage()
@@ -172,9 +180,13 @@ class Session:
         """Run until finish, the step limit, a stalled model or a fatal error."""
         try:
             self.start()
-            self.emit(UserMessage(session_id=self.id, content=scrub_text(task_message(
-                self.task.problem_statement)), origin="task"))
-            ending, summary, error = self._loop()
+            prompt, blocked = self.hooks.submit(self, task_message(self.task.problem_statement))
+            if blocked is not None:
+                ending, summary, error = self._fatal(blocked)
+            else:
+                self.emit(UserMessage(session_id=self.id, content=scrub_text(prompt),
+                                      origin="task"))
+                ending, summary, error = self._loop()
             return self._finish("no_tool_call" if ending == "answered" else ending, summary,
                                 error)
         except Exception as exc:
@@ -188,6 +200,10 @@ class Session:
         self.start()
         self._interrupted.clear()
         try:
+            text, blocked = self.hooks.submit(self, text)
+            if blocked is not None:
+                self.emit(ErrorEvent(session_id=self.id, step=self.step, message=blocked))
+                return "error"
             self.emit(UserMessage(session_id=self.id, step=self.step, content=scrub_text(text),
                                   origin="user"))
             ending, _, _ = self._loop(chat=True)
@@ -216,6 +232,7 @@ class Session:
             elif isinstance(event, ToolResult):
                 answered.add(event.tool_call_id)
             self.step = max(self.step, event.step)
+        self._emit_notices()
         for call in pending:
             if call.id not in answered:
                 self.emit(ToolResult(session_id=self.id, step=self.step, tool_call_id=call.id,
@@ -241,10 +258,26 @@ class Session:
             base_commit=self.workspace.base_commit, branch=self.workspace.branch,
             sandbox=self.sandbox_settings, group=self.group,
         ))
+        self._emit_notices()
+
+    def _emit_notices(self) -> None:
+        notices, self.notices = self.notices, []
+        for event in notices:
+            self.emit(event.model_copy(update={"session_id": self.id, "step": self.step}))
+
+    def _keep_going(self, ending: str, summary: str | None) -> bool:
+        """True if a stop hook keeps the agent going (once per run or turn); its message is
+        then the last user turn."""
+        message = self.hooks.stop(self, ending, summary)
+        if message is not None:
+            self.emit(UserMessage(session_id=self.id, step=self.step,
+                                  content=scrub_text(message), origin="hook"))
+        return message is not None
 
     def _loop(self, chat: bool = False) -> tuple[Ending, str | None, str | None]:
         """Steps until an end; in `chat`, a reply without tool calls ends the turn."""
         nudges = 0
+        self.hooks.turn_started()
         limit = self.step + self.max_steps
         while self.step < limit:
             if self._interrupted.is_set():
@@ -260,10 +293,10 @@ class Session:
                 return self._fatal(f"the model call failed unexpectedly: "
                                    f"{type(exc).__name__}: {exc}")
             if not reply.tool_calls:
-                if chat:
-                    return "answered", reply.content, None
-                if nudges >= MAX_NUDGES:
-                    return "no_tool_call", reply.content, None
+                if chat or nudges >= MAX_NUDGES:
+                    if self._keep_going("answered" if chat else "no_tool_call", reply.content):
+                        continue
+                    return ("answered" if chat else "no_tool_call"), reply.content, None
                 nudges += 1
                 self.emit(UserMessage(session_id=self.id, step=self.step,
                                       content=NO_TOOL_CALL_NUDGE, origin="nudge"))
@@ -272,6 +305,8 @@ class Session:
             summary = self._run_tool_calls(reply.tool_calls)
             self._checkpoint()
             if summary is not None:
+                if self._keep_going("finished", summary):
+                    continue
                 return "finished", summary, None
         return "max_steps", None, None
 
@@ -303,6 +338,7 @@ class Session:
     def compact(self, reason: Literal["threshold", "requested"] = "requested") -> Compaction | None:
         """Compact the context now (`/compact`; automatic past the threshold): emits and returns
         the `compaction` event, or None when there was nothing to cut."""
+        self.hooks.pre_compact(self, reason)
         event = self.compactor.compact(self.messages, self.id, self.step, reason)
         if event is not None:
             self.emit(event)
@@ -344,11 +380,14 @@ class Session:
                 observation = Observation(f"Not run: {INTERRUPTED}.", True)
             elif refusal := self._repeat_refusal(call):
                 observation = Observation(refusal, True, data={REPEAT_BLOCKED: True})
+            elif blocked := self.hooks.refusal(self, call):
+                observation = Observation(blocked, True, data={"blocked_by_hook": True})
             else:
                 self.emit(ToolCallStarted(session_id=self.id, step=self.step,
                                           tool_call_id=call.id, name=call.name,
                                           arguments=call.arguments))
                 observation = self._run_tool(call.name, call.arguments)
+                self.hooks.annotate(self, call, observation)
             self.emit(ToolResult(
                 session_id=self.id, step=self.step, tool_call_id=call.id, name=call.name,
                 output=scrub_text(observation.output), is_error=observation.is_error,

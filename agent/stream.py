@@ -17,6 +17,8 @@ from trajectories.events import (
     Event,
     ExitStatus,
     Finished,
+    HookRun,
+    McpServerStatus,
     ModelCallStarted,
     PlanUpdated,
     Selection,
@@ -34,6 +36,7 @@ from trajectories.events import (
 __all__ = [
     "AssistantDelta", "AssistantMessage", "BaseEvent", "Checkpoint", "Compaction", "ErrorEvent",
     "Event", "ExitStatus", "Finished", "ModelCallStarted", "PlanUpdated", "Selection",
+    "HookRun", "McpServerStatus",
     "SessionStarted", "ToolCall", "ToolCallStarted", "ToolResult", "TurnStatus", "Usage",
     "UserMessage", "Verified", "parse_event",
 ]

@@ -135,7 +135,8 @@ class UserMessage(BaseEvent):
 
     type: Literal["user_message"] = "user_message"
     content: str
-    origin: Literal["user", "task", "nudge"] = "user"
+    origin: Literal["user", "task", "nudge", "hook"] = "user"
+    """`hook`: what a `stop` hook said, to keep the agent going."""
 
 
 class ModelCallStarted(BaseEvent):
@@ -249,6 +250,47 @@ class ErrorEvent(BaseEvent):
     fatal: bool = False
 
 
+class HookRun(BaseEvent):
+    """A hook (a command the user configured around an event) ran on the host, or was
+    skipped; what it said, and what it did to the session."""
+
+    type: Literal["hook_run"] = "hook_run"
+    hook_event: Literal["pre_tool_use", "post_tool_use", "user_prompt_submit", "pre_compact",
+                        "stop"]
+    command: str
+    source: Literal["repository", "user"] = "user"
+    tool_call_id: str | None = None
+    """The call it was about (pre_tool_use, post_tool_use)."""
+    outcome: Literal["ok", "blocked", "feedback", "continue", "error", "skipped"] = "ok"
+    """`blocked`: the call or prompt did not go ahead; `feedback`: its words were added to the
+    observation (post_tool_use) or the prompt (user_prompt_submit); `continue`: a stop hook
+    kept the agent going; `error`: it failed or timed out (the session went on as if it had
+    not run); `skipped`: it did not run (a file it runs changed during the session)."""
+    message: str = ""
+    """What the session used of it (the reason, the feedback), or what went wrong."""
+    exit_code: int | None = None
+    timed_out: bool = False
+    stdout: str = ""
+    stderr: str = ""
+    duration_s: float = 0.0
+
+
+class McpServerStatus(BaseEvent):
+    """An MCP server at the session's start: ready (its tools are offered), failed to start,
+    or not started because the repository's host-side servers are not trusted."""
+
+    type: Literal["mcp_server"] = "mcp_server"
+    server: str
+    state: Literal["ready", "failed", "untrusted"]
+    where: Literal["sandbox", "host", "url"] = "sandbox"
+    """Where it runs: in the sandbox, on the host, or behind a URL reached from the host."""
+    source: Literal["repository", "user"] = "repository"
+    tools: list[str] = []
+    """The names its tools are offered under (`server__tool`)."""
+    error: str | None = None
+    duration_s: float = 0.0
+
+
 class Finished(BaseEvent):
     """The episode ended."""
 
@@ -306,8 +348,8 @@ class Selection(BaseEvent):
 
 Event = Annotated[
     SessionStarted | UserMessage | ModelCallStarted | AssistantDelta | AssistantMessage
-    | ToolCallStarted | ToolResult | PlanUpdated | Compaction | Checkpoint | ErrorEvent | Finished
-    | Verified | Selection,
+    | ToolCallStarted | ToolResult | PlanUpdated | Compaction | Checkpoint | ErrorEvent | HookRun
+    | McpServerStatus | Finished | Verified | Selection,
     Field(discriminator="type"),
 ]
 

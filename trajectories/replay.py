@@ -35,6 +35,10 @@ VOLATILE = [
     (re.compile(r"\b(?=[0-9]*[a-f])[0-9a-f]{7,64}\b"), "<hash>"),  # not plain numbers
 ]
 MAX_DIFF_LINES = 40
+MCP_SEPARATOR = "__"
+"""In the name of an MCP server's tool (`server__tool`, `tools.mcp_tools`)."""
+POST_HOOK_NOTE = "post_tool_use_hook"
+"""A tool result's data key: what post_tool_use hooks added to its output (`agent.hooks`)."""
 
 
 def mask_volatile(text: str) -> str:
@@ -150,6 +154,7 @@ def recorded_toolbox(schemas: list[dict[str, Any]], notes: list[str]) -> ToolBox
     """The tools the episode was offered, rebuilt from its recorded schemas' names; a note
     says where today's tools differ (a tool gone or renamed, schemas changed)."""
     recorded = [str(t.get("function", {}).get("name")) for t in schemas]
+    recorded = [name for name in recorded if MCP_SEPARATOR not in name]  # outside servers
     try:
         toolbox = ToolBox(select_tools(",".join(recorded)))
     except ValueError as exc:
@@ -181,7 +186,14 @@ def _rerun(trajectory: TrajectoryFile, toolbox: ToolBox, ctx: ToolContext, works
             started = pending.pop(event.tool_call_id)
             if event.data.get("declined"):  # the user refused it: it never ran
                 continue
+            if "mcp_server" in event.data:  # an outside server's state is not the sandbox's
+                report.notes.append(f"step {event.step}: {event.name} is an MCP server's tool; "
+                                    "not replayed")
+                continue
             observation = _run(toolbox, started, ctx)
+            hook_note = event.data.get(POST_HOOK_NOTE)
+            if hook_note:  # what a post_tool_use hook added is not the tool's own output
+                observation.output += f"\n[post_tool_use hook: {hook_note}]"
             ran_since_checkpoint = event.step
             observation.output = redact(observation.output)
             status = compare(event.output, observation.output)
