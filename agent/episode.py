@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from agent.episode_config import EpisodeConfig
+from agent.episode_extensions import EpisodeExtensions
 from agent.llm import LLMClient
 from agent.models import default_tool_set
 from agent.session import Approver, Listener, Session
@@ -86,17 +87,26 @@ class Episode:
         index.events = [e for e in recorded or []
                         if isinstance(e, SessionStarted | Finished | Verified | AssistantMessage)]
         self.listeners: list[Listener] = [self.recorder, index, *listeners]
-        self.session = Session(
-            workspace.session_id, task, LLMClient(config.llm),
-            ToolBox(session_tools(config.tools, config.llm.model)),
-            ToolContext(workspace=workspace.path, sandbox=sandbox), workspace,
-            max_steps=config.max_steps, listeners=self.listeners,
-            sandbox_settings=sandbox_config.model_dump(), approve=approve,
-            context=config.context, repeat_guard=config.repeat_guard,
-            group=config.group.model_dump() if config.group else None,
-        )
-        if recorded:
-            self.session.restore(recorded)
+        tools = session_tools(config.tools, config.llm.model)
+        self.extensions = EpisodeExtensions.open(  # MCP servers and hooks (.apprentice.toml)
+            workspace.repo_path, workspace.base_commit, workspace.path, sandbox,
+            {tool.name for tool in tools})
+        try:
+            self.session = Session(
+                workspace.session_id, task, LLMClient(config.llm),
+                ToolBox(tools + self.extensions.tools),
+                ToolContext(workspace=workspace.path, sandbox=sandbox), workspace,
+                max_steps=config.max_steps, listeners=self.listeners,
+                sandbox_settings=sandbox_config.model_dump(), approve=approve,
+                context=config.context, repeat_guard=config.repeat_guard,
+                group=config.group.model_dump() if config.group else None,
+                hooks=self.extensions.hooks, notices=self.extensions.notices,
+            )
+            if recorded:
+                self.session.restore(recorded)
+        except BaseException:
+            self.extensions.close()
+            raise
         self._sandbox_open = True
         self._closed = False
 
@@ -169,6 +179,7 @@ class Episode:
         """Remove the container now (before verifying, say); safe to call twice."""
         if self._sandbox_open:
             self._sandbox_open = False
+            self.extensions.close()  # in-sandbox MCP servers first
             self.sandbox.close()
 
     def verify(self, patch: str) -> VerifyResult:

@@ -17,7 +17,7 @@ from agent.session import Approver, Listener
 from agent.tasks import Task, suggest_test_command
 from tools.locations import data_dir
 from tools.workspace import Rewound, WorkspaceError, open_repository
-from trajectories.events import Event, SessionStarted, TurnStatus, parse_event
+from trajectories.events import Event, McpServerStatus, SessionStarted, TurnStatus, parse_event
 from trajectories.reader import read_trajectory
 from trajectories.store import TrajectoryStore
 
@@ -47,6 +47,12 @@ class SessionHost:
     @property
     def trajectory_path(self) -> Path:
         return self.episode.trajectory_path
+
+    @property
+    def mcp_servers(self) -> list[McpServerStatus]:
+        """The MCP servers' states at the start (also events, after the first message's
+        header)."""
+        return self.episode.extensions.statuses
 
     @classmethod
     def open_new(cls, repo: Path, config: EpisodeConfig, listeners: list[Listener],

@@ -40,7 +40,7 @@ from tui.transcript import Transcript
 from tui.widgets.conversation import ConversationView
 from tui.widgets.plan_panel import PlanPanel
 from tui.widgets.prompt_input import CommandHints, PromptInput
-from tui.widgets.status_line import StatusLine
+from tui.widgets.status_line import StatusLine, mcp_summary
 
 DEFAULT_MODEL = LLMConfig.model_fields["model"].default
 
@@ -271,6 +271,7 @@ class ApprenticeApp(App[None]):
         self.status.branch = message.host.workspace.branch
         kind = self.options.sandbox.kind
         self.status.sandbox = "docker" if kind == "docker" else f"{kind} (no isolation)"
+        self.status.mcp = mcp_summary(message.host.mcp_servers)
         if self._queued and not self.running:
             self.send_message(self._queued.pop(0))
 

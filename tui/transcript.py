@@ -18,6 +18,8 @@ from agent.stream import (
     ErrorEvent,
     Event,
     Finished,
+    HookRun,
+    McpServerStatus,
     ModelCallStarted,
     PlanUpdated,
     SessionStarted,
@@ -148,7 +150,7 @@ class Transcript:
 
     def _notice(self, event: Event) -> Change | None:
         text, kind = describe(event)
-        if isinstance(event, UserMessage) and event.origin != "nudge":
+        if isinstance(event, UserMessage) and event.origin not in ("nudge", "hook"):
             return self._add(UserEntry(text=event.content))
         if not text:
             return None
@@ -159,7 +161,19 @@ class Transcript:
 def describe(event: Event) -> tuple[str, str]:
     """One line for an event shown as a notice, and its kind ('' for events not shown)."""
     if isinstance(event, UserMessage):
+        if event.origin == "hook":
+            return f"a stop hook keeps the agent going: {event.content}", "nudge"
         return (f"nudge: {event.content}", "nudge") if event.origin == "nudge" else ("", "")
+    if isinstance(event, HookRun):  # errors and skips also come as error events
+        if event.outcome in ("blocked", "feedback"):
+            return f"{event.hook_event} hook ({event.outcome}): {event.message}", "info"
+        return "", ""
+    if isinstance(event, McpServerStatus):
+        if event.state != "ready":  # why it is not: an error event says
+            return "", ""
+        where = {"host": "on the host", "url": "over HTTP from the host"}.get(
+            event.where, "in the sandbox")
+        return (f"MCP server {event.server} ({where}): {len(event.tools)} tools", "info")
     if isinstance(event, Compaction):
         how = {"masked": "old tool outputs masked", "summarised": "older turns summarised",
                "dropped": "older turns dropped"}[event.stage]

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from agent.cli.finetune import eval_command, finetune_app
+from agent.cli.hooks import hooks_app
+from agent.cli.mcp import mcp_app
 from agent.cli.options import (
     CompactAtOption,
     ContextWindowOption,
@@ -47,6 +49,8 @@ app.add_typer(trajectories_app, name="trajectories")
 app.add_typer(finetune_app, name="finetune")
 app.command("eval")(eval_command)
 app.add_typer(sessions_app, name="sessions")
+app.add_typer(mcp_app, name="mcp")
+app.add_typer(hooks_app, name="hooks")
 app.command("undo")(undo_command)
 app.command("rewind")(rewind_command)
 app.command("verify")(verify_command)

@@ -1,4 +1,5 @@
-"""The status line: model, context used, cost, sandbox, branch, what is running, the mode."""
+"""The status line: model, context used, cost, sandbox, MCP servers, branch, what is running,
+the mode."""
 
 from __future__ import annotations
 
@@ -8,10 +9,22 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widgets import Static
 
+from agent.stream import McpServerStatus
 from agent.token_counter import DEFAULT_WINDOW
 
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 MODE_STYLES = {"auto": "bold green", "ask": "bold yellow", "read-only": "bold cyan"}
+
+
+def mcp_summary(servers: list[McpServerStatus]) -> str:
+    """`docs, github on host, search failed`: each server, where it is not in the sandbox,
+    and what did not start."""
+    parts = []
+    for server in servers:
+        where = {"host": " on host", "url": " (url)"}.get(server.where, "")
+        state = "" if server.state == "ready" else f" {server.state}"
+        parts.append(f"{server.server}{where}{state}")
+    return ", ".join(parts)
 
 
 def short_tokens(count: int) -> str:
@@ -26,6 +39,8 @@ class StatusLine(Static):
     context_window: reactive[int] = reactive(DEFAULT_WINDOW)
     cost_usd: reactive[float] = reactive(0.0)
     sandbox: reactive[str] = reactive("starting…")
+    mcp: reactive[str] = reactive("")
+    """The MCP servers (`docs, github on host`); empty: none configured."""
     branch: reactive[str] = reactive("")
     activity: reactive[str] = reactive("idle")
     mode: reactive[str] = reactive("auto")
@@ -67,8 +82,10 @@ class StatusLine(Static):
              f"({percent:.0f}%)", "red" if percent >= 80 else ""),
             (f"${self.cost_usd:.4f}", ""),
             (f"sandbox: {self.sandbox}", "red" if self.sandbox in ("failed", "closed") else ""),
-            (self.branch or "no branch", "magenta"),
         ]
+        if self.mcp:  # a server on the host runs outside the sandbox: said in colour
+            parts.append((f"mcp: {self.mcp}", "bold yellow" if "on host" in self.mcp else ""))
+        parts.append((self.branch or "no branch", "magenta"))
         text = Text(" ")
         for index, (part, style) in enumerate(parts):
             if index:
