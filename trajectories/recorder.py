@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Any, Literal
 
 from trajectories.events import AssistantDelta, AssistantMessage, Event, scrub_text
 from trajectories.redact import Redactor
@@ -13,6 +13,13 @@ from trajectories.token_ids import TokenIdsCompactor
 
 Durability = Literal["flush", "fsync"]
 DURABILITY_MODES: tuple[Durability, ...] = ("flush", "fsync")
+
+
+def json_line(data: dict[str, Any], redact: Redactor) -> str:
+    """An event's JSON (`model_dump(mode="json")`) as the one line a trajectory stores: lone
+    surrogates made U+FFFD, secrets redacted. `agent solve --output-format stream-json` prints
+    the same lines."""
+    return redact(scrub_text(json.dumps(data, ensure_ascii=False)))
 
 
 class TrajectoryRecorder:
@@ -46,8 +53,7 @@ class TrajectoryRecorder:
             data["token_ids"] = self.token_ids.compact(event.token_ids)
         else:
             data = event.model_dump(mode="json")
-        line = self.redact(scrub_text(json.dumps(data, ensure_ascii=False)))
-        self._file.write(line + "\n")
+        self._file.write(json_line(data, self.redact) + "\n")
         self._file.flush()
         if self.durability == "fsync":
             os.fsync(self._file.fileno())

@@ -32,6 +32,8 @@ from agent.samples_config import SAMPLED_TEMPERATURE, SamplesConfig, samples_pro
 if TYPE_CHECKING:
     from agent.context import ContextConfig
     from agent.samples import SamplesResult
+    from agent.session import Listener
+    from agent.stream_json import StreamJsonPrinter
 
 app = typer.Typer(
     help="apprentice: a coding agent that learns from its own work.",
@@ -162,7 +164,15 @@ def solve(
     judge: bool = config_option(SamplesConfig, "judge"),
     attempt_timeout: float | None = config_option(SamplesConfig, "attempt_timeout_s",
                                                   "--attempt-timeout"),
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    output_format: Annotated[str, typer.Option(
+        "--output-format", help="text (the patch and a summary; progress on stderr), json (one "
+        "object at the end) or stream-json (one JSON object per line as the episode runs: its "
+        "events, then the result; see the README).")] = "text",
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="The same as --output-format json.")] = False,
+    deltas: Annotated[bool, typer.Option(
+        "--deltas", help="stream-json: stream the model's replies and print their pieces "
+        "(assistant_delta lines) as they come.")] = False,
 ) -> None:
     """Solve an issue in a repository: one recorded episode, then the tests as the reward.
 
@@ -171,8 +181,8 @@ def solve(
     over equal changes, and with --judge a model call as the last tie-breaker."""
     from agent.episode import EpisodeConfig
     from agent.llm import LLMConfig
-    from agent.solve import ProgressPrinter
     from agent.solve import solve as run_solve
+    from agent.stream_json import OUTPUT_FORMATS, StreamJsonPrinter
     from agent.tasks import Task, TaskError, load_swebench_instance
     from tools.sandbox import SandboxConfig, SandboxError
     from tools.workspace import WorkspaceError, open_repository
@@ -181,6 +191,15 @@ def solve(
         raise fail(f"--sandbox must be docker or local, not {sandbox!r}", 2)
     if (issue is None) == (instance is None):
         raise fail("give either an issue file or --instance FILE (a SWE-bench instance)", 2)
+    if output_format not in OUTPUT_FORMATS:
+        raise fail(f"--output-format must be {', '.join(OUTPUT_FORMATS[:-1])} or "
+                   f"{OUTPUT_FORMATS[-1]}, not {output_format!r}", 2)
+    if as_json and output_format == "stream-json":
+        raise fail("--json means --output-format json; give one of them", 2)
+    if deltas and output_format != "stream-json":
+        raise fail("--deltas is for --output-format stream-json", 2)
+    output_format = "json" if as_json else output_format
+    streamed = StreamJsonPrinter(deltas=deltas) if output_format == "stream-json" else None
     if temperature is None:
         temperature = SAMPLED_TEMPERATURE if samples > 1 else 0.0
     problem = (limit_problem(max_steps, context_window, repo_map_tokens, timeout, max_tokens,
@@ -216,7 +235,8 @@ def solve(
             options = EpisodeConfig(
                 llm=LLMConfig(model=model, api_base=api_base, adapter=adapter,
                               max_tokens=max_tokens, temperature=temperature, timeout=timeout,
-                              tool_choice="required" if model.startswith("local/") else None),
+                              tool_choice="required" if model.startswith("local/") else None,
+                              **({"stream": True} if deltas else {})),
                 sandbox=SandboxConfig(kind=sandbox, network=network),
                 max_steps=max_steps, output_dir=output_dir,
                 context=context_config(context_window, repo_map_tokens, compact_at),
@@ -231,21 +251,28 @@ def solve(
                 sampling = SamplesConfig(samples=samples, max_samples=max_samples,
                                          workers=workers, stop_when_agree=stop_when_agree,
                                          judge=judge, attempt_timeout_s=attempt_timeout)
-            group = run_samples(task, options, sampling, listeners=[ProgressPrinter()],
-                                attempt_listeners=lambda i: [ProgressPrinter(
-                                    prefix=f"[attempt {i}] ")], note=note)
+            group = run_samples(task, options, sampling, listeners=_listeners(streamed, None,
+                                                                            output_format),
+                                attempt_listeners=lambda i: _listeners(streamed, i,
+                                                                       output_format),
+                                note=note)
         else:
-            result = run_solve(task, options, listeners=[ProgressPrinter()], note=note)
+            result = run_solve(task, options, listeners=_listeners(streamed, None,
+                                                                   output_format), note=note)
     except (TaskError, WorkspaceError, SandboxError) as exc:
-        raise fail(str(exc)) from None
+        raise _failed(streamed, str(exc)) from None
     except KeyboardInterrupt:
-        raise fail("interrupted", 130) from None
+        raise _failed(streamed, "interrupted", 130) from None
     except Exception as exc:  # an unexpected failure still gets one readable line
-        raise fail(f"{type(exc).__name__}: {exc}") from None
+        raise _failed(streamed, f"{type(exc).__name__}: {exc}") from None
     if group is not None:
-        _report_samples(group, as_json)
+        _report_samples(group, output_format, streamed)
         return
-    if as_json:
+    if streamed is not None:
+        from agent.stream_json import result_object
+
+        streamed.result(result_object(result.to_json()))
+    elif output_format == "json":
         print(result.to_json())
     else:
         print(result.redacted().patch or "(no changes)")
@@ -260,10 +287,35 @@ def solve(
         raise fail(result.redacted().error or "the episode ended with an error")
 
 
-def _report_samples(group: SamplesResult, as_json: bool) -> None:
+def _listeners(streamed: StreamJsonPrinter | None, attempt: int | None,
+               output_format: str) -> list[Listener]:
+    """What hears `solve`'s events: the stream-json printer, or in text mode the progress
+    printer (stderr); nothing else in json mode."""
+    from agent.solve import ProgressPrinter
+
+    if streamed is not None:
+        return [streamed if attempt is None else streamed.for_attempt(attempt)]
+    if output_format != "text":
+        return []
+    return [ProgressPrinter(prefix="" if attempt is None else f"[attempt {attempt}] ")]
+
+
+def _failed(streamed: StreamJsonPrinter | None, message: str, code: int = 1) -> typer.Exit:
+    """`fail`, after the result line that says so when the output is stream-json."""
+    if streamed is not None:
+        streamed.failure(message)
+    return fail(message, code)
+
+
+def _report_samples(group: SamplesResult, output_format: str,
+                    streamed: StreamJsonPrinter | None) -> None:
     """Print what `solve --samples N` found: the selected patch and every candidate."""
     chosen = group.selected
-    if as_json:
+    if streamed is not None:
+        from agent.stream_json import result_object
+
+        streamed.result(result_object(group.to_json()))
+    elif output_format == "json":
         print(group.to_json())
     else:
         print(chosen.result.redacted().patch or "(no changes)" if chosen and chosen.result
