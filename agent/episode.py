@@ -30,6 +30,8 @@ from agent.episode_extensions import EpisodeExtensions
 from agent.llm import LLMClient
 from agent.models import default_tool_set
 from agent.session import Approver, Listener, Session
+from agent.subagents import bind_subagents, without_subagents
+from agent.subagents import load_config as load_subagents_config
 from agent.tasks import Task
 from tools.base import Tool, ToolBox, ToolContext
 from tools.control import select_tools
@@ -87,7 +89,8 @@ class Episode:
         index.events = [e for e in recorded or []
                         if isinstance(e, SessionStarted | Finished | Verified | AssistantMessage)]
         self.listeners: list[Listener] = [self.recorder, index, *listeners]
-        tools = session_tools(config.tools, config.llm.model)
+        subagents, problems = load_subagents_config(workspace.repo_path, workspace.base_commit)
+        tools = without_subagents(session_tools(config.tools, config.llm.model), subagents)
         self.extensions = EpisodeExtensions.open(  # MCP servers and hooks (.apprentice.toml)
             workspace.repo_path, workspace.base_commit, workspace.path, sandbox,
             {tool.name for tool in tools})
@@ -100,8 +103,9 @@ class Episode:
                 sandbox_settings=sandbox_config.model_dump(), approve=approve,
                 context=config.context, repeat_guard=config.repeat_guard,
                 group=config.group.model_dump() if config.group else None,
-                hooks=self.extensions.hooks, notices=self.extensions.notices,
+                hooks=self.extensions.hooks, notices=self.extensions.notices + problems,
             )
+            bind_subagents(self.session, subagents, trajectory_path, listeners)
             if recorded:
                 self.session.restore(recorded)
         except BaseException:

@@ -38,6 +38,7 @@ from trajectories.events import (
     Usage,
     UserMessage,
     scrub_text,
+    subagent_usage,
 )
 from trajectories.reader import apply_compaction, message_of
 
@@ -87,6 +88,9 @@ class Session:
         group: dict[str, Any] | None = None,
         hooks: HookRunner | None = None,
         notices: list[Event] | None = None,
+        parent: dict[str, Any] | None = None,
+        first_message: str | None = None,
+        interrupted: threading.Event | None = None,
     ):
         self.id = session_id
         self.task = task
@@ -99,6 +103,10 @@ class Session:
         self.sandbox_settings = sandbox_settings or {}
         self.group = group or {}
         """The attempt group this episode belongs to (see `SessionStarted.group`)."""
+        self.parent = parent or {}
+        """For a subagent: the session and call that started it (see `SessionStarted.parent`)."""
+        self.first_message = first_message
+        """The first user message instead of the task's framing (a subagent's prompt)."""
         self.approve = approve
         self.hooks = hooks or HookRunner.none()
         """The user's hooks (`agent.hooks`), run around prompts, calls, compaction and stops."""
@@ -108,7 +116,8 @@ class Session:
         self.messages: list[dict[str, Any]] = []
         self.step = 0
         self._calls_usage = Usage()
-        self._interrupted = threading.Event()
+        self._interrupted = interrupted or threading.Event()
+        """Set to stop; a subagent shares its parent's, so interrupting one stops both."""
         self._reported_left_out: set[str] = set()
         self._failing = False
         self._finished = False
@@ -162,6 +171,8 @@ class Session:
             self.repeat_guard.observe(event)
         if isinstance(event, AssistantMessage | Compaction):
             self._calls_usage += event.usage
+        elif isinstance(event, ToolResult) and "subagent" in event.data:
+            self._calls_usage += subagent_usage(event.data["subagent"])
 
     @property
     def usage(self) -> Usage:
@@ -180,7 +191,8 @@ class Session:
         """Run until finish, the step limit, a stalled model or a fatal error."""
         try:
             self.start()
-            prompt, blocked = self.hooks.submit(self, task_message(self.task.problem_statement))
+            opening = self.first_message or task_message(self.task.problem_statement)
+            prompt, blocked = self.hooks.submit(self, opening)
             if blocked is not None:
                 ending, summary, error = self._fatal(blocked)
             else:
@@ -256,7 +268,7 @@ class Session:
             model_params=self.llm.config.model_dump(exclude={"api_key"}),
             system_prompt=prompt, tools=self.toolbox.schemas(), repo=str(self.workspace.repo_path),
             base_commit=self.workspace.base_commit, branch=self.workspace.branch,
-            sandbox=self.sandbox_settings, group=self.group,
+            sandbox=self.sandbox_settings, group=self.group, parent=self.parent,
         ))
         self._emit_notices()
 
@@ -386,6 +398,7 @@ class Session:
                 self.emit(ToolCallStarted(session_id=self.id, step=self.step,
                                           tool_call_id=call.id, name=call.name,
                                           arguments=call.arguments))
+                self.ctx.tool_call_id = call.id
                 observation = self._run_tool(call.name, call.arguments)
                 self.hooks.annotate(self, call, observation)
             self.emit(ToolResult(

@@ -64,7 +64,10 @@ class SolveResult:
 
 
 class ProgressPrinter:
-    """Prints a line per step to stderr from the event stream, secrets redacted."""
+    """Prints a line per step to stderr from the event stream, secrets redacted; a subagent's
+    lines are marked with its id."""
+
+    subagent_events = True
 
     def __init__(self, stream: TextIO = sys.stderr, redactor: Redactor | None = None,
                  prefix: str = ""):
@@ -72,8 +75,13 @@ class ProgressPrinter:
         self.redact = redactor or Redactor()
         self.prefix = prefix
         """Put before every line (`[attempt 2] `, when several attempts print at once)."""
+        self._session: str | None = None
 
     def __call__(self, event: Event) -> None:
+        self._session = self._session or event.session_id
+        prefix = self.prefix
+        if event.session_id != self._session:
+            prefix += f"[{event.session_id.removeprefix(self._session + '.')}] "
         line = None
         if isinstance(event, AssistantMessage):
             calls = ", ".join(c.name for c in event.tool_calls) or "no tool call"
@@ -92,7 +100,7 @@ class ProgressPrinter:
         elif isinstance(event, Selection):
             line = selection_line(event)
         if line:
-            print(self.redact(self.prefix + line), file=self.stream, flush=True)
+            print(self.redact(prefix + line), file=self.stream, flush=True)
 
 
 def selection_line(event: Selection) -> str:

@@ -32,6 +32,9 @@ class StreamJsonPrinter:
     Thread-safe: the attempts of `--samples N` print through siblings (`for_attempt`) that
     share its stream and lock, so lines never interleave."""
 
+    subagent_events = True
+    """Subagents' events are printed too (`agent.subagents`)."""
+
     def __init__(self, stream: TextIO | None = None, deltas: bool = False,
                  redactor: Redactor | None = None, attempt: int | None = None,
                  lock: threading.Lock | None = None):

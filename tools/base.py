@@ -50,6 +50,8 @@ class ToolContext:
     """The plan, as the todo tool last wrote it."""
     task_text: str = ""
     """The task, whose names the repo map boosts."""
+    tool_call_id: str = ""
+    """The id of the call being run (a subagent's trajectory names the call that started it)."""
 
 
 class Tool:

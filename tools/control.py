@@ -96,9 +96,10 @@ def default_tools() -> list[Tool]:
     from tools.files import Create, Insert, StrReplace, UndoEdit, View
     from tools.repo_map import RepoMapTool
     from tools.search import Glob, Grep
+    from tools.subagent_tool import Subagent
 
     return [Bash(), View(), Create(), StrReplace(), Insert(), UndoEdit(), Grep(), Glob(),
-            RepoMapTool(), Todo(), Finish()]
+            RepoMapTool(), Todo(), Subagent(), Finish()]
 
 
 def select_tools(spec: str = "full") -> list[Tool]:

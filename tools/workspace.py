@@ -309,6 +309,17 @@ class Workspace:
                          self.base_commit)
         return text + "\n" if text and not text.endswith("\n") else text
 
+    def snapshot(self) -> str:
+        """The git tree of the files as they are now (committing nothing), to compare with a
+        later one (`changed_between`)."""
+        self._stage_all()
+        return self._git("write-tree").strip()
+
+    def changed_between(self, before: str, after: str) -> list[str]:
+        """The paths whose contents differ between two snapshots."""
+        out = self._git("diff", "--name-only", "-z", "--no-renames", before, after)
+        return [path for path in out.split("\0") if path]
+
     def head(self) -> str:
         """The last checkpoint (the base commit before the first one)."""
         if self.path.is_dir():

@@ -128,6 +128,11 @@ class SessionStarted(BaseEvent):
     group: dict[str, Any] = {}
     """For one of several attempts at a task (`agent solve --samples N`): `{"id": the group's
     id, "attempt": its number from 0, "samples": N}`; empty for a lone episode."""
+    parent: dict[str, Any] = {}
+    """For a subagent's episode (the `task` tool): `{"session_id": the parent's id,
+    "tool_call_id": the call that started it, "depth": 1 for a child of a top-level session}`;
+    empty for a top-level episode. The parent's `tool_result` of that call links back (its
+    `data["subagent"]`, see `subagent_usage`)."""
 
 
 class UserMessage(BaseEvent):
@@ -344,6 +349,15 @@ class Selection(BaseEvent):
     """What the selector could not do (a runner it cannot select files with, a judge that did
     not answer), so a missing signal is explained."""
     duration_s: float = 0.0
+
+
+def subagent_usage(link: dict[str, Any]) -> Usage:
+    """What a subagent's model calls used, from the link its parent's `tool_result` carries
+    (`data["subagent"]`: `session_id`, `trajectory` (its file, beside the parent's),
+    `exit_status`, `steps`, `files_changed`, `prompt_tokens`, `completion_tokens`, `cost_usd`).
+    The parent's tokens and cost include it; its steps are the child's own."""
+    return Usage(0, int(link.get("prompt_tokens") or 0), int(link.get("completion_tokens") or 0),
+                 float(link.get("cost_usd") or 0.0))
 
 
 Event = Annotated[

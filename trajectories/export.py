@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from trajectories.events import Finished, SessionStarted, Verified
-from trajectories.reader import TrajectoryFile, rebuild_calls
+from trajectories.reader import TrajectoryFile, read_trajectory, rebuild_calls, subagent_links
 
 FORMATS = ("sft", "dpo", "grpo", "swebench")
 PICKS = ("last-verified", "last", "best")
@@ -93,6 +93,26 @@ def sft_rows(trajectory: TrajectoryFile) -> list[dict[str, Any]]:
     calls = rebuild_calls(trajectory.events)
     last_of_segment = {call["segment"]: call for call in calls}
     return [_conversation_row(trajectory, call) for call in last_of_segment.values()]
+
+
+def subagent_sft_rows(trajectory: TrajectoryFile) -> list[dict[str, Any]]:
+    """The rows of the episode's subagents (their nested trajectories, and theirs in turn):
+    their own conversations, with the episode's reward (their work is part of it) and
+    `parent_session_id` / `parent_tool_call_id`. A missing or unreadable file gives none."""
+    _, verified = outcome(trajectory)
+    rows = []
+    for link in subagent_links(trajectory):
+        if not link.path.is_file():
+            continue
+        child = read_trajectory(link.path)
+        if child.header is None:
+            continue
+        for row in sft_rows(child) + subagent_sft_rows(child):
+            row.update(reward=verified.reward if verified else None)
+            row.setdefault("parent_session_id", child.header.parent.get("session_id"))
+            row.setdefault("parent_tool_call_id", link.tool_call_id)
+            rows.append(row)
+    return rows
 
 
 def sft_row(trajectory: TrajectoryFile) -> dict[str, Any] | None:
@@ -197,7 +217,7 @@ def export_rows(trajectories: Iterable[TrajectoryFile], fmt: str,
         raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if fmt == "sft":
         for trajectory in trajectories:
-            for row in sft_rows(trajectory):
+            for row in sft_rows(trajectory) + subagent_sft_rows(trajectory):
                 if include_failures or row["reward"] == 1:
                     yield row
     elif fmt == "swebench":

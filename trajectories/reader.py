@@ -134,3 +134,26 @@ def rebuild_calls(events: list[Event]) -> list[dict[str, Any]]:
                           "token_ids": token_ids.expand(event.token_ids)})
         context.append(message)
     return calls
+
+
+@dataclass(frozen=True)
+class SubagentLink:
+    """A subagent an episode started (the `task` tool): the call, and its nested trajectory."""
+
+    tool_call_id: str
+    session_id: str
+    path: Path
+    data: dict[str, Any]
+    """The whole link (`ToolResult.data["subagent"]`): exit status, steps, files changed."""
+
+
+def subagent_links(trajectory: TrajectoryFile) -> list[SubagentLink]:
+    """The subagents of an episode in the order they ran, their files found beside its own."""
+    links = []
+    for event in trajectory.events:
+        link = event.data.get("subagent") if isinstance(event, ToolResult) else None
+        if isinstance(link, dict) and isinstance(link.get("trajectory"), str):
+            links.append(SubagentLink(event.tool_call_id, str(link.get("session_id", "")),
+                                      trajectory.path.with_name(Path(link["trajectory"]).name),
+                                      link))
+    return links

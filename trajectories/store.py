@@ -53,6 +53,8 @@ def summarize(events: Iterable[Event], path: Path) -> dict[str, Any] | None:
     row: dict[str, Any] | None = None
     for event in events:
         if isinstance(event, SessionStarted):
+            if event.parent:  # a subagent's trajectory is part of its parent's episode
+                return None
             row = {"id": event.session_id, "task": event.task.get("instance_id"),
                    "repo": event.repo, "model": event.model, "started_at": event.timestamp,
                    "ended_at": None, "steps": 0, "prompt_tokens": 0, "completion_tokens": 0,

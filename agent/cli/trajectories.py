@@ -19,6 +19,7 @@ from trajectories.reader import (
     UnsupportedSchemaError,
     read_trajectory,
     rebuild_calls,
+    subagent_links,
 )
 from trajectories.redact import Redactor
 from trajectories.store import TrajectoryStore
@@ -109,8 +110,7 @@ def show(
         if as_json:
             print(json.dumps(redact.data(rebuilt), indent=2, ensure_ascii=False))
         else:
-            for call in rebuilt:
-                print(f"call at step {call['step']}: {len(call['messages'])} messages")
+            _print_calls(trajectory, rebuilt, "")
         return
     if as_json:
         events = [e.model_dump(mode="json") for e in trajectory.events]
@@ -118,6 +118,25 @@ def show(
         return
     for line in transcript(trajectory):
         print(redact(line))
+
+
+def _print_calls(trajectory: TrajectoryFile, rebuilt: list[dict], indent: str) -> None:
+    """A line per model call; after the call that started a subagent, its calls, indented
+    (`show FILE --calls --json` on its file gives them exactly)."""
+    links = {link.tool_call_id: link for link in subagent_links(trajectory)}
+    for call in rebuilt:
+        print(f"{indent}call at step {call['step']}: {len(call['messages'])} messages")
+        for tool_call in call["response"].get("tool_calls") or []:
+            link = links.get(tool_call["id"])
+            if link is None:
+                continue
+            if not link.path.is_file():
+                print(f"{indent}  subagent {link.session_id}: {link.path} is missing")
+                continue
+            child = read_trajectory(link.path)
+            print(f"{indent}  subagent {link.session_id} ({link.data.get('exit_status')}, "
+                  f"{link.path}):")
+            _print_calls(child, rebuild_calls(child.events), indent + "    ")
 
 
 def transcript(trajectory: TrajectoryFile) -> Iterator[str]:
