@@ -80,9 +80,7 @@ class SubagentRunner:
                             f"limit is {self.config.max_depth}: [subagents] max_depth in "
                             ".apprentice.toml).")
         tools = self._child_tools(args.tools)
-        self.started += 1
-        child_id = f"{self.parent.id}.task{self.started}"
-        path = self.trajectory_path.with_name(f"{child_id}.jsonl")
+        child_id, path = self._next_child()
         recorder = TrajectoryRecorder(path)
         child = Session(
             child_id, self.parent.task, self.parent.llm, ToolBox(tools),
@@ -109,6 +107,15 @@ class SubagentRunner:
         changed = workspace.changed_between(before, workspace.snapshot())
         return _observation(args, result, changed, {
             "session_id": child_id, "trajectory": path.name, "depth": self.depth + 1})
+
+    def _next_child(self) -> tuple[str, Path]:
+        """The next child's id and trajectory file (a resumed parent's earlier ones kept)."""
+        while True:
+            self.started += 1
+            child_id = f"{self.parent.id}.task{self.started}"
+            path = self.trajectory_path.with_name(f"{child_id}.jsonl")
+            if not path.exists():
+                return child_id, path
 
     def _child_tools(self, asked: list[str] | None) -> list[Tool]:
         """The child's tools: those asked for (default: all it may have), each one the parent

@@ -4,6 +4,7 @@ for the LLM; Docker, git, the recorder and the verifier are real."""
 
 from __future__ import annotations
 
+import io
 import json
 import threading
 from pathlib import Path
@@ -15,12 +16,14 @@ from agent.episode import EpisodeConfig
 from agent.llm import LLMConfig
 from agent.scripted_model import tool_call
 from agent.solve import solve
+from agent.stream_json import StreamJsonPrinter
 from agent.tasks import Task
 from tests.test_solve import NEW, OLD, run_cli
 from tools.sandbox import SandboxConfig
 from trajectories.events import AssistantMessage, ToolCallStarted
 from trajectories.export import export_rows
 from trajectories.reader import read_trajectory, rebuild_calls, subagent_links
+from trajectories.replay import replay_trajectory
 from trajectories.store import TrajectoryStore
 
 pytestmark = pytest.mark.usefixtures("docker_ready")
@@ -61,7 +64,8 @@ def test_a_read_only_subagent_runs_in_a_fresh_context_and_its_trajectory_rebuild
         {"tool_calls": [tool_call("str_replace", FIX)]},
         {"tool_calls": [tool_call("finish", {"summary": "add now adds."})]},
     ]
-    result, parent = run(example, scripted, script)
+    printed = io.StringIO()
+    result, parent = run(example, scripted, script, [StreamJsonPrinter(printed)])
     assert result.exit_status == "finished" and result.reward == 1
     nested, edits, ran = results_of(parent)[:3]
     assert nested.is_error and "depth limit" in nested.output  # depth 1: no grandchildren
@@ -110,6 +114,16 @@ def test_a_read_only_subagent_runs_in_a_fresh_context_and_its_trajectory_rebuild
     assert rows[1]["reward"] == 1 and rows[1]["parent_tool_call_id"] == "call_task"
     assert rows[1]["parent_session_id"] == result.session_id
     assert [m["role"] for m in rows[1]["messages"]][:2] == ["system", "user"]
+    # stream-json prints the child's events among the parent's, in the order they happened.
+    lines = [json.loads(line) for line in printed.getvalue().splitlines()]
+    sessions = [line["session_id"] for line in lines]
+    assert sessions.count(link.session_id) == len(child.events)
+    assert lines[sessions.index(link.session_id)]["parent"]["tool_call_id"] == "call_task"
+    # Replay runs the child's calls from its trajectory where the parent's task call was.
+    report = replay_trajectory(parent)
+    assert report.reproduced and report.patch_status == "same", report.to_dict()
+    assert [c.name for c in report.calls] == ["grep", "str_replace", "finish", "str_replace",
+                                              "finish"]
 
 
 def test_a_subagent_allowed_to_edit_reports_its_files_and_stops_with_its_parent(

@@ -21,9 +21,10 @@ from typing import Any, Literal
 from tools.base import Observation, ToolBox, ToolContext
 from tools.control import default_tools, select_tools
 from tools.sandbox import SandboxConfig, make_sandbox
+from tools.subagent_tool import Subagent
 from tools.workspace import Workspace
 from trajectories.events import AssistantMessage, Finished, ToolCallStarted, ToolResult
-from trajectories.reader import TrajectoryFile
+from trajectories.reader import TrajectoryFile, read_trajectory
 from trajectories.redact import Redactor
 
 Status = Literal["same", "volatile", "differs"]
@@ -37,6 +38,7 @@ VOLATILE = [
 MAX_DIFF_LINES = 40
 MCP_SEPARATOR = "__"
 """In the name of an MCP server's tool (`server__tool`, `tools.mcp_tools`)."""
+SUBAGENT_TOOL = Subagent.name
 POST_HOOK_NOTE = "post_tool_use_hook"
 """A tool result's data key: what post_tool_use hooks added to its output (`agent.hooks`)."""
 
@@ -190,6 +192,15 @@ def _rerun(trajectory: TrajectoryFile, toolbox: ToolBox, ctx: ToolContext, works
                 report.notes.append(f"step {event.step}: {event.name} is an MCP server's tool; "
                                     "not replayed")
                 continue
+            link = event.data.get("subagent")
+            if isinstance(link, dict):  # its calls are in its own trajectory: replay those
+                _rerun_subagent(trajectory, event, link, ctx, workspace, report, on_call)
+                ran_since_checkpoint = event.step
+                continue
+            if event.name == SUBAGENT_TOOL:  # refused by the session's settings: nothing ran
+                report.notes.append(f"step {event.step}: a task call that started no "
+                                    "subagent; not replayed")
+                continue
             observation = _run(toolbox, started, ctx)
             hook_note = event.data.get(POST_HOOK_NOTE)
             if hook_note:  # what a post_tool_use hook added is not the tool's own output
@@ -211,6 +222,24 @@ def _rerun(trajectory: TrajectoryFile, toolbox: ToolBox, ctx: ToolContext, works
     for started in pending.values():
         report.notes.append(f"step {started.step}: {started.name} has no recorded result "
                             "(the episode was cut off there); not compared")
+
+
+def _rerun_subagent(trajectory: TrajectoryFile, event: ToolResult, link: dict[str, Any],
+                    ctx: ToolContext, workspace: Workspace, report: ReplayReport,
+                    on_call: Callable[[CallComparison], None] | None) -> None:
+    """A `task` call: the subagent's own calls, from its nested trajectory, in a fresh tool
+    context on the same workspace (as it ran); its comparisons join the report."""
+    path = trajectory.path.with_name(Path(str(link.get("trajectory"))).name)
+    child = read_trajectory(path) if path.is_file() else None
+    if child is None or child.header is None:
+        report.notes.append(f"step {event.step}: the subagent's trajectory {path.name} is "
+                            "missing; its calls are not replayed")
+        return
+    report.notes.append(f"step {event.step}: the calls of subagent {child.header.session_id} "
+                        "are replayed from its trajectory")
+    _rerun(child, recorded_toolbox(child.header.tools, report.notes),
+           ToolContext(workspace=ctx.workspace, sandbox=ctx.sandbox), workspace, report,
+           on_call)
 
 
 def _run(toolbox: ToolBox, call: ToolCallStarted, ctx: ToolContext) -> Observation:
