@@ -609,3 +609,29 @@ def test_agent_runs_in_a_real_terminal_under_tmux(example, scripted, apprentice_
     runs = list((apprentice_home / "runs").glob("*/*.jsonl"))
     assert len(runs) == 1, "the bare session recorded nothing, the second one its turn"
     assert read_trajectory(runs[0]).events[-1].type == "finished"
+
+
+@pytest.mark.asyncio
+async def test_a_task_call_is_a_collapsed_block_with_what_its_subagent_did() -> None:
+    from textual.app import App
+
+    result = ToolResult(session_id="s", tool_call_id="c", name="task", output=(
+        "Subagent 'find add' finished after 3 steps.\nIts summary:\nadd subtracts.\nsee\n"
+        "operations.py\nline 2\nline 3\nFiles it changed: calculator/operations.py"),
+        data={"subagent": {"session_id": "s.task1", "exit_status": "finished", "steps": 3,
+                           "files_changed": [OPERATIONS]}})
+    block = ToolBlock("task", json.dumps({"description": "find add", "prompt": "Find add."}),
+                      result)
+
+    class One(App):
+        def compose(self):
+            yield block
+
+    async with One().run_test(size=SIZE) as pilot:
+        header = str(block._header.render())
+        assert "task  find add" in header
+        assert "subagent finished, 3 steps, 1 file changed" in header
+        assert "Files it changed" not in str(block._output.render())  # collapsed
+        block.focus()
+        await pilot.press("enter")
+        assert "Files it changed: calculator/operations.py" in str(block._output.render())

@@ -19,7 +19,7 @@ PREVIEW_LINES = 6
 SUMMARY_CHARS = 100
 _KEY_ARGUMENT = {"bash": "command", "view": "path", "create": "path", "str_replace": "path",
                  "insert": "path", "undo_edit": "path", "grep": "pattern", "glob": "pattern",
-                 "finish": "summary"}
+                 "finish": "summary", "task": "description"}
 
 
 def summarize_arguments(tool: str, arguments: str) -> str:
@@ -109,8 +109,13 @@ class ToolBlock(Vertical, can_focus=True):
             return text
         details = []
         code = self.result.data.get("exit_code", "absent")
+        subagent = self.result.data.get("subagent")
         if self.state == "declined":
             details.append("declined")
+        elif isinstance(subagent, dict):  # a `task` call: what its subagent did
+            files = len(subagent.get("files_changed") or [])
+            details.append(f"subagent {subagent.get('exit_status')}, {subagent.get('steps')} "
+                           f"steps, {files} file{'' if files == 1 else 's'} changed")
         elif code != "absent":
             details.append("killed" if code is None else f"exit {code}")
         if self.show_volatile and self.result.duration_s >= 0.05:
