@@ -12,6 +12,7 @@ headless printers) hear the child's events too; the others (the recorder, the TU
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -89,7 +90,8 @@ class SubagentRunner:
             max_steps=self.config.max_steps, listeners=[recorder, *self.listeners],
             sandbox_settings=self.parent.sandbox_settings, approve=self.parent.approve,
             context=self.parent.context, repeat_guard=self.parent.repeat_guard is not None,
-            hooks=self.parent.hooks, first_message=args.prompt,
+            hooks=copy.copy(self.parent.hooks),  # the same hooks; its own once-per-run stop
+            first_message=args.prompt,
             parent={"session_id": self.parent.id, "tool_call_id": ctx.tool_call_id,
                     "depth": self.depth + 1, "description": args.description},
             interrupted=self.parent._interrupted,  # noqa: SLF001 - one interrupt for both

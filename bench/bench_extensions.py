@@ -1,5 +1,6 @@
-"""What hooks and MCP servers add to a step: a scripted model drives the real loop, Docker
-sandbox and git on the calculator example, once per configuration.
+"""What hooks, MCP servers, stream-json output and subagents add to a step: a scripted model
+drives the real loop, Docker sandbox and git on the calculator example, once per
+configuration.
 
 Per step: the agent's overhead excluding model time (from the end of one model reply to the
 start of the next call: tools, hooks, checkpoint, events), median over every step of N
@@ -9,9 +10,16 @@ episodes. Configurations:
 - hooks, python3: the same two hooks as python3 scripts reading their JSON (like a guard);
 - MCP configured, not called: an SDK server on the host and a plain one in the sandbox; the
   same bash calls (the passive cost: schemas in every request, start-up once);
-- MCP calls: each step calls an MCP tool instead (host stdio, in-sandbox stdio, HTTP).
+- MCP calls: each step calls an MCP tool instead (host stdio, in-sandbox stdio, HTTP);
+- stream-json: the baseline with `agent solve --output-format stream-json`'s printer listening
+  (its lines written to a file);
+- subagent: each step is a `task` call whose subagent makes one call (finish): its start (the
+  system prompt with the repo map), header, recorder, snapshots; its model time is subtracted.
 
-    .venv/bin/python bench/bench_extensions.py [N]
+    .venv/bin/python bench/bench_extensions.py [N] [ONLY]
+
+ONLY: comma-separated parts of configuration names to run (the baseline always runs), e.g.
+`stream,subagent`.
 """
 
 from __future__ import annotations
@@ -33,7 +41,9 @@ from agent.example_repos import init_example  # noqa: E402
 from agent.llm import LLMConfig  # noqa: E402
 from agent.scripted_model import ScriptedModelServer, tool_call  # noqa: E402
 from agent.solve import solve  # noqa: E402
+from agent.stream_json import StreamJsonPrinter  # noqa: E402
 from agent.tasks import Task  # noqa: E402
+from trajectories.reader import read_trajectory, subagent_links  # noqa: E402
 
 SERVERS = Path(__file__).resolve().parents[1] / "tests" / "mcp_servers"
 STEPS = 6
@@ -60,8 +70,18 @@ def step_overheads(events: list) -> list[float]:
     return [end - reply.timestamp for reply, end in zip(replies, ends, strict=True)][:-1]
 
 
+def subagent_model_time(trajectory_path: str) -> list[float]:
+    """Per `task` call of the episode, the model time of its subagent (to subtract)."""
+    parent = read_trajectory(Path(trajectory_path))
+    return [sum(e.latency_s for e in read_trajectory(link.path).events
+                if e.type == "assistant_message") for link in subagent_links(parent)]
+
+
 def run(name: str, config: str, steps: list[dict], episodes: int, server: ScriptedModelServer,
-        task: Task, home: Path, rows: list) -> None:
+        task: Task, home: Path, rows: list, only: list[str], listeners: tuple = (),
+        subagents: bool = False) -> None:
+    if rows and only and not any(part in name for part in only):
+        return
     (home / "config.toml").write_text(config)
     overheads: list[float] = []
     starts: list[float] = []
@@ -72,18 +92,24 @@ def run(name: str, config: str, steps: list[dict], episodes: int, server: Script
         events: list = []
         result = solve(task, EpisodeConfig(llm=LLMConfig(model="openai/scripted",
                                                         api_base=server.url)),
-                       listeners=[events.append])
+                       listeners=[events.append, *listeners])
         assert result.exit_status == "finished", result.error
         errors = [e.message for e in events if e.type == "error"]
         assert not errors, errors
-        overheads += step_overheads(events)
+        steps_s = step_overheads(events)
+        if subagents:
+            child_model = subagent_model_time(result.trajectory_path)
+            assert len(child_model) == len(steps_s), (child_model, steps_s)
+            steps_s = [step - model for step, model in zip(steps_s, child_model, strict=True)]
+        overheads += steps_s
         starts += [e.duration_s for e in events if e.type == "mcp_server"]
         schema_chars = len(json.dumps(server.requests[0]["tools"]))
     rows.append((name, statistics.median(overheads), sorted(overheads)[int(len(overheads) * .9)],
                  max(starts) if starts else 0.0, schema_chars))
 
 
-def main(episodes: int = 3) -> None:
+def main(episodes: int = 3, only: list[str] | None = None) -> None:
+    only = only or []
     with tempfile.TemporaryDirectory() as tmp, ScriptedModelServer() as server:
         home = Path(tmp) / "home"
         home.mkdir()
@@ -107,22 +133,31 @@ def main(episodes: int = 3) -> None:
         bash = script([("bash", {"command": "true"})] * STEPS)
         rows: list = []
         try:
-            run("baseline (bash true)", "", bash, episodes, server, task, home, rows)
+            run("baseline (bash true)", "", bash, episodes, server, task, home, rows, only)
             run("hooks: pre+post `true`", '[[hooks.pre_tool_use]]\ncommand = ["true"]\n'
                 '[[hooks.post_tool_use]]\ncommand = ["true"]\n', bash, episodes, server, task,
-                home, rows)
+                home, rows, only)
             run("hooks: pre+post python3", f"[[hooks.pre_tool_use]]\ncommand = {guard}\n"
                 f"[[hooks.post_tool_use]]\ncommand = {guard}\n", bash, episodes, server, task,
-                home, rows)
-            run("MCP: 3 servers, not called", servers, bash, episodes, server, task, home, rows)
+                home, rows, only)
+            run("MCP: 3 servers, not called", servers, bash, episodes, server, task, home, rows,
+                only)
             run("MCP call: host stdio (SDK)", servers,
                 script([("calc__add", {"a": 1, "b": 2})] * STEPS), episodes, server, task,
-                home, rows)
+                home, rows, only)
             run("MCP call: sandbox stdio", servers, script([("box__where", {})] * STEPS),
-                episodes, server, task, home, rows)
+                episodes, server, task, home, rows, only)
             run("MCP call: HTTP 127.0.0.1 (SDK)", servers,
                 script([("web__echo", {"text": "hi"})] * STEPS), episodes, server, task, home,
-                rows)
+                rows, only)
+            with (Path(tmp) / "stream.jsonl").open("w") as out:
+                run("stream-json printer", "", bash, episodes, server, task, home, rows, only,
+                    listeners=(StreamJsonPrinter(out),))
+            delegate = [{"tool_calls": [tool_call("task", {"description": "look",
+                                                           "prompt": "Say done."})]},
+                        {"tool_calls": [tool_call("finish", {"summary": "done"})]}] * STEPS
+            run("subagent: a task call per step", "", delegate + script([]), episodes, server,
+                task, home, rows, only, subagents=True)
         finally:
             http.terminate()
     base = rows[0][1]
@@ -135,4 +170,5 @@ def main(episodes: int = 3) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 3)
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 3,
+         sys.argv[2].split(",") if len(sys.argv) > 2 else None)

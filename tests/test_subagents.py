@@ -17,8 +17,10 @@ from agent.llm import LLMConfig
 from agent.scripted_model import tool_call
 from agent.solve import solve
 from agent.stream_json import StreamJsonPrinter
+from agent.subagents import SubagentConfig, load_config, without_subagents
 from agent.tasks import Task
 from tests.test_solve import NEW, OLD, run_cli
+from tools.control import select_tools
 from tools.sandbox import SandboxConfig
 from trajectories.events import AssistantMessage, ToolCallStarted
 from trajectories.export import export_rows
@@ -88,7 +90,7 @@ def test_a_read_only_subagent_runs_in_a_fresh_context_and_its_trajectory_rebuild
     refused = results_of(child)[1]  # the read-only child's edit
     assert refused.is_error and "unknown tool 'str_replace'" in refused.output
     # `trajectories show --calls` rebuilds every call exactly as sent, the child's from its file.
-    proc = run_cli("trajectories", "show", str(link.path), "--calls", "--json")
+    proc = run_cli("trajectories", "show", link.session_id, "--calls", "--json")
     assert proc.returncode == 0, proc.stderr
     child_calls = json.loads(proc.stdout)
     parent_calls = rebuild_calls(parent.events)
@@ -159,3 +161,22 @@ def test_a_subagent_allowed_to_edit_reports_its_files_and_stops_with_its_parent(
     assert child.events[-1].type == "finished" and child.events[-1].exit_status == "interrupted"
     assert len(scripted.requests) == 3  # neither went on after the interrupt
     assert "+    return a + b" in result.patch and result.reward == 1
+
+
+def test_the_subagents_table_is_checked_and_max_depth_0_removes_the_tool(tmp_path) -> None:
+    repo = tmp_path / "repo"
+    checkout = git.Repo.init(repo)
+    (repo / ".apprentice.toml").write_text("[subagents]\nmax_steps = 0\n")
+    checkout.index.add([".apprentice.toml"])
+    bad = checkout.index.commit("a bad table").hexsha
+    config, problems = load_config(repo, bad)
+    assert config == SubagentConfig()
+    assert len(problems) == 1 and "[subagents] ignored" in problems[0].message
+    assert "max_steps" in problems[0].message
+    (repo / ".apprentice.toml").write_text("[subagents]\nmax_depth = 0\n")
+    checkout.index.add([".apprentice.toml"])
+    off = checkout.index.commit("no subagents").hexsha
+    config, problems = load_config(repo, off)
+    assert config.max_depth == 0 and not problems
+    assert "task" in [t.name for t in select_tools("full")]
+    assert "task" not in [t.name for t in without_subagents(select_tools("full"), config)]

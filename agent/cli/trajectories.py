@@ -41,8 +41,13 @@ def locate(id_or_path: str, error_code: int = 1) -> Path:
     store = TrajectoryStore()
     try:
         row = store.get(id_or_path)
+        parent = store.get(id_or_path.split(".task")[0]) if row is None else None
     finally:
         store.close()
+    if parent is not None:  # a subagent's trajectory (`<parent-id>.taskN`) is beside its parent's
+        nested = Path(parent["path"]).with_name(f"{id_or_path}.jsonl")
+        if nested.is_file():
+            return nested
     if row is None or not Path(row["path"]).is_file():
         raise _fail(f"no trajectory {id_or_path!r}: give a .jsonl path or an id from "
                     "`agent trajectories list` (run `agent trajectories reindex` if files moved)",
