@@ -151,7 +151,9 @@ def subagent_links(trajectory: TrajectoryFile) -> list[SubagentLink]:
     """The subagents of an episode in the order they ran, their files found beside its own."""
     links = []
     for event in trajectory.events:
-        link = event.data.get("subagent") if isinstance(event, ToolResult) else None
+        if not isinstance(event, ToolResult):
+            continue
+        link = event.data.get("subagent")
         if isinstance(link, dict) and isinstance(link.get("trajectory"), str):
             links.append(SubagentLink(event.tool_call_id, str(link.get("session_id", "")),
                                       trajectory.path.with_name(Path(link["trajectory"]).name),
