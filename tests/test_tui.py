@@ -635,3 +635,41 @@ async def test_a_task_call_is_a_collapsed_block_with_what_its_subagent_did() -> 
         block.focus()
         await pilot.press("enter")
         assert "Files it changed: calculator/operations.py" in str(block._output.render())
+
+
+@pytestmark_docker
+@pytest.mark.asyncio
+async def test_a_subagent_shows_inside_its_task_block_not_as_turns(example, scripted) -> None:
+    repo, _ = example
+    script = [
+        {"content": "Let a subagent look.", "tool_calls": [tool_call(
+            "task", {"description": "find add", "prompt": "Where is add defined?"})]},
+        {"content": "Searching.", "tool_calls": [tool_call("grep", {"pattern": "def add"})]},
+        {"tool_calls": [tool_call("finish", {"summary": "In calculator/operations.py."})]},
+        {"content": "It is in operations.py."},
+    ]
+    app = make_app(repo, scripted, script)
+    async with app.run_test(size=SIZE) as pilot:
+        app = await ready(pilot)
+        await pilot.press(*"find add", "enter")
+        await wait_until(pilot, lambda: app.running or app.last_status is not None,
+                         "the turn to start")
+        await settle(pilot)
+        assert app.last_status == "answered"
+        assert [b.render().plain for b in app.query(UserBlock)] == ["find add"]  # type: ignore[attr-defined]
+        assert [b.text for b in app.query(AssistantBlock)] == [
+            "Let a subagent look.", "It is in operations.py."]  # not the subagent's "Searching."
+        blocks = tool_blocks(app)
+        assert list(blocks) == ["task"]  # the subagent's grep is inside it, not a block
+        task = blocks["task"]
+        assert task.subagent_lines[:3] == ["started: find add", "step 1: grep",
+                                           task.subagent_lines[2]]
+        assert task.subagent_lines[2].startswith("  ✓ grep: ")
+        assert task.subagent_lines[-3:] == ["step 2: finish", "  ✓ finish: Finished: In "
+                                            "calculator/operations.py.",
+                                            "ended: finished after 2 steps"]
+        assert "subagent finished, 2 steps, 0 files changed" in task._header.render().plain  # type: ignore[attr-defined]
+        assert not task._subagent.display  # collapsed once it has its result
+        task.focus()
+        await pilot.press("enter")
+        assert task._subagent.display and "step 1: grep" in str(task._subagent.render())

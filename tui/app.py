@@ -36,11 +36,13 @@ from tui.gc_pauses import defer_full_collections, freeze_startup_heap
 from tui.permissions import PLAN_APPROVED, PLAN_MODE_NOTE, PermissionPolicy
 from tui.screens.approval import ApprovalScreen
 from tui.slash_commands import SlashCommands
+from tui.subagent_view import SubagentEvents
 from tui.transcript import Transcript
 from tui.widgets.conversation import ConversationView
 from tui.widgets.plan_panel import PlanPanel
 from tui.widgets.prompt_input import CommandHints, PromptInput
 from tui.widgets.status_line import StatusLine, mcp_summary
+from tui.widgets.tool_block import ToolBlock
 
 DEFAULT_MODEL = LLMConfig.model_fields["model"].default
 
@@ -121,6 +123,7 @@ class ApprenticeApp(App[None]):
         self._outputs_expanded = False
         self.forward = EventBridge(self)
         """The session's listener: its events come back as messages."""
+        self.subagents = SubagentEvents()
         self.commands = SlashCommands(self)
 
     def compose(self) -> ComposeResult:
@@ -227,13 +230,20 @@ class ApprenticeApp(App[None]):
 
     async def on_event_bridge_streamed_text(self, message: EventBridge.StreamedText) -> None:
         delta = self.forward.take(message)
-        if delta is not None:
+        if delta is not None and not self.subagents.owns(delta.session_id):
             change = self.transcript.feed(delta)
             if change is not None:
                 await self.conversation.show(change)
 
     async def on_event_bridge_session_event(self, message: EventBridge.SessionEvent) -> None:
         event = message.event
+        claimed = self.subagents.claim(event)
+        if claimed is not None:  # a subagent's: a line in its task call's block
+            call_id, line = claimed
+            entry = self.transcript.running_tool(call_id)
+            if line and entry is not None and isinstance(entry.widget, ToolBlock):
+                entry.widget.add_subagent_line(line)
+            return
         change = self.transcript.feed(event)
         if change is not None:
             await self.conversation.show(change)

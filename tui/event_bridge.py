@@ -17,7 +17,10 @@ from agent.stream import AssistantDelta, Event
 
 
 class EventBridge:
-    """A session listener posting to `target` (the app); call it from any thread."""
+    """A session listener posting to `target` (the app); call it from any thread. It hears the
+    session's subagents too (`tui.subagent_view` sorts their events out)."""
+
+    subagent_events = True
 
     class SessionEvent(Message):
         """An event of the session, other than streamed text."""

@@ -117,6 +117,10 @@ class Transcript:
             self.cost_usd += event.cost_usd
         return self._notice(event)
 
+    def running_tool(self, call_id: str) -> ToolEntry | None:
+        """The entry of a call that has no result yet."""
+        return self._tools.get(call_id)
+
     def end_stream(self) -> AssistantEntry | None:
         """Close a reply left streaming (an interrupted model call); returns it if there was one."""
         entry, self._streaming = self._streaming, None

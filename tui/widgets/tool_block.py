@@ -16,6 +16,8 @@ from agent.stream import ToolResult
 from tui.widgets.diff_view import EDIT_TOOLS, DiffView, edit_diff
 
 PREVIEW_LINES = 6
+SUBAGENT_LINES = 4
+"""A running subagent's latest lines shown in its `task` block (all of them when expanded)."""
 SUMMARY_CHARS = 100
 _KEY_ARGUMENT = {"bash": "command", "view": "path", "create": "path", "str_replace": "path",
                  "insert": "path", "undo_edit": "path", "grep": "pattern", "glob": "pattern",
@@ -57,9 +59,13 @@ class ToolBlock(Vertical, can_focus=True):
         self._diff = edit_diff(tool, arguments)
         self._header = Static(classes="tool-header")
         self._output = Static(classes="tool-output")
+        self._subagent = Static(classes="tool-subagent")
+        self.subagent_lines: list[str] = []
+        """What the subagent of a `task` call did, a line per reply, result and end."""
 
     def compose(self) -> ComposeResult:
         yield self._header
+        yield self._subagent
         if self._diff:
             yield DiffView(self._diff, max_lines=60, classes="tool-diff")
         yield self._output
@@ -70,6 +76,10 @@ class ToolBlock(Vertical, can_focus=True):
     def set_result(self, result: ToolResult) -> None:
         self.result = result
         self._refresh_all()
+
+    def add_subagent_line(self, line: str) -> None:
+        self.subagent_lines.append(line)
+        self._refresh_subagent()
 
     def action_toggle_output(self) -> None:
         self.expanded = not self.expanded
@@ -124,7 +134,16 @@ class ToolBlock(Vertical, can_focus=True):
             text.append("  " + " · ".join(details), style="dim")
         return text
 
+    def _refresh_subagent(self) -> None:
+        """While it runs, its latest lines; once done, all of them when expanded, else none."""
+        lines = self.subagent_lines
+        shown = lines if self.expanded else lines[-SUBAGENT_LINES:] if self.result is None \
+            else []
+        self._subagent.update(Text("\n".join(shown), style="dim"))
+        self._subagent.display = bool(shown)
+
     def _refresh_output(self) -> None:
+        self._refresh_subagent()
         if self.result is None:
             self._output.display = False
             return
