@@ -192,9 +192,15 @@ def test_solve_samples_on_the_command_line(example) -> None:
     repo, issue = example
     with ScriptedConversationsServer([RIGHT, EMPTY]) as server:
         proc = run_cli("solve", str(issue), "--repo", str(repo), "--model", "openai/scripted",
-                       "--api-base", server.url, "--samples", "2", "--json")
+                       "--api-base", server.url, "--samples", "2", "--output-format",
+                       "stream-json")
     assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout)
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    result = lines[-1]
+    assert result["type"] == "result" and lines[-2]["type"] == "selection"
+    headers = [line for line in lines if line["type"] == "session_started"]
+    assert sorted(line["attempt"] for line in headers) == [0, 1]
+    assert all(line["attempt"] == line["group"]["attempt"] for line in headers)
     assert result["reward"] == 1 and "+    return a + b" in result["patch"]
     assert result["samples"] == result["ran"] == 2
     assert result["selected"] in (0, 1) and len(result["candidates"]) == 2
@@ -202,8 +208,7 @@ def test_solve_samples_on_the_command_line(example) -> None:
     assert chosen["trajectory_path"] == result["trajectory_path"]
     assert chosen["reward"] == 1 and chosen["signals"]["kept"] == 2
     assert {"trajectory_path", "patch", "signals", "reward"} <= set(chosen)
-    assert "[attempt 0] step 1: model ->" in proc.stderr
-    assert "selected attempt" in proc.stderr
+    assert "step 1: model ->" not in proc.stderr  # progress is for the text format only
 
 
 @pytest.mark.parametrize(("flags", "message"), [
