@@ -144,7 +144,7 @@ def test_secrets_never_leave_solve_the_trajectory_the_index_or_the_exports(
     commit_files(repo, REPO_FILES)
     issue.write_text(issue.read_text() + f"\nThe db password is {ISSUE_SECRETS[0]}. In CI we "
                      f"log in with password={ISSUE_SECRETS[1]}\n")
-    scripted.script = [
+    script = [
         {"tool_calls": [tool_call("bash", {"command": "cat .env config.yml deploy.sh"})]},
         {"tool_calls": [tool_call("view", {"path": ".env"})]},
         {"tool_calls": [tool_call("view", {"path": "settings.json"})]},
@@ -155,14 +155,27 @@ def test_secrets_never_leave_solve_the_trajectory_the_index_or_the_exports(
         {"tool_calls": [tool_call("finish", {"summary": "the password is hunter2hunter2"})]},
     ]
     api_base = scripted.url.replace("http://", f"http://apprentice:{URL_PASSWORD}@")
-    proc = run_cli("solve", str(issue), "--repo", str(repo), "--model", "openai/scripted",
-                   "--api-base", api_base, "--max-steps", "10", "--json")
+    solve = ["solve", str(issue), "--repo", str(repo), "--model", "openai/scripted",
+             "--api-base", api_base, "--max-steps", "10"]
+    scripted.script = list(script)
+    proc = run_cli(*solve)  # text: the patch and summary on stdout, progress on stderr
     assert proc.returncode == 0, proc.stderr
-    assert_no_leak("solve --json", proc.stdout)
+    assert_no_leak("solve's output", proc.stdout)
     assert_no_leak("solve's progress lines", proc.stderr)
-    result = json.loads(proc.stdout)
-    assert f"+API_TOKEN={MARKER}" in result["patch"] and MARKER in result["summary"]
     assert f"API_TOKEN={MARKER}" in proc.stderr  # the key stays visible
+    scripted.script = list(script)
+    proc = run_cli(*solve, "--output-format", "stream-json")
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    streamed = "\n".join(json.dumps(line, ensure_ascii=False) for line in lines)
+    assert_no_leak("solve --output-format stream-json", proc.stdout)
+    assert_no_leak("solve's stream-json lines, decoded", streamed)
+    assert_no_leak("solve's stderr", proc.stderr)
+    result = lines[-1]
+    assert result["type"] == "result"
+    assert_no_leak("solve --json", json.dumps(result, indent=2))
+    assert f"+API_TOKEN={MARKER}" in result["patch"] and MARKER in result["summary"]
+    assert f"API_TOKEN={MARKER}" in streamed  # the key stays visible
 
     events = read_trajectory(Path(result["trajectory_path"])).events
     outputs = "\n".join(e.output for e in events if e.type == "tool_result")
