@@ -14,15 +14,23 @@ You act only through the tools you are given; every call runs inside a sandbox w
 repository is at /workspace (paths may be given relative to it).
 
 How to work:
-1. Read the task. Find the relevant files ({find_tools}) before changing anything.
+{steps}
+The repository ({repo_name}) has these top-level entries:
+{listing}
+{repo_map}{rules}"""
+
+EDITING_STEPS = """1. Read the task. Find the relevant files ({find_tools}) before changing anything.
 2. Make small, precise edits ({edit_tools}). Keep the project's style.
 3. Run the tests with bash to check your change: {test_command}
 4. When the task is done, call finish with a short summary. Call exactly one tool per step
    if unsure. Never ask the user questions: you are on your own until you finish.
+"""
 
-The repository ({repo_name}) has these top-level entries:
-{listing}
-{repo_map}{rules}"""
+READ_ONLY_STEPS = """1. Read the task. Find the relevant files ({find_tools}).
+2. You cannot edit files or run commands here: read, then answer.
+3. When you know the answer, call finish with it as the summary. Call exactly one tool per
+   step if unsure. Never ask the user questions: you are on your own until you finish.
+"""
 
 NO_TOOL_CALL_NUDGE = (
     "Your reply contained no tool call. Act with one of the tools (for example view, "
@@ -80,10 +88,11 @@ def system_prompt(workspace: Path, repo_name: str, test_command: str, repo_map: 
     """The system prompt; `repo_map` (from `tools.repo_map`) is shown when given; `tools` (the
     session's tool names; None: all) picks the tools the instructions name."""
     more = "; the repo_map tool\nshows more" if tools is None or "repo_map" in tools else ""
+    read_only = tools is not None and not {"bash", *EDIT_TOOLS} & set(tools)
+    steps = READ_ONLY_STEPS if read_only else EDITING_STEPS
     return SYSTEM_TEMPLATE.format(
-        find_tools=_named(FIND_TOOLS, tools),
-        edit_tools=_named(EDIT_TOOLS, tools),
-        test_command=test_command,
+        steps=steps.format(find_tools=_named(FIND_TOOLS, tools),
+                           edit_tools=_named(EDIT_TOOLS, tools), test_command=test_command),
         repo_name=repo_name,
         listing=top_level_listing(workspace),
         repo_map=REPO_MAP_SECTION.format(repo_map=repo_map, more=more) if repo_map else "",

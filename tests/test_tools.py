@@ -64,6 +64,8 @@ def test_the_system_prompt_names_only_the_tools_given(tmp_path: Path) -> None:
     assert "glob" not in prompt and "insert" not in prompt and "repo_map tool" not in prompt
     full = system_prompt(tmp_path, "repo", "pytest", "a.py:\n  1: def f")
     assert "(glob, grep, view)" in full and "repo_map tool" in full
+    reader = system_prompt(tmp_path, "repo", "pytest", tools=["view", "grep", "finish"])
+    assert "cannot edit" in reader and "Run the tests" not in reader  # a read-only subagent
 
 
 def test_view_numbers_lines_and_ranges(box, ctx) -> None:
