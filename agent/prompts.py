@@ -19,14 +19,16 @@ The repository ({repo_name}) has these top-level entries:
 {listing}
 {repo_map}{rules}"""
 
-EDITING_STEPS = """1. Read the task. Find the relevant files ({find_tools}) before changing anything.
+EDITING_STEPS = """\
+1. Read the task. Find the relevant files ({find_tools}) before changing anything.
 2. Make small, precise edits ({edit_tools}). Keep the project's style.
 3. Run the tests with bash to check your change: {test_command}
 4. When the task is done, call finish with a short summary. Call exactly one tool per step
    if unsure. Never ask the user questions: you are on your own until you finish.
 """
 
-READ_ONLY_STEPS = """1. Read the task. Find the relevant files ({find_tools}).
+READ_ONLY_STEPS = """\
+1. Read the task. Find the relevant files ({find_tools}).
 2. You cannot edit files or run commands here: read, then answer.
 3. When you know the answer, call finish with it as the summary. Call exactly one tool per
    step if unsure. Never ask the user questions: you are on your own until you finish.
