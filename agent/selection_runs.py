@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from tools.host_git import isolated_env
 from tools.sandbox import Sandbox, SandboxConfig, make_sandbox
 from tools.sandbox.pool import SandboxPool
 from trajectories.pytest_outcomes import parse_report
 from trajectories.test_runners import PYTEST, runner_for_command
-from trajectories.verify import export_tree
+from trajectories.verify import apply_diff, export_tree
 
 REPORT_ARGS = "-rA --tb=no -p no:cacheprovider --continue-on-collection-errors"
 """Added to a pytest command so its report names every test's outcome, briefly."""
@@ -86,11 +84,9 @@ def stage_tree(repo: Path, commit: str, diffs: list[str], dest: Path) -> str | N
     for diff in diffs:
         if not diff.strip():
             continue
-        applied = subprocess.run(["git", "-C", str(dest), "apply", "--whitespace=nowarn", "-"],
-                                 input=diff.encode(), capture_output=True, timeout=120,
-                                 env=isolated_env())
-        if applied.returncode != 0:
-            return applied.stderr.decode(errors="replace").strip() or "git apply failed"
+        reason = apply_diff(dest, diff)
+        if reason is not None:
+            return reason
     return None
 
 

@@ -58,6 +58,17 @@ def export_tree(repo: Path, commit: str, dest: Path) -> None:
                    check=True, timeout=300, capture_output=True, env=env)
 
 
+def apply_diff(tree: Path, diff: str) -> str | None:
+    """Apply `diff` to the git tree at `tree` (git's own environment shut out); the reason
+    when it does not apply, else None."""
+    applied = subprocess.run(["git", "-C", str(tree), "apply", "--whitespace=nowarn", "-"],
+                             input=diff.encode(), capture_output=True, timeout=120,
+                             env=isolated_env())
+    if applied.returncode == 0:
+        return None
+    return applied.stderr.decode(errors="replace").strip() or "git apply failed"
+
+
 def verify_patch(
     repo: Path,
     base_commit: str,
@@ -84,11 +95,8 @@ def verify_patch(
         for name, diff in (("the patch", patch), ("the test patch", test_patch)):
             if not diff.strip():
                 continue
-            applied = subprocess.run(["git", "-C", str(tree), "apply", "--whitespace=nowarn", "-"],
-                                     input=diff.encode(), capture_output=True, timeout=120,
-                                     env=isolated_env())
-            if applied.returncode != 0:
-                reason = applied.stderr.decode(errors="replace").strip()
+            reason = apply_diff(tree, diff)
+            if reason is not None:
                 return VerifyResult(0, command, f"{name} does not apply: {reason}", None,
                                     config.image, time.monotonic() - started)
         box = make_sandbox(config, tree)
