@@ -35,6 +35,7 @@ from agent.hooks_config import ConfiguredHook, HookEvent, HooksConfig
 from tools.base import Observation
 from tools.host_trust import command_paths
 from tools.sandbox.local_sandbox import local_environment
+from tools.workspace_fs import WorkspaceFS
 from trajectories.events import ErrorEvent, HookRun, ToolCall, scrub_text
 from trajectories.replay import POST_HOOK_NOTE
 
@@ -256,7 +257,8 @@ class HookRunner:
         changed = []
         for path in sorted(command_paths(hook.hook.command) & set(self.config.files)):
             try:
-                now = hashlib.sha256((self.workspace / path).read_bytes()).hexdigest()
+                # Never follows a link out, never blocks on a FIFO: the sandbox owns the tree.
+                now = hashlib.sha256(WorkspaceFS(self.workspace).read_bytes(path)).hexdigest()
             except OSError:
                 now = None
             if now != self.config.files[path]:

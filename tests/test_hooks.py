@@ -91,6 +91,31 @@ def test_a_trusted_hook_blocks_rm_rf_and_the_model_reads_why(example, scripted) 
     assert result.exit_status == "finished"
 
 
+
+def test_a_guard_swapped_for_a_fifo_or_a_link_is_not_followed_and_blocks(example, scripted,
+                                                                          tmp_path) -> None:
+    """The sandbox owns the worktree: the host's check of a hook's script must neither block
+    on a FIFO put in its place nor follow a link out of the tree (to a copy of the script)."""
+    repo, _ = example
+    commit(repo, {"hooks/no_rm.py": NO_RM, ".apprentice.toml": (
+        '[[hooks.pre_tool_use]]\nmatcher = "bash"\ncommand = ["python3", "hooks/no_rm.py"]\n')})
+    assert agent("hooks", "trust", "--repo", str(repo)).returncode == 0
+    outside = tmp_path / "same.py"
+    outside.write_text(NO_RM)  # the trusted content, but outside the workspace
+    result, events = run_episode(example, scripted, [
+        {"tool_calls": [tool_call("bash", {"command": "rm hooks/no_rm.py && mkfifo "
+                                                     "hooks/no_rm.py"})]},
+        {"tool_calls": [tool_call("bash", {"command": "rm -rf calculator"})]},
+        {"tool_calls": [tool_call("bash", {"command": f"rm hooks/no_rm.py && ln -s {outside} "
+                                                     "hooks/no_rm.py"})]},
+        {"tool_calls": [tool_call("bash", {"command": "rm -rf calculator"})]},
+        {"tool_calls": [FINISH]},
+    ])
+    results = of_type(events, "tool_result")
+    for blocked in (results[1], results[3]):
+        assert blocked.is_error and "hooks/no_rm.py changed during the session" in blocked.output
+    assert "calculator/" not in result.patch  # nothing was deleted
+
 def test_a_hook_that_hangs_is_killed_at_its_timeout_and_the_call_goes_ahead(
         example, scripted, tmp_path: Path) -> None:
     seen = tmp_path / "seen.json"
