@@ -66,6 +66,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from agent.episode import EpisodeConfig  # noqa: E402
+from agent.episode_config import ContextConfig  # noqa: E402
 from agent.llm import LLMConfig  # noqa: E402
 from finetune.curriculum import generate_curriculum  # noqa: E402
 from finetune.evaluate import EvalOptions, EvalReport, evaluate  # noqa: E402
@@ -94,7 +95,9 @@ def run_eval(args: argparse.Namespace, suite_dir: Path, save: Path,
                           split="test", limit=args.test, workers=args.workers,
                           episodes=args.eval_episodes,
                           episode=EpisodeConfig(max_steps=args.episode_steps,
-                                                llm=LLMConfig(max_tokens=args.max_tokens)),
+                                                llm=LLMConfig(max_tokens=args.max_tokens),
+                                                context=ContextConfig(
+                                                    repo_map_tokens=args.repo_map_tokens)),
                           output_dir=save.parent / f"{save.stem}-episodes")
     report: EvalReport = evaluate(suite, options, on_episode=lambda e: print(
         f"   {e.instance_id}: reward {e.reward} {e.exit_status} {e.steps} steps "
@@ -117,6 +120,11 @@ def main() -> None:
                         help="episodes at once; 1 keeps the local model's key/value cache warm")
     parser.add_argument("--episode-steps", type=int, default=6)
     parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--repo-map-tokens", type=int, default=512,
+                        help="repository map in the prompts of the oracle and the evals")
+    parser.add_argument("--skip-base", action="store_true", help="do not evaluate the base")
+    parser.add_argument("--demo", action="store_true",
+                        help="also run the README's demo with each adapter")
     parser.add_argument("--sft-epochs", type=float, default=2.0)
     parser.add_argument("--sft-lr", type=float, default=1e-3)
     parser.add_argument("--lora-layers", type=int, default=10)
@@ -137,15 +145,17 @@ def main() -> None:
                             test=max(args.test, 14), force=True)
         done(started, times, "curriculum")
 
-    started = stage("baseline eval (SmolLM2-135M, held-out test split)")
-    base = run_eval(args, suite_dir, out / "evals" / "base.json")
-    done(started, times, "baseline eval")
+    base = None
+    if not args.skip_base:
+        started = stage("baseline eval (SmolLM2-135M, held-out test split)")
+        base = run_eval(args, suite_dir, out / "evals" / "base.json")
+        done(started, times, "baseline eval")
 
     oracle_dir = out / "oracle"
     if not (oracle_dir / SFT_FILE).is_file():
         started = stage(f"oracle trajectories (first {args.train} train tasks, real agent loop)")
         report, rows = oracle_trajectories(load_suite(suite_dir), oracle_dir, limit=args.train,
-                                           workers=4)
+                                           workers=4, repo_map_tokens=args.repo_map_tokens)
         print(f"   {len(rows)} verified of {report.summary['episodes']} episodes")
         done(started, times, "oracle")
     rows = load_rows(oracle_dir / SFT_FILE)
@@ -164,15 +174,20 @@ def main() -> None:
         done(started, times, "sft")
     sft_metrics = read_manifest(sft_dir)["metrics"]
 
+    if args.demo:
+        from bench_transfer import run_demo
+
+        demo = run_demo(sft_dir / "evals" / "demo.json", sft_dir, out / "home")
+        print(f"   demo after SFT: reward {demo.get('reward')}, {demo.get('steps')} steps, "
+              f"{demo.get('wall_time_s')} s", flush=True)
     started = stage("eval after SFT")
     after_sft = run_eval(args, suite_dir, sft_dir / "evals" / "after-sft.json", sft_dir)
     done(started, times, "eval after sft")
-    shutil.copy(out / "evals" / "base.json", sft_dir / "evals" / "base.json")
-    write_report(sft_dir, {"base": sft_dir / "evals" / "base.json",
-                           "after-sft": sft_dir / "evals" / "after-sft.json"})
-
-    reports = {"base": out / "evals" / "base.json",
-               "after-sft": sft_dir / "evals" / "after-sft.json"}
+    reports = {"after-sft": sft_dir / "evals" / "after-sft.json"}
+    if base is not None:
+        shutil.copy(out / "evals" / "base.json", sft_dir / "evals" / "base.json")
+        reports = {"base": sft_dir / "evals" / "base.json", **reports}
+    write_report(sft_dir, reports)
     grpo_metrics = None
     after_grpo = None
     if args.grpo_steps:
@@ -199,9 +214,10 @@ def main() -> None:
         write_report(grpo_dir, reports)
 
     table = eval_table(reports)
-    gain = after_sft["summary"]["pass@1"] - base["summary"]["pass@1"]
-    lines = ["# bench_finetune", "", table, "",
-             f"pass@1 change after SFT: {gain * 100:+.1f} points"]
+    lines = ["# bench_finetune", "", table, ""]
+    if base is not None:
+        gain = after_sft["summary"]["pass@1"] - base["summary"]["pass@1"]
+        lines.append(f"pass@1 change after SFT: {gain * 100:+.1f} points")
     if after_grpo:
         more = after_grpo["summary"]["pass@1"] - after_sft["summary"]["pass@1"]
         lines.append(f"pass@1 change of GRPO over SFT: {more * 100:+.1f} points")

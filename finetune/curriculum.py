@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from finetune.bug_templates import TEMPLATES, BugCase, NewFunction, new_function
+from finetune.name_variants import twin_of, vary
 from finetune.suite import SuiteTask, write_suite
 
 TEST_COMMAND = "python3 -m pytest -q"
@@ -56,6 +57,13 @@ STATEMENTS = [
     "The test `{test_id}` is failing: `{call}` {got}; it should return `{expected}`. "
     "Please fix it.",
 ]
+ISSUE_STATEMENTS = [
+    "# `{function}` returns the wrong result\n\n`{package}.{call}` {got} instead of "
+    "`{expected}`. The test `{test_id}` fails. Fix `{function}` so that the tests pass.",
+    "# Wrong result from `{function}`\n\n`{call}` {got}, but it should return `{expected}` "
+    "(see `{test_id}`). The rest of `{package}` looks fine.",
+]
+"""Statements written like an issue file, used for varied (train) tasks only."""
 CREATE_STATEMENT = ("`tests/{test_file}` fails because `{package}/{module}.py` does not exist. "
                     "Create `{package}/{module}.py` with a function {description}.")
 
@@ -81,9 +89,30 @@ def _test_source(package: str, module: str, names: list[str], tests: list[str]) 
     return imports + "\n\n".join(tests)
 
 
-def _distractors(rng: random.Random, nouns: list[str], exclude: str, count: int) -> list[BugCase]:
+TWIN_SHARE = 0.5
+"""Share of varied tasks whose buggy line also appears, correct, in a neighbour function."""
+
+
+def _distractors(rng: random.Random, nouns: list[str], exclude: str, count: int,
+                 variants: random.Random | None = None) -> list[BugCase]:
     kinds = rng.sample([k for k in TEMPLATES if k != exclude], count)
-    return [TEMPLATES[k](rng.choice(nouns), rng) for k in kinds]
+    cases = []
+    for kind in kinds:
+        noun = rng.choice(nouns)
+        case = TEMPLATES[kind](noun, rng)
+        cases.append(vary(case, noun, variants) if variants else case)
+    return cases
+
+
+def _anchored_edit(function_source: str, old: str, new: str) -> tuple[str, str]:
+    """The edit widened to start at the function's first line (unique in its module) and end
+    at the end of the edited line, for a buggy snippet that recurs elsewhere."""
+    end = function_source.index(old) + len(old)
+    if not old.endswith("\n"):
+        line_end = function_source.find("\n", end)
+        end = len(function_source) if line_end < 0 else line_end
+    anchored = function_source[:end]
+    return anchored, anchored.replace(old, new, 1)
 
 
 def _behaviour(source: str, call: str) -> str:
@@ -122,14 +151,24 @@ def _oracle_fix(path: str, source: str, old: str, new: str, function: str,
 
 
 def fix_blueprint(kind: str, domain: str, modules: list[str], nouns: list[str],
-                  rng: random.Random) -> Blueprint:
-    """A repository whose module holds a buggy function of template `kind`."""
+                  rng: random.Random, variants: random.Random | None = None) -> Blueprint:
+    """A repository whose module holds a buggy function of template `kind`. With `variants`,
+    names are varied (`finetune.name_variants`) and some tasks get a twin of the buggy line."""
     module, other = rng.sample(modules, 2)
-    target = TEMPLATES[kind](rng.choice(nouns), rng)
-    helpers = _distractors(rng, [n for n in nouns if n not in target.function], kind, 3)
+    noun = rng.choice(nouns)
+    target = TEMPLATES[kind](noun, rng)
+    helpers = _distractors(rng, [n for n in nouns if n not in target.function], kind, 3,
+                           variants)
+    twin = None
+    if variants is not None:
+        target = vary(target, noun, variants)
+        if variants.random() < TWIN_SHARE:
+            twin = twin_of(target, noun, kind)
     neighbours, elsewhere = helpers[:2], helpers[2:]
     order = [target, *neighbours]
-    rng.shuffle(order)
+    rng.shuffle(order)  # `rng` draws the same numbers with or without variants
+    if twin is not None:
+        order.insert(variants.randrange(len(order) + 1) if variants else 0, twin)
     path, test_path = f"{domain}/{module}.py", f"tests/test_{module}.py"
     other_path, other_test = f"{domain}/{other}.py", f"tests/test_{other}.py"
 
@@ -142,8 +181,8 @@ def fix_blueprint(kind: str, domain: str, modules: list[str], nouns: list[str],
 
     buggy, fixed = sources(False), sources(True)
     old, new = target.old, target.new
-    if buggy[path].count(old) != 1:  # the snippet recurs elsewhere: replace the whole function
-        old, new = target.buggy, target.fixed
+    if buggy[path].count(old) != 1:  # the snippet recurs elsewhere: anchor it on the `def`
+        old, new = _anchored_edit(target.buggy, old, new)
     common = {
         test_path: _test_source(domain, module, [c.function for c in order],
                                 [c.test for c in order]),
@@ -155,10 +194,13 @@ def fix_blueprint(kind: str, domain: str, modules: list[str], nouns: list[str],
             _passes(fixed[path], c.test, f"test_{c.function}") for c in order):
         raise AssertionError(f"template {kind} made a task whose test does not judge the fix")
     test_id = f"{test_path}::test_{target.function}"
-    statement = rng.choice(STATEMENTS).format(
+    template = rng.choice(STATEMENTS)  # drawn either way, so `rng` stays in step
+    if variants is not None:
+        template = variants.choice([template, *ISSUE_STATEMENTS])
+    statement = template.format(
         call=target.call, got=got, expected=repr(target.expected), test_id=test_id,
-        package=domain, module=module)
-    others = [f"{test_path}::test_{c.function}" for c in neighbours]
+        package=domain, module=module, function=target.function)
+    others = [f"{test_path}::test_{c.function}" for c in [*neighbours, *([twin] if twin else [])]]
     others += [f"{other_test}::test_{c.function}" for c in elsewhere]
     return Blueprint({**buggy, **common}, {**fixed, **common}, statement, [test_id],
                      sorted(others), _oracle_fix(path, buggy[path], old, new,
@@ -241,8 +283,12 @@ def build_repository(blueprint: Blueprint, domain: str, bundle: Path) -> tuple[s
 
 
 def generate_curriculum(dest: Path, train: int = 64, test: int = 24, seed: int = 0,
-                        force: bool = False) -> Path:
-    """Write a suite of `train` + `test` tasks into `dest` (bundles under `dest/repos`)."""
+                        force: bool = False, vary_train: bool = True) -> Path:
+    """Write a suite of `train` + `test` tasks into `dest` (bundles under `dest/repos`).
+
+    With `vary_train`, train tasks get varied names, issue-like statements and twins of the
+    buggy line (`finetune.name_variants`) from a generator of their own, so the test split is
+    the same task for task either way (its figures stay comparable across runs)."""
     dest = Path(dest)
     if dest.exists() and any(dest.iterdir()):
         if not force:
@@ -252,6 +298,7 @@ def generate_curriculum(dest: Path, train: int = 64, test: int = 24, seed: int =
     tasks: list[SuiteTask] = []
     for split, count in (("train", train), ("test", test)):
         domains = SPLIT_DOMAINS[split]
+        variants = random.Random(f"{seed}-variants") if split == "train" and vary_train else None
         for index in range(count):
             kind = KINDS[index % len(KINDS)]
             domain = rng.choice(sorted(domains))
@@ -259,7 +306,7 @@ def generate_curriculum(dest: Path, train: int = 64, test: int = 24, seed: int =
             if kind == "missing_file":
                 blueprint = create_blueprint(domain, modules, nouns, rng)
             else:
-                blueprint = fix_blueprint(kind, domain, modules, nouns, rng)
+                blueprint = fix_blueprint(kind, domain, modules, nouns, rng, variants)
             instance_id = f"{split}-{index:03d}-{domain}-{kind.replace('_', '-')}"
             bundle = dest / "repos" / f"{instance_id}.bundle"
             base, patch = build_repository(blueprint, domain, bundle)
@@ -271,7 +318,7 @@ def generate_curriculum(dest: Path, train: int = 64, test: int = 24, seed: int =
                 "patch": patch, "oracle": blueprint.oracle, "kind": kind, "domain": domain,
             }))
     meta = {"name": dest.name, "generator": "finetune.curriculum", "seed": seed,
-            "splits": {"train": train, "test": test}, "kinds": KINDS,
+            "splits": {"train": train, "test": test}, "kinds": KINDS, "vary_train": vary_train,
             "description": "Small Python repositories with one failing test each; train and "
                            "test use disjoint domains and names."}
     return write_suite(dest, tasks, meta)
