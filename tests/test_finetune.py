@@ -81,6 +81,30 @@ def tiny_model(model_ready: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     return path
 
 
+def test_varied_train_tasks_leave_the_test_split_alone_and_anchor_recurring_edits(
+        tmp_path: Path) -> None:
+    plain = load_suite(generate_curriculum(tmp_path / "p", train=28, test=14, vary_train=False))
+    varied = load_suite(generate_curriculum(tmp_path / "v", train=28, test=14))
+    assert not varied.problems
+    assert [(t.instance_id, t.patch) for t in plain.split("test")] == \
+        [(t.instance_id, t.patch) for t in varied.split("test")]
+    assert {t.patch for t in plain.split("train")} != {t.patch for t in varied.split("train")}
+    anchored = 0
+    for task in varied.split("train"):
+        edit = task.oracle[2]
+        if edit["name"] != "str_replace":
+            continue
+        args = edit["arguments"]
+        repo = Path(checkout_task(varied, task, tmp_path / task.instance_id).repo)
+        source = (repo / args["path"]).read_text()
+        assert source.count(args["old_str"]) == 1, task.instance_id
+        subprocess.run(["git", "apply", "-"], input=task.patch.encode(), cwd=repo, check=True)
+        assert source.replace(args["old_str"], args["new_str"]) == \
+            (repo / args["path"]).read_text(), task.instance_id
+        anchored += args["old_str"].startswith("def ")
+    assert anchored >= 2  # twins make the smallest edit ambiguous; the oracle anchors on `def`
+
+
 def test_curriculum_splits_are_disjoint_and_each_test_judges_its_fix(tmp_path: Path) -> None:
     suite = load_suite(generate_curriculum(tmp_path / "c", train=len(KINDS), test=len(KINDS)))
     train, test = suite.split("train"), suite.split("test")
