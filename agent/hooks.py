@@ -15,7 +15,10 @@ that is reported and otherwise ignored (the call goes ahead), as in Claude Code.
 
 Every run is a `hook_run` event. A repository hook whose script (a repository file its command
 names) was changed during the session is not run: the model must not change what runs on the
-host. A `pre_tool_use` hook skipped that way blocks the call.
+host. A `pre_tool_use` hook skipped that way blocks the call. The bytes that were checked are
+the ones that run: they are copied to a private host folder and the command names that copy
+(so a script cannot be swapped between the check and the run; it runs in the worktree, but
+files it loads next to itself are not there).
 """
 
 from __future__ import annotations
@@ -24,8 +27,11 @@ import contextlib
 import hashlib
 import json
 import os
+import re
+import shlex
 import signal
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -229,7 +235,7 @@ class HookRunner:
         for hook in self.hooks:
             if hook.event != event or not hook.hook.applies_to(call.name if call else None):
                 continue
-            changed = self._changed_files(hook)
+            copies, changed = self._checked_files(hook)
             if changed:
                 output = HookOutput(None, "", "", failed=(
                     f"skipped: {', '.join(changed)} changed during the session, and a "
@@ -237,9 +243,11 @@ class HookRunner:
             else:
                 payload = {"hook_event_name": event, "session_id": session.id,
                            "cwd": str(self.workspace), "step": session.step, **details}
-                output = run_hook_process(hook.hook.argv(), payload, self.workspace,
-                                          self._environment(session, event),
-                                          hook.hook.timeout)
+                with tempfile.TemporaryDirectory(prefix="apprentice-hook-") as private:
+                    argv = staged_argv(hook.hook.command, copies, Path(private))
+                    output = run_hook_process(argv, payload, self.workspace,
+                                              self._environment(session, event),
+                                              hook.hook.timeout)
             done.append((hook, output))
             if self._blocks(output) or (changed and event == "pre_tool_use"):
                 break
@@ -250,20 +258,24 @@ class HookRunner:
                 "APPRENTICE_SESSION_ID": session.id,
                 "APPRENTICE_PROJECT_DIR": str(self.workspace)}
 
-    def _changed_files(self, hook: ConfiguredHook) -> list[str]:
-        """The repository files this repository hook runs that differ from the trusted ones."""
+    def _checked_files(self, hook: ConfiguredHook) -> tuple[dict[str, bytes], list[str]]:
+        """For a repository hook: the bytes of the repository files it runs, read once, that
+        match the trusted ones; and the files that do not."""
         if hook.source != "repository":
-            return []
+            return {}, []
+        copies: dict[str, bytes] = {}
         changed = []
         for path in sorted(command_paths(hook.hook.command) & set(self.config.files)):
             try:
                 # Never follows a link out, never blocks on a FIFO: the sandbox owns the tree.
-                now = hashlib.sha256(WorkspaceFS(self.workspace).read_bytes(path)).hexdigest()
+                data: bytes | None = WorkspaceFS(self.workspace).read_bytes(path)
             except OSError:
-                now = None
-            if now != self.config.files[path]:
+                data = None
+            if data is None or hashlib.sha256(data).hexdigest() != self.config.files[path]:
                 changed.append(path)
-        return changed
+            else:
+                copies[path] = data
+        return copies, changed
 
     @staticmethod
     def _blocks(output: HookOutput) -> bool:
@@ -297,6 +309,27 @@ class HookRunner:
             session.emit(ErrorEvent(session_id=session.id, step=session.step, message=(
                 f"the {hook.event} hook `{hook.hook.describe()}` {message}")))
         return message
+
+
+def staged_argv(command: str | list[str], copies: dict[str, bytes], folder: Path) -> list[str]:
+    """The hook's argv with each checked repository file replaced by a private copy of the
+    checked bytes in `folder` (`python3 hooks/guard.py` -> `python3 FOLDER/hooks/guard.py`)."""
+    staged: dict[str, str] = {}
+    for path, data in copies.items():
+        target = folder / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        target.chmod(0o700)  # runnable as `./hooks/guard.sh`, readable by nobody else
+        staged[path] = str(target)
+    if isinstance(command, list):
+        return [staged.get(word.removeprefix("./"), word) for word in command]
+    for path, target in staged.items():
+        if not re.fullmatch(r"[\w./-]+", target):  # a temp folder's name: never, but be sure
+            target = shlex.quote(target)
+        # The word itself (bare or quoted), not a longer path that ends or starts with it.
+        word = rf"(?<![^\s'\"=;&|(<>])(\./)?{re.escape(path)}(?![^\s'\";&|)<>])"
+        command = re.sub(word, target.replace("\\", "\\\\"), command)
+    return ["bash", "-c", command]
 
 
 def _arguments(raw: str) -> Any:

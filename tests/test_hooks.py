@@ -116,6 +116,36 @@ def test_a_guard_swapped_for_a_fifo_or_a_link_is_not_followed_and_blocks(example
         assert blocked.is_error and "hooks/no_rm.py changed during the session" in blocked.output
     assert "calculator/" not in result.patch  # nothing was deleted
 
+def test_the_checked_bytes_are_what_runs_even_if_the_script_is_swapped_after_the_check(
+        example, scripted, tmp_path, monkeypatch) -> None:
+    """A process in the sandbox can rewrite the script between the host's check and the run:
+    the hook runs a private copy of the bytes that were checked, never the file again."""
+    from agent import hooks as hooks_module
+
+    repo, _ = example
+    commit(repo, {"hooks/no_rm.py": NO_RM, ".apprentice.toml": (
+        '[[hooks.pre_tool_use]]\nmatcher = "bash"\ncommand = "python3 ./hooks/no_rm.py"\n')})
+    assert agent("hooks", "trust", "--repo", str(repo)).returncode == 0
+    marker = tmp_path / "swapped-script-ran"
+    original = hooks_module.run_hook_process
+    ran: list[list[str]] = []
+
+    def swap_then_run(argv, payload, cwd, env, timeout):
+        (cwd / "hooks" / "no_rm.py").write_text(f"open({str(marker)!r}, 'w')\n")
+        ran.append(argv)
+        return original(argv, payload, cwd, env, timeout)
+
+    monkeypatch.setattr(hooks_module, "run_hook_process", swap_then_run)
+    result, events = run_episode(example, scripted, [
+        {"tool_calls": [tool_call("bash", {"command": "rm -rf calculator"})]},
+        {"tool_calls": [FINISH]},
+    ])
+    blocked = of_type(events, "tool_result")[0]
+    assert blocked.is_error and "refusing rm -rf" in blocked.output
+    assert not marker.exists() and "calculator/" not in result.patch
+    assert "hooks/no_rm.py" in ran[0][2] and "./hooks/no_rm.py" not in ran[0][2]
+
+
 def test_a_hook_that_hangs_is_killed_at_its_timeout_and_the_call_goes_ahead(
         example, scripted, tmp_path: Path) -> None:
     seen = tmp_path / "seen.json"
