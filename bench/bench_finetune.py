@@ -123,6 +123,11 @@ def main() -> None:
     parser.add_argument("--repo-map-tokens", type=int, default=512,
                         help="repository map in the prompts of the oracle and the evals")
     parser.add_argument("--skip-base", action="store_true", help="do not evaluate the base")
+    parser.add_argument("--heldout", action="append", default=[], metavar="NAME=SUITE",
+                        help="also evaluate on a suite of a repository never trained on "
+                             "(`agent finetune synthesize --eval-only`); repeatable")
+    parser.add_argument("--ship", action="store_true",
+                        help="copy the final adapter to agent/adapters/apprentice-135m")
     parser.add_argument("--demo", action="store_true",
                         help="also run the README's demo with each adapter")
     parser.add_argument("--sft-epochs", type=float, default=2.0)
@@ -213,8 +218,28 @@ def main() -> None:
         reports["after-grpo"] = grpo_dir / "evals" / "after-grpo.json"
         write_report(grpo_dir, reports)
 
+    final = out / "grpo" if grpo_metrics else sft_dir
+    demo_result = None
+    if args.demo:
+        demo_result = json.loads((sft_dir / "evals" / "demo.json").read_text())
+    heldout = {}
+    for spec in args.heldout:
+        name, _, folder = spec.partition("=")
+        started = stage(f"eval on the held-out repository {name} ({folder})")
+        heldout[name] = run_eval(args, Path(folder), final / "evals" / f"heldout-{name}.json",
+                                 final)
+        done(started, times, f"eval {name}")
+
     table = eval_table(reports)
     lines = ["# bench_finetune", "", table, ""]
+    for name, report in heldout.items():
+        summary = report["summary"]
+        lines.append(f"held-out repository {name}: pass@1 {summary['pass@1']} "
+                     f"({summary['tasks']} tasks), format-error rate "
+                     f"{summary.get('format_error_rate')}")
+    if demo_result is not None:
+        lines.append(f"demo: reward {demo_result.get('reward')}, {demo_result.get('steps')} "
+                     f"steps, {demo_result.get('wall_time_s')} s")
     if base is not None:
         gain = after_sft["summary"]["pass@1"] - base["summary"]["pass@1"]
         lines.append(f"pass@1 change after SFT: {gain * 100:+.1f} points")
@@ -237,6 +262,34 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     (out / "results.md").write_text(text)
     print("\n" + text)
+    if args.ship:
+        ship_adapter(final, rows, suite_dir, after_grpo or after_sft, heldout, demo_result)
+
+
+def ship_adapter(adapter: Path, rows: list, suite_dir: Path, curriculum: dict,
+                 heldout: dict[str, dict], demo: dict | None) -> None:
+    """Copy the adapter to agent/adapters/apprentice-135m with its manifest (the default)."""
+    from bench_transfer import SHIPPED, ship
+
+    from finetune.run_dir import read_manifest
+    from finetune.sft_data import rows_digest
+
+    def figures(report: dict) -> dict:
+        return {k: report["summary"].get(k) for k in ("tasks", "pass@1", "format_error_rate")}
+
+    manifest = read_manifest(adapter)
+    target = ship(adapter, {
+        "name": SHIPPED, "base_model": "smollm2-135m", "trained_by": "bench/bench_finetune.py",
+        "data_sha256": rows_digest(rows), "sft_sources": {"curriculum train split": len(rows)},
+        "suite": "finetune.curriculum (seed 0, varied train split)",
+        "suite_sha256": load_suite(suite_dir).digest(), "config": manifest.get("config"),
+        "metrics": manifest.get("metrics"),
+        "figures": {"curriculum": figures(curriculum),
+                    **{name: figures(report) for name, report in heldout.items()},
+                    "demo": {k: (demo or {}).get(k) for k in ("reward", "steps",
+                                                               "wall_time_s")}},
+    })
+    print(f"shipped: {target}")
 
 
 if __name__ == "__main__":
