@@ -316,20 +316,21 @@ def staged_argv(command: str | list[str], copies: dict[str, bytes], folder: Path
     checked bytes in `folder` (`python3 hooks/guard.py` -> `python3 FOLDER/hooks/guard.py`)."""
     staged: dict[str, str] = {}
     for path, data in copies.items():
-        target = folder / path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
-        target.chmod(0o700)  # runnable as `./hooks/guard.sh`, readable by nobody else
-        staged[path] = str(target)
+        copy = folder / path
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        copy.write_bytes(data)
+        copy.chmod(0o700)  # runnable as `./hooks/guard.sh`, readable by nobody else
+        staged[path] = str(copy)
     if isinstance(command, list):
         return [staged.get(word.removeprefix("./"), word) for word in command]
-    for path, target in staged.items():
-        if not re.fullmatch(r"[\w./-]+", target):  # a temp folder's name: never, but be sure
-            target = shlex.quote(target)
+    line = command
+    for path, where in staged.items():
+        if not re.fullmatch(r"[\w./-]+", where):  # a temp folder's name: never, but be sure
+            where = shlex.quote(where)
         # The word itself (bare or quoted), not a longer path that ends or starts with it.
         word = rf"(?<![^\s'\"=;&|(<>])(\./)?{re.escape(path)}(?![^\s'\";&|)<>])"
-        command = re.sub(word, target.replace("\\", "\\\\"), command)
-    return ["bash", "-c", command]
+        line = re.sub(word, where.replace("\\", "\\\\"), line)
+    return ["bash", "-c", line]
 
 
 def _arguments(raw: str) -> Any:
