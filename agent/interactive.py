@@ -12,17 +12,26 @@ from collections.abc import Callable
 from pathlib import Path
 
 from agent.episode import Episode, EpisodeConfig, new_session_id
+from agent.interactive_samples import SampledRequest, SamplesUnavailable, run_sampled_request
 from agent.llm import LLMClient
+from agent.samples_config import SamplesConfig
 from agent.session import Approver, Listener
 from agent.tasks import Task, suggest_test_command
 from tools.locations import data_dir
 from tools.workspace import Rewound, WorkspaceError, open_repository
-from trajectories.events import Event, McpServerStatus, SessionStarted, TurnStatus, parse_event
+from trajectories.events import (
+    Checkpoint,
+    Event,
+    McpServerStatus,
+    SessionStarted,
+    TurnStatus,
+    parse_event,
+)
 from trajectories.reader import read_trajectory
 from trajectories.store import TrajectoryStore
 
-__all__ = ["ResumeError", "Rewound", "SessionHost", "WorkspaceError", "load_recording",
-           "recent_sessions", "recorded_model"]
+__all__ = ["ResumeError", "Rewound", "SampledRequest", "SamplesUnavailable", "SessionHost",
+           "WorkspaceError", "load_recording", "recent_sessions", "recorded_model"]
 
 CLOSE_WAIT_S = 15.0
 """Seconds `close` waits for an interrupted turn to stop before tearing down anyway."""
@@ -43,6 +52,7 @@ class SessionHost:
         self.turns = 1 if resumed else 0
         self._lock = threading.Lock()
         self._closed = False
+        self._stop_attempts: threading.Event | None = None
 
     @property
     def trajectory_path(self) -> Path:
@@ -84,8 +94,39 @@ class SessionHost:
             self.turns += 1
             return self.session.send(text)
 
+    def send_samples(self, text: str, samples: SamplesConfig,
+                     listeners: list[Listener] | None = None,
+                     attempt_listeners: Callable[[int], list[Listener]] | None = None
+                     ) -> SampledRequest:
+        """Run one request as several attempts and apply the selected one's change to the
+        session's files (`agent.interactive_samples`); `interrupt` stops the attempts. The
+        session's trajectory records the checkpoints; the model is told with the next message
+        (`SampledRequest.note`)."""
+        with self._lock:
+            if self._closed:
+                raise SamplesUnavailable("the session is closed")
+            self._stop_attempts = threading.Event()
+            try:
+                done = run_sampled_request(self.episode, text, samples, listeners,
+                                           attempt_listeners, self._stop_attempts)
+            finally:
+                self._stop_attempts = None
+            if done.checkpoints:
+                if self.turns == 0:  # the request is the task a replay or a verifier sees
+                    self.session.task = self.session.task.model_copy(
+                        update={"problem_statement": text})
+                    self.turns = 1
+                self.session.start()
+                for commit in done.checkpoints:
+                    self.session.emit(Checkpoint(session_id=self.session.id,
+                                                 step=self.session.step, commit=commit))
+            return done
+
     def interrupt(self) -> None:
         self.session.interrupt()
+        stop = self._stop_attempts
+        if stop is not None:
+            stop.set()
 
     def set_model(self, model: str) -> None:
         """Use another model from the next call on."""
@@ -102,7 +143,7 @@ class SessionHost:
         so the session can be resumed). Safe to call twice."""
         if self._closed:
             return
-        self.session.interrupt()
+        self.interrupt()
         acquired = self._lock.acquire(timeout=CLOSE_WAIT_S)
         try:
             self._closed = True

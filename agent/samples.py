@@ -9,7 +9,8 @@ its choice, so the gap between the selected patch and the best of N stays visibl
 
 An attempt that crashes, ends in an error or runs past its time limit is a candidate that
 lost, not a failed run. With `stop_when_agree` K, once K attempts made the same change (in
-normal form) no more start and the running ones are interrupted.
+normal form) no more start and the running ones are interrupted; setting `stop` (the user
+interrupting) does the same, and the interrupted attempts lose.
 """
 
 from __future__ import annotations
@@ -44,6 +45,10 @@ from trajectories.redact import Redactor
 
 logger = logging.getLogger(__name__)
 SELECTION_FILE = "selection.jsonl"
+AGREED = "stopped: enough attempts agreed"
+USER_STOPPED = "interrupted by the user"
+STOP_POLL_S = 0.2
+"""How often a run with a `stop` event looks at it."""
 AttemptRunner = Callable[[Task, EpisodeConfig, Callable[[Episode], None]], SolveResult]
 """Runs one attempt (`config.group.attempt` says which) as `agent.solve.solve` does, calling
 the callback with the episode once it is open. The default is `solve` itself."""
@@ -71,6 +76,8 @@ class SamplesResult:
     selection_path: Path
     duration_s: float
     stopped_early: bool = False
+    interrupted: bool = False
+    """`stop` was set: attempts still running were interrupted, none started after."""
     attempts_by_id: dict[int, Attempt] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -127,6 +134,8 @@ class _Running:
         self._episodes: dict[int, Episode] = {}
         self.timed_out: set[int] = set()
         self.stopped = threading.Event()
+        self.reason = AGREED
+        """Why `stopped` was set: enough attempts agreed, or the user interrupted."""
 
     def add(self, attempt: int, episode: Episode, limit_s: float | None) -> threading.Timer | None:
         with self._lock:
@@ -152,7 +161,9 @@ class _Running:
         with self._lock:
             self._episodes.pop(attempt, None)
 
-    def stop_all(self) -> None:
+    def stop_all(self, reason: str = "") -> None:
+        if not self.stopped.is_set():
+            self.reason = reason or AGREED
         self.stopped.set()
         with self._lock:
             episodes = list(self._episodes.values())
@@ -160,12 +171,12 @@ class _Running:
             episode.session.interrupt()
 
 
-def _lost_reason(result: SolveResult, timed_out: bool, stopped: bool,
+def _lost_reason(result: SolveResult, timed_out: bool, stopped: str | None,
                  limit_s: float | None) -> str | None:
     if result.exit_status == "interrupted":
         if timed_out:
             return f"timed out: still running after {limit_s:g} s"
-        return "stopped: enough attempts agreed" if stopped else "interrupted"
+        return stopped or "interrupted"
     if result.exit_status == "error":
         return f"the episode ended with an error: {result.error or 'no message'}"
     return None
@@ -210,8 +221,9 @@ class _Group:
             self.running.remove(attempt)
             found.duration_s = round(time.monotonic() - started, 3)
         if found.result is not None:
-            found.lost = _lost_reason(found.result, attempt in self.running.timed_out,
-                                      self.running.stopped.is_set(),
+            running = self.running
+            found.lost = _lost_reason(found.result, attempt in running.timed_out,
+                                      running.reason if running.stopped.is_set() else None,
                                       self.samples.attempt_timeout_s)
         return found
 
@@ -231,8 +243,10 @@ class _Group:
         return self.changes[change] >= enough
 
 
-def _run_attempts(group: _Group) -> tuple[list[Attempt], bool]:
-    """Run the attempts, `parallel` at once, stopping early once enough agree."""
+def _run_attempts(group: _Group, stop: threading.Event | None = None
+                  ) -> tuple[list[Attempt], bool]:
+    """Run the attempts, `parallel` at once, stopping early once enough agree or `stop` is
+    set."""
     total, parallel = group.samples.samples, group.samples.parallel
     done: list[Attempt] = []
     pending: dict[Future[Attempt], int] = {}
@@ -245,7 +259,10 @@ def _run_attempts(group: _Group) -> tuple[list[Attempt], bool]:
                 started += 1
             if not pending:
                 break
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            finished, _ = wait(pending, timeout=None if stop is None else STOP_POLL_S,
+                               return_when=FIRST_COMPLETED)
+            if stop is not None and stop.is_set():
+                group.running.stop_all(USER_STOPPED)
             for future in finished:
                 del pending[future]
                 found = future.result()
@@ -260,14 +277,15 @@ def run_samples(task: Task, config: EpisodeConfig, samples: SamplesConfig,
                 listeners: list[Listener] | None = None,
                 attempt_listeners: Callable[[int], list[Listener]] | None = None,
                 pool: SandboxPool | None = None, note: Note | None = None,
-                runner: AttemptRunner | None = None, judge: Judge | None = None
-                ) -> SamplesResult:
+                runner: AttemptRunner | None = None, judge: Judge | None = None,
+                stop: threading.Event | None = None) -> SamplesResult:
     """Run `samples.samples` attempts at `task` and select one (module docstring).
 
     `attempt_listeners(i)` are attempt i's listeners; `listeners` hear the `selection` event.
     Sandboxes come from `pool` when its configuration is the task's, else from a pool of our
     own. `runner` replaces `solve` (a scripted policy per attempt); `judge` replaces the model
-    judge `samples.judge` asks for."""
+    judge `samples.judge` asks for. Setting `stop` interrupts the attempts still running (they
+    lose) and starts no more; the finished ones are still selected from."""
     started = time.monotonic()
     group_id = f"group-{new_session_id()}"
     group_dir = Path(config.output_dir or data_dir() / "runs" / group_id)
@@ -288,7 +306,7 @@ def run_samples(task: Task, config: EpisodeConfig, samples: SamplesConfig,
 
     try:
         group = _Group(task, config, samples, group_id, runner or default_runner)
-        attempts, stopped = _run_attempts(group)
+        attempts, stopped = _run_attempts(group, stop)
         if judge is None and samples.judge:
             judge = PatchJudge(config.llm)
         outcome = select_patch(
@@ -299,8 +317,10 @@ def run_samples(task: Task, config: EpisodeConfig, samples: SamplesConfig,
     finally:
         if own_pool is not None:
             own_pool.close()
+    interrupted = stopped and group.running.reason == USER_STOPPED
     result = SamplesResult(group_id, samples.samples, attempts, outcome,
-                           group_dir / SELECTION_FILE, time.monotonic() - started, stopped)
+                           group_dir / SELECTION_FILE, time.monotonic() - started,
+                           stopped and not interrupted, interrupted)
     _record(result, listeners or [])
     return result
 

@@ -154,6 +154,32 @@ def test_rewind_restores_files_exactly(repo: Path, workspace: Workspace) -> None
         workspace.rewind(0)
 
 
+def test_apply_takes_another_sessions_patch_whole_or_not_at_all(repo: Path,
+                                                                 workspace: Workspace) -> None:
+    other = Workspace.create(repo, "s2")
+    (other.path / OPERATIONS).write_text("changed elsewhere\n")
+    (other.path / "new.txt").write_text("new\n")
+    patch = other.patch()
+    other.remove(delete_branch=True)
+
+    workspace.apply(patch)
+    assert (workspace.path / OPERATIONS).read_text() == "changed elsewhere\n"
+    assert (workspace.path / "new.txt").read_text() == "new\n"
+    if workspace.owner is not None:  # files the host wrote go to the sandbox user
+        assert (workspace.path / "new.txt").stat().st_uid == workspace.owner[0]
+    third = Workspace.create(repo, "s3", base=str(workspace.checkpoint("applied")))
+    (third.path / "new.txt").write_text("newer\n")
+    (third.path / "README.md").write_text("theirs\n")
+    patch = third.patch()
+    third.remove(delete_branch=True)
+    (workspace.path / "README.md").write_text("mine\n")  # so README's part cannot apply
+    with pytest.raises(WorkspaceError, match="does not apply"):
+        workspace.apply(patch)
+    assert (workspace.path / "README.md").read_text() == "mine\n"
+    assert (workspace.path / "new.txt").read_text() == "new\n"  # nor the part that could
+    workspace.apply("")  # nothing to do
+
+
 def test_rewind_without_a_working_tree_moves_the_branch(repo: Path, workspace: Workspace) -> None:
     (workspace.path / "a.txt").write_text("1\n")
     first = workspace.checkpoint("one")

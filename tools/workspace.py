@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import re
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -301,6 +302,23 @@ class Workspace:
             return None
         self._git("commit", "-q", "--no-verify", "-m", message)
         return self.head()
+
+    def apply(self, patch: str) -> None:
+        """Apply `patch` (a git diff from the last checkpoint, say another session's) to the
+        files, all of it or nothing; WorkspaceError says why it does not apply. Nothing should
+        run in the sandbox meanwhile."""
+        if not patch.strip():
+            return
+        with tempfile.TemporaryDirectory(prefix="apprentice-apply-") as tmp:
+            diff = Path(tmp) / "change.diff"  # outside the working tree: the host's only
+            diff.write_text(patch if patch.endswith("\n") else patch + "\n")
+            try:
+                self._git("apply", "--whitespace=nowarn", str(diff))
+            except GitFailed as exc:
+                raise WorkspaceError(f"the change does not apply to session "
+                                     f"{self.session_id}: {exc}") from None
+        if self.owner is not None:  # files git wrote belong to the host user now
+            chown_tree(self.path, self.owner, skip=frozenset({".git"}))
 
     def patch(self) -> str:
         """The diff from the base commit to the current files, untracked files included."""

@@ -34,6 +34,7 @@ from agent.token_counter import context_window
 from tui.event_bridge import EventBridge
 from tui.gc_pauses import defer_full_collections, freeze_startup_heap
 from tui.permissions import PLAN_APPROVED, PLAN_MODE_NOTE, PermissionPolicy
+from tui.sampled_requests import SampledRequests
 from tui.screens.approval import ApprovalScreen
 from tui.slash_commands import SlashCommands
 from tui.subagent_view import SubagentEvents
@@ -125,6 +126,8 @@ class ApprenticeApp(App[None]):
         """The session's listener: its events come back as messages."""
         self.subagents = SubagentEvents()
         self.commands = SlashCommands(self)
+        self.sampled = SampledRequests(self)
+        """`/samples N`: requests as several attempts."""
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="body"):
@@ -342,6 +345,14 @@ class ApprenticeApp(App[None]):
                 return
             self._queued.append(text)
             self.notify("Queued: it is sent when the current step ends.", timeout=3)
+            return
+        if self.sampled.on:  # notes wait for the session's next turn: attempts start afresh
+            problem = self.sampled.problem()
+            if problem:
+                self.notify(f"Not sent: {problem}.", title="/samples", severity="error")
+                return
+            self._interrupting.clear()
+            self.sampled.start(self.host, text)
             return
         notes = self._notes + ([PLAN_MODE_NOTE] if self.policy.plan_mode else [])
         self._notes = []

@@ -22,6 +22,8 @@ COMMANDS: tuple[SlashCommand, ...] = (
     SlashCommand("/rewind", "N", "restore the files to N checkpoints back"),
     SlashCommand("/diff", "", "show the session's changes from its base commit"),
     SlashCommand("/plan", "[REQUEST]", "toggle plan mode: read-only tools, a plan to approve"),
+    SlashCommand("/samples", "N [REQUEST]", "run the next request as N attempts, each in its "
+                 "own sandbox; the tests select one, its change is applied (1: cancel)"),
     SlashCommand("/clear", "", "clear the screen (the session and its context go on)"),
     SlashCommand("/resume", "[ID]", "continue a recorded session (pick one without ID)"),
     SlashCommand("/trajectory", "", "where this session is recorded"),

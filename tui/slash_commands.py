@@ -9,6 +9,7 @@ from agent.context import ContextConfig
 from agent.interactive import Rewound, WorkspaceError, recent_sessions
 from agent.token_counter import context_window
 from tui.commands import BY_NAME, help_text, parse
+from tui.sampled_requests import samples_problem
 from tui.screens.session_picker import SessionPicker
 
 if TYPE_CHECKING:
@@ -20,8 +21,8 @@ WAITING_COMMANDS = {"/model", "/compact", "/undo", "/rewind", "/diff", "/clear",
 
 
 class SlashCommands:
-    """`/help`, `/model`, `/compact`, `/undo`, `/rewind`, `/diff`, `/plan`, `/clear`, `/resume`,
-    `/trajectory`, `/quit`. Blocking work (git, compaction) runs in worker threads."""
+    """`/help`, `/model`, `/compact`, `/undo`, `/rewind`, `/diff`, `/plan`, `/samples`, `/clear`,
+    `/resume`, `/trajectory`, `/quit`. Blocking work (git, compaction) runs in worker threads."""
 
     def __init__(self, app: ApprenticeApp) -> None:
         self.app = app
@@ -143,6 +144,31 @@ class SlashCommands:
         self.app.notify(f"Plan mode {state}.", timeout=3)
         if argument:
             self.app.send_message(argument)
+
+    async def samples(self, argument: str) -> None:
+        app, sampled = self.app, self.app.sampled
+        word, _, request = argument.partition(" ")
+        if not word:
+            state = f"the next request runs as {sampled.count} attempts" \
+                if sampled.count > 1 else "off"
+            app.notify(f"Several attempts: {state}. /samples N [REQUEST] runs the next request "
+                       "as N attempts, /samples 1 cancels.")
+            return
+        problem = samples_problem(word) or (sampled.problem() if int(word) > 1 else None)
+        if problem:
+            app.notify(problem, title="/samples", severity="error")
+            await app.conversation.add_notice(problem, "error")
+            return
+        sampled.set_count(int(word))
+        if sampled.count > 1 and not request.strip():
+            await app.conversation.add_notice(
+                f"the next request runs as {sampled.count} attempts from the session's files "
+                "(without the conversation so far); the tests select one and its change is "
+                "applied, then the conversation goes on; /samples 1 cancels")
+        elif sampled.count == 1:
+            await app.conversation.add_notice("several attempts off: the next request is a turn")
+        if request.strip():
+            app.send_message(request.strip())
 
     async def clear(self, argument: str) -> None:
         self.app.transcript.entries.clear()

@@ -45,6 +45,8 @@ class StatusLine(Static):
     activity: reactive[str] = reactive("idle")
     mode: reactive[str] = reactive("auto")
     plan_mode: reactive[bool] = reactive(False)
+    samples: reactive[int] = reactive(1)
+    """Attempts of the next request (`/samples N`); 1: off."""
     _frame: reactive[int] = reactive(0)
 
     def on_mount(self) -> None:
@@ -68,6 +70,8 @@ class StatusLine(Static):
         percent = 100 * self.context_tokens / max(self.context_window, 1)
         mode = "plan" if self.plan_mode else self.mode
         parts: list[tuple[str, str]] = [(f"mode: {mode}", MODE_STYLES.get(self.mode, "bold"))]
+        if self.samples > 1:
+            parts.append((f"next: ×{self.samples} attempts", "bold magenta"))
         if self.activity == "idle":
             parts.append(("idle", "dim"))
         elif self.activity.endswith("?"):  # waiting for the user: nothing is running
