@@ -80,7 +80,8 @@ def candidate_rows(done: SampledRequest) -> list[tuple[str, bool]]:
     for row in group.candidates():
         signals = row["signals"]
         details = signals.get("details", {})
-        scores = "  ".join(f"{name} {signals.get(name)}" for name in group.selection.used)
+        scores = "  ".join(f"{name} {_score(signals.get(name))}"
+                           for name in group.selection.used)
         why = f"lost: {row['lost']}" if row["lost"] else \
             "changes no code" if details.get("empty") else \
             f"does not apply: {details['apply_error']}" if details.get("apply_error") else \
@@ -89,6 +90,11 @@ def candidate_rows(done: SampledRequest) -> list[tuple[str, bool]]:
         text = f"attempt {row['attempt']}: {scores}{reward}" + (f"  ({why})" if why else "")
         rows.append((text, row["attempt"] == group.selection.selected))
     return rows
+
+
+def _score(value: object) -> str:
+    """A signal's score; -1 (the selector ran nothing for it) as a dash."""
+    return "–" if value == -1 else str(value)
 
 
 def outcome_line(done: SampledRequest) -> str:
