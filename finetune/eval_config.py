@@ -9,6 +9,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field, model_validator
 
 from agent.episode_config import DEFAULT_MODEL, EpisodeConfig, LLMConfig
+from agent.executor_config import ExecutorConfig
 from agent.samples_config import SAMPLED_TEMPERATURE
 
 
@@ -40,6 +41,8 @@ class EvalOptions(BaseModel):
                         "last ties.")
     stop_when_agree: int | None = Field(None, ge=2, description="With --samples: a task stops "
                                         "once this many attempts made the same change.")
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig, description="Where the "
+                                     "episodes run: this process, or a Ray cluster.")
     episode: EpisodeConfig = Field(default_factory=_eval_episode, description="Each "
                                    "episode's settings; its model fields come from the above.")
 
@@ -48,6 +51,10 @@ class EvalOptions(BaseModel):
         if self.samples is not None and self.episodes > 1:
             raise ValueError("give --episodes K (pass@K of independent episodes) or --samples "
                              "N (N attempts and the one selected), not both")
+        if self.samples and self.executor.kind == "ray" and self.model == "oracle":
+            raise ValueError("--samples with --executor ray runs the attempts of a model the "
+                             "workers reach (an API or a server); the oracle's attempts run "
+                             "here: drop --executor ray")
         if self.stop_when_agree is not None and (self.samples or 1) < self.stop_when_agree:
             raise ValueError(f"--stop-when-agree {self.stop_when_agree} needs --samples of at "
                              "least as many")

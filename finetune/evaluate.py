@@ -16,20 +16,23 @@ selector would have picked with the tests only and with the vote (`selectors`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 import time
 from collections.abc import Callable, Collection
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from agent.episode import Episode, EpisodeConfig
+from agent.executor import EpisodeExecutor, open_executor
 from agent.samples import AttemptRunner, SamplesConfig, SamplesResult, run_samples
 from agent.selection import selector_signals
 from agent.solve import SolveResult, solve
 from agent.tasks import Task
+from finetune.episode_jobs import suite_job
 from finetune.eval_config import EvalOptions
 from finetune.oracle import ORACLE_MODEL, ORACLE_TOOL_SET, ScriptedPolicyServer
 from finetune.suite import Suite, SuiteError, SuiteTask, checkout_task
@@ -135,22 +138,20 @@ def run_task_episode(suite: Suite, task: SuiteTask, config: EpisodeConfig,
         return solve(checkout_task(suite, task, Path(tmp) / "repo"), config, pool=pool)
 
 
-def _episode(suite: Suite, task: SuiteTask, attempt: int, options: EvalOptions,
-             out_dir: Path, pool: SandboxPool | None) -> EpisodeOutcome:
-    outcome = EpisodeOutcome(task.instance_id, attempt)
-    started = time.monotonic()
+def _episode_config(options: EvalOptions, out_dir: Path) -> EpisodeConfig:
+    """Each episode's settings: the policy's model, unless the oracle serves each one."""
     config = options.episode.model_copy(update={"output_dir": out_dir})
+    if options.model == ORACLE_MODEL:
+        return config
+    return config.model_copy(update={"llm": options.llm()})
+
+
+def _outcome(task: SuiteTask, attempt: int, running: Future[SolveResult],
+             started: float) -> EpisodeOutcome:
+    """The outcome of a finished episode, or why it could not run."""
+    outcome = EpisodeOutcome(task.instance_id, attempt)
     try:
-        if options.model == ORACLE_MODEL:
-            if not task.oracle:
-                raise SuiteError(f"task {task.instance_id} has no oracle script")
-            with ScriptedPolicyServer(task.oracle) as server:
-                config = config.model_copy(update={
-                    "llm": server.llm_config(), "tools": config.tools or ORACLE_TOOL_SET})
-                result = run_task_episode(suite, task, config, pool)
-        else:
-            result = run_task_episode(suite, task,
-                                      config.model_copy(update={"llm": options.llm()}), pool)
+        result = running.result()
     except SuiteError as exc:
         outcome.error, outcome.broken = str(exc), True
         return outcome
@@ -159,7 +160,33 @@ def _episode(suite: Suite, task: SuiteTask, attempt: int, options: EvalOptions,
         return outcome
     finally:
         outcome.duration_s = round(time.monotonic() - started, 2)
+    outcome.duration_s = round(result.duration_s, 2)
     return _with_result(outcome, result)
+
+
+def _run_episodes(suite: Suite, jobs: list[tuple[SuiteTask, int]], options: EvalOptions,
+                  out_dir: Path, on_episode: Callable[[EpisodeOutcome], None] | None
+                  ) -> list[EpisodeOutcome]:
+    """Every (task, attempt) through the executor (`options.executor`), as they finish."""
+    remote = options.executor.kind != "local"
+    oracle = options.model == ORACLE_MODEL
+    episodes: list[EpisodeOutcome] = []
+    with contextlib.ExitStack() as stack:
+        warm = None if remote else stack.enter_context(SandboxPool(
+            options.episode.sandbox, size=min(options.workers, len(jobs) or 1)))
+        executor = stack.enter_context(open_executor(options.executor, options.workers, warm))
+        running: dict[Future[SolveResult], tuple[SuiteTask, int, float]] = {}
+        for task, attempt in jobs:
+            where = out_dir / task.instance_id / str(attempt)
+            job = suite_job(suite, task, _episode_config(options, where), where, oracle,
+                            portable=remote)
+            running[executor.submit(job).future] = (task, attempt, time.monotonic())
+        for future in as_completed(running):
+            outcome = _outcome(*running[future][:2], future, running[future][2])
+            episodes.append(outcome)
+            if on_episode:
+                on_episode(outcome)
+    return episodes
 
 
 def _with_result(outcome: EpisodeOutcome, result: SolveResult) -> EpisodeOutcome:
@@ -213,7 +240,8 @@ RunnerFactory = Callable[[SuiteTask, EvalOptions, SandboxPool | None], AttemptRu
 
 
 def _group(suite: Suite, task: SuiteTask, options: EvalOptions, out_dir: Path,
-           pool: SandboxPool | None, runners: RunnerFactory = attempt_runner
+           pool: SandboxPool | None, runners: RunnerFactory = attempt_runner,
+           executor: EpisodeExecutor | None = None
            ) -> tuple[GroupOutcome, list[EpisodeOutcome]]:
     """One task's attempts and their selection (`options.samples`)."""
     samples = options.samples or 1
@@ -229,7 +257,7 @@ def _group(suite: Suite, task: SuiteTask, options: EvalOptions, out_dir: Path,
         with tempfile.TemporaryDirectory(prefix="apprentice-group-") as tmp:
             repo_task = checkout_task(suite, task, Path(tmp) / "repo")
             group = run_samples(repo_task, config, sampling, pool=pool,
-                                runner=runners(task, options, pool))
+                                runner=runners(task, options, pool), executor=executor)
     except SuiteError as exc:
         outcome.error, outcome.broken = str(exc), True
         return outcome, []
@@ -314,10 +342,11 @@ def _run_groups(suite: Suite, tasks: list[SuiteTask], options: EvalOptions, out_
     """Each task's group of attempts, one task after another."""
     groups, episodes = [], []
     with SandboxPool(options.episode.sandbox, size=min(options.workers,
-                                                        options.samples or 1)) as warm:
+                                                        options.samples or 1)) as warm, \
+            open_executor(options.executor, options.workers, warm) as executor:
         for task in tasks:
             group, attempts = _group(suite, task, options, out_dir / task.instance_id, warm,
-                                     runners)
+                                     runners, executor)
             groups.append(group)
             episodes.extend(attempts)
             for outcome in attempts:
@@ -341,18 +370,7 @@ def evaluate(suite: Suite, options: EvalOptions,
     if options.samples:
         groups, episodes = _run_groups(suite, tasks, options, out_dir, on_episode, runners)
     else:
-        with SandboxPool(options.episode.sandbox,
-                         size=min(options.workers, len(jobs) or 1)) as warm, \
-                ThreadPoolExecutor(max_workers=options.workers,
-                                   thread_name_prefix="eval") as pool:
-            futures = [pool.submit(_episode, suite, task, attempt, options,
-                                   out_dir / task.instance_id / str(attempt), warm)
-                       for task, attempt in jobs]
-            for future in as_completed(futures):
-                outcome = future.result()
-                episodes.append(outcome)
-                if on_episode:
-                    on_episode(outcome)
+        episodes = _run_episodes(suite, jobs, options, out_dir, on_episode)
     episodes.sort(key=lambda e: (e.instance_id, e.attempt))
     summary = summarize(episodes)
     if options.samples:

@@ -80,6 +80,11 @@ def eval_command(
     split: str = config_option(EvalOptions, "split", help="train, test, or all."),
     limit: int | None = config_option(EvalOptions, "limit"),
     workers: int = config_option(EvalOptions, "workers"),
+    executor_kind: str = config_option(EvalOptions, "executor.kind", "--executor"),
+    executor_ray_address: str | None = config_option(EvalOptions, "executor.ray_address",
+                                                     "--ray-address"),
+    executor_episode_cpus: float = config_option(EvalOptions, "executor.episode_cpus",
+                                                 "--episode-cpus"),
     episode_max_steps: int = config_option(EvalOptions, "episode.max_steps", "--max-steps",
                                            help="Model calls per episode."),
     episode_llm_max_tokens: int = config_option(EvalOptions, "episode.llm.max_tokens",
@@ -97,8 +102,8 @@ def eval_command(
 ) -> None:
     """Evaluate a model on a task suite: pass@1, pass@K, format errors, steps, tokens.
 
-    Every task of the split runs K times, in parallel sandboxes; every episode is recorded as
-    a trajectory."""
+    Every task of the split runs K times, in parallel sandboxes (here, or with --executor ray
+    on a Ray cluster); every episode is recorded as a trajectory."""
     from finetune.evaluate import evaluate
 
     if samples is not None and episodes > 1:

@@ -1,0 +1,197 @@
+"""Episodes on a Ray cluster (`--executor ray`): one Ray task per episode.
+
+The task (`run_remote_episode`, on any node) runs the job's function as the local executor
+would, in an apprentice home of its own (a temporary folder: its worktrees, its index), with
+the node's own Docker engine (or its `DOCKER_HOST`) for the sandboxes. It sends back the
+`SolveResult` and the bytes of every file the episode wrote (trajectory, patch, subagents'
+trajectories); the driver writes them into the job's `output_dir` (each file under a temporary
+name, then renamed into place) and indexes the trajectories in its own store, as if it had run
+the episode. A worker that dies loses its episode; Ray runs it again `max_retries` times, then
+the future raises `EpisodeLost`. Nothing is written on the driver before a task has returned.
+
+Every node needs apprentice installed (`pip install 'apprentice[ray]'`), the sandbox image
+(`agent sandbox build`) and the model: an API, or an OpenAI-compatible server it can reach.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from agent.executor import (
+    EpisodeFunction,
+    EpisodeJob,
+    ExecutorConfig,
+    ExecutorKind,
+    Interrupts,
+    RunningEpisode,
+)
+from agent.solve import SolveResult
+from trajectories.store import TrajectoryStore
+
+LOCAL_NODE_IP = "127.0.0.1"
+"""The address of a cluster started here (no --ray-address): nothing listens elsewhere."""
+
+
+class EpisodeLost(RuntimeError):
+    """An episode's worker died on every try, or the episode was cancelled."""
+
+
+@dataclass
+class RemoteEpisode:
+    """What a Ray task sends back: the result, the files under its output folder, and where
+    it ran."""
+
+    result: SolveResult
+    files: dict[str, bytes]
+    output_dir: str
+    node: str
+    pid: int
+    seconds: float
+    """How long the episode's function ran on the worker (the rest is scheduling, transfer
+    and landing)."""
+    timed_out: bool = False
+
+
+def run_remote_episode(run: EpisodeFunction, args: tuple[Any, ...],
+                       time_limit_s: float | None) -> RemoteEpisode:
+    """The Ray task: one episode in a fresh apprentice home, its files read back whole."""
+    scratch = Path(tempfile.mkdtemp(prefix="apprentice-ray-"))
+    previous = os.environ.get("APPRENTICE_HOME")
+    os.environ["APPRENTICE_HOME"] = str(scratch / "home")  # a worker runs one task at a time
+    out = scratch / "out"
+    interrupts = Interrupts(time_limit_s)
+    started = time.monotonic()
+    try:
+        result = run(*args, output_dir=out, pool=None, on_open=interrupts.opened)
+        files = {str(p.relative_to(out)): p.read_bytes()
+                 for p in sorted(out.rglob("*")) if p.is_file()}
+        return RemoteEpisode(result, files, str(out), socket.gethostname(), os.getpid(),
+                             time.monotonic() - started, interrupts.timed_out)
+    finally:
+        interrupts.done()
+        if previous is None:
+            os.environ.pop("APPRENTICE_HOME", None)
+        else:
+            os.environ["APPRENTICE_HOME"] = previous
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def land(remote: RemoteEpisode, dest: Path, store: TrajectoryStore | None = None) -> SolveResult:
+    """Write a remote episode's files into `dest` (each atomically: a temporary name, then a
+    rename), index its trajectories, and return its result with paths under `dest`."""
+    dest.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, data in remote.files.items():
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.partial")
+        partial.write_bytes(data)
+        os.replace(partial, target)
+        written.append(target)
+    own = store is None
+    store = store or TrajectoryStore()
+    try:
+        for path in written:
+            if path.suffix == ".jsonl":
+                store.index_file(path)
+    finally:
+        if own:
+            store.close()
+
+    def moved(path: str) -> str:
+        source = Path(path)
+        inside = source.is_relative_to(remote.output_dir)
+        return str(dest / source.relative_to(remote.output_dir)) if inside else path
+
+    return replace(remote.result, trajectory_path=moved(remote.result.trajectory_path),
+                   patch_path=moved(remote.result.patch_path))
+
+
+def _reason(exc: BaseException) -> BaseException:
+    """The episode's own exception where Ray wrapped one; a lost worker as `EpisodeLost`."""
+    import ray.exceptions as errors
+
+    if isinstance(exc, errors.TaskCancelledError):
+        return EpisodeLost("the episode was cancelled")
+    if isinstance(exc, errors.RayTaskError):
+        cause = getattr(exc, "cause", None)
+        return cause if isinstance(cause, Exception) else exc
+    if isinstance(exc, errors.WorkerCrashedError | errors.NodeDiedError |
+                  errors.ObjectLostError):
+        return EpisodeLost(f"the Ray worker running the episode died on every try: {exc}")
+    return exc
+
+
+class RayExecutor:
+    """Submits each episode as a Ray task reserving `config.resources` (so a node never runs
+    more sandboxes than it has room for) and lands what comes back (module docstring)."""
+
+    kind: ExecutorKind = "ray"
+
+    def __init__(self, config: ExecutorConfig):
+        try:
+            import ray
+        except ImportError:
+            raise RuntimeError("--executor ray needs Ray: pip install 'apprentice[ray]' (on "
+                               "the driver and every node)") from None
+
+        self.config = config
+        self._started = not ray.is_initialized()
+        if self._started:
+            if config.ray_address:
+                ray.init(address=config.ray_address, log_to_driver=False)
+            else:  # a new cluster of this machine (never one a stale `ray start` left)
+                ray.init(address="local", _node_ip_address=LOCAL_NODE_IP,
+                         include_dashboard=False, log_to_driver=False)
+        self._task = ray.remote(run_remote_episode)
+        self.last_node: dict[str, str] = {}
+        """Output folder -> `node:pid` of the worker that ran it (reports, tests)."""
+        self.remote_seconds: dict[str, float] = {}
+        """Output folder -> seconds its episode ran on the worker (the bench's overhead)."""
+
+    def submit(self, job: EpisodeJob) -> RunningEpisode:
+        import ray
+
+        ref = self._task.options(max_retries=self.config.max_retries,
+                                 **self.config.resources(job.sandbox)).remote(
+            job.run, job.args, job.time_limit_s)
+        done: Future[SolveResult] = Future()
+        timed_out = [False]
+
+        def landed(remote: Future[Any]) -> None:
+            try:
+                found: RemoteEpisode = remote.result()
+                timed_out[0] = found.timed_out
+                self.last_node[str(job.output_dir)] = f"{found.node}:{found.pid}"
+                self.remote_seconds[str(job.output_dir)] = found.seconds
+                done.set_result(land(found, Path(job.output_dir)))
+            except BaseException as exc:  # the caller's future says what became of it
+                done.set_exception(_reason(exc))
+
+        ref.future().add_done_callback(landed)
+        cancel: Callable[[], None] = lambda: ray.cancel(ref)  # noqa: E731
+        return RunningEpisode(done, cancel, lambda: timed_out[0])
+
+    def close(self) -> None:
+        import ray
+
+        if self._started:
+            ray.shutdown()
+            self._started = False
+
+    def __enter__(self) -> RayExecutor:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

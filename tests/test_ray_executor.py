@@ -1,0 +1,177 @@
+"""Episodes on a real Ray cluster (`--executor ray`): a head on 127.0.0.1 and two worker nodes
+of one CPU each, started by this module. The oracle (a scripted model server started where
+the episode runs) plays curriculum tasks; Docker, git, the recorder and verify are real.
+
+The Ray executor must give the rewards and trajectories the local executor gives (ids,
+times and temporary paths aside), land them in the driver's store and index, rerun an
+episode whose worker was killed, and report one killed on every try as lost, leaving nothing
+behind in the store."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.executor_config import ExecutorConfig
+from finetune.curriculum import generate_curriculum
+from finetune.episode_jobs import suite_job
+from finetune.eval_config import EvalOptions
+from finetune.evaluate import evaluate
+from finetune.suite import Suite, load_suite
+from trajectories.store import TrajectoryStore
+
+try:
+    import ray  # noqa: F401
+except ImportError:
+    if os.environ.get("APPRENTICE_REQUIRE_DOCKER") == "1":  # CI installs the ray extra
+        raise
+    pytest.skip("Ray is not installed: pip install 'apprentice[ray]'", allow_module_level=True)
+pytestmark = pytest.mark.usefixtures("docker_ready")
+
+TASK_TITLE = b"ray::run_remote_episode"
+"""The process title Ray gives a worker while it runs an episode."""
+VOLATILE = {"timestamp", "latency_s", "duration_s", "session_id", "repo", "branch",
+            "api_base", "id", "tool_call_id", "started_at", "ended_at", "verified_at", "commit"}
+"""Differ between any two runs: ids, times, temporary paths, ports, commit hashes (dated)."""
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[str]:
+    """A head on 127.0.0.1 that runs nothing (0 CPUs) and two nodes of 1 CPU: its address."""
+    from ray._private import ray_constants
+    from ray.cluster_utils import Cluster
+
+    with pytest.MonkeyPatch.context() as patch:  # every address loopback, here and in the nodes
+        patch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        patch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", False)
+        local = Cluster(initialize_head=True, connect=False, head_node_args={
+            "num_cpus": 0, "node_ip_address": "127.0.0.1", "include_dashboard": False})
+        try:
+            for _ in range(2):
+                local.add_node(num_cpus=1, node_ip_address="127.0.0.1")
+            yield local.address
+        finally:
+            local.shutdown()
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory: pytest.TempPathFactory) -> Suite:
+    return load_suite(generate_curriculum(tmp_path_factory.mktemp("suite"), train=0, test=3,
+                                          seed=11))
+
+
+def normalised(path: Path) -> list[dict[str, Any]]:
+    """A trajectory's events without what differs between any two runs (ids, times,
+    temporary paths, the oracle server's port)."""
+    events = [json.loads(line) for line in path.read_text().splitlines()]
+    session = events[0]["session_id"]
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: "*" if k in VOLATILE else clean(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        if isinstance(value, str):
+            value = value.replace(session, "SESSION")
+            value = re.sub(r"/tmp/apprentice-episode-\w+", "TMP", value)
+            return re.sub(r"\b\d+\.\d+s\b", "Ns", value)
+        return value
+
+    return [clean(e) for e in events]
+
+
+def evaluation(suite: Suite, out: Path, executor: ExecutorConfig) -> Any:
+    return evaluate(suite, EvalOptions(model="oracle", workers=2, output_dir=out,
+                                       executor=executor))
+
+
+def test_ray_gives_the_rewards_and_trajectories_of_the_local_executor(
+        cluster: str, suite: Suite, tmp_path: Path) -> None:
+    local = evaluation(suite, tmp_path / "local", ExecutorConfig())
+    remote = evaluation(suite, tmp_path / "ray", ExecutorConfig(kind="ray", ray_address=cluster))
+    assert [(e.instance_id, e.reward, e.exit_status, e.steps) for e in remote.episodes] == \
+        [(e.instance_id, e.reward, e.exit_status, e.steps) for e in local.episodes]
+    assert remote.summary["pass@1"] == local.summary["pass@1"] == 1.0
+    store = TrajectoryStore()
+    for here, there in zip(local.episodes, remote.episodes, strict=True):
+        path = Path(there.trajectory_path or "")
+        assert path.is_relative_to(tmp_path / "ray" / there.instance_id)
+        assert normalised(path) == normalised(Path(here.trajectory_path or ""))
+        assert path.with_suffix(".patch").read_text() == \
+            Path(here.trajectory_path or "").with_suffix(".patch").read_text()
+        row = store.get(path.stem)  # indexed by the driver, at the driver's path
+        assert row is not None and row["path"] == str(path.resolve()) and row["reward"] == 1
+    assert not list((tmp_path / "ray").rglob("*.partial"))
+
+
+def _running_episode_workers() -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "cmdline").read_bytes().startswith(TASK_TITLE):
+                    found.add(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def _kill_next_worker(spared: set[int], timeout_s: float = 120.0) -> int:
+    """SIGKILL the first worker (of this module's cluster) seen running an episode that is
+    not in `spared`; its pid."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for pid in _running_episode_workers() - spared:
+            os.kill(pid, signal.SIGKILL)
+            return pid
+        time.sleep(0.02)
+    raise AssertionError(f"no worker ran an episode within {timeout_s:.0f} s")
+
+
+def _submit(suite: Suite, out: Path, cluster: str) -> tuple[Any, Any]:
+    from agent.ray_executor import RayExecutor
+
+    task = suite.tasks[0]
+    executor = RayExecutor(ExecutorConfig(kind="ray", ray_address=cluster, max_retries=1))
+    options = EvalOptions(model="oracle")
+    return executor, executor.submit(suite_job(suite, task, options.episode, out, oracle=True,
+                                               portable=True))
+
+
+def test_an_episode_whose_worker_is_killed_runs_again(cluster: str, suite: Suite,
+                                                      tmp_path: Path) -> None:
+    out = tmp_path / "episode"
+    executor, running = _submit(suite, out, cluster)
+    with executor:
+        killed = _kill_next_worker(set())
+        result = running.future.result(timeout=300)
+        ran_on = executor.last_node[str(out)]
+    assert result.reward == 1 and result.exit_status == "finished"
+    assert not ran_on.endswith(f":{killed}")
+    assert sorted(p.name for p in out.iterdir()) == [f"{result.session_id}.jsonl",
+                                                      f"{result.session_id}.patch"]
+    assert Path(result.trajectory_path) == out / f"{result.session_id}.jsonl"
+    assert [row["id"] for row in TrajectoryStore().list()] == [result.session_id]
+
+
+def test_an_episode_whose_worker_dies_on_every_try_is_lost_and_leaves_nothing(
+        cluster: str, suite: Suite, tmp_path: Path) -> None:
+    from agent.ray_executor import EpisodeLost
+
+    out = tmp_path / "episode"
+    executor, running = _submit(suite, out, cluster)
+    with executor:
+        first = _kill_next_worker(set())
+        _kill_next_worker({first})
+        with pytest.raises(EpisodeLost, match="died on every try"):
+            running.future.result(timeout=300)
+    assert not out.exists()
+    assert TrajectoryStore().list() == []
