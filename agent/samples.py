@@ -26,8 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.attempt_jobs import bundle_commit, run_bundled_attempt
 from agent.episode import Episode, EpisodeConfig, Note, new_session_id, task_sandbox
 from agent.episode_config import AttemptGroup
+from agent.executor import EpisodeExecutor, EpisodeJob
 from agent.judge import PatchJudge
 from agent.patches import change_id, split_patch
 from agent.samples_config import SamplesConfig
@@ -131,17 +133,19 @@ class _Running:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._episodes: dict[int, Episode] = {}
+        self._episodes: dict[int, Callable[[], None]] = {}
         self.timed_out: set[int] = set()
         self.stopped = threading.Event()
         self.reason = AGREED
         """Why `stopped` was set: enough attempts agreed, or the user interrupted."""
 
-    def add(self, attempt: int, episode: Episode, limit_s: float | None) -> threading.Timer | None:
+    def add(self, attempt: int, interrupt: Callable[[], None],
+            limit_s: float | None) -> threading.Timer | None:
+        """Hold `interrupt` (stops the attempt) until `remove`; call it after `limit_s`."""
         with self._lock:
-            self._episodes[attempt] = episode
+            self._episodes[attempt] = interrupt
         if self.stopped.is_set():
-            episode.session.interrupt()
+            interrupt()
         if limit_s is None:
             return None
         timer = threading.Timer(limit_s, self._time_out, (attempt,))
@@ -151,11 +155,11 @@ class _Running:
 
     def _time_out(self, attempt: int) -> None:
         with self._lock:
-            episode = self._episodes.get(attempt)
-            if episode is not None:
+            interrupt = self._episodes.get(attempt)
+            if interrupt is not None:
                 self.timed_out.add(attempt)
-        if episode is not None:
-            episode.session.interrupt()
+        if interrupt is not None:
+            interrupt()
 
     def remove(self, attempt: int) -> None:
         with self._lock:
@@ -166,9 +170,9 @@ class _Running:
             self.reason = reason or AGREED
         self.stopped.set()
         with self._lock:
-            episodes = list(self._episodes.values())
-        for episode in episodes:
-            episode.session.interrupt()
+            interrupts = list(self._episodes.values())
+        for interrupt in interrupts:
+            interrupt()
 
 
 def _lost_reason(result: SolveResult, timed_out: bool, stopped: str | None,
@@ -186,9 +190,10 @@ class _Group:
     """One group's attempts as they run, and the agreement between them."""
 
     def __init__(self, task: Task, config: EpisodeConfig, samples: SamplesConfig,
-                 group_id: str, runner: AttemptRunner):
+                 group_id: str, runner: AttemptRunner, remote: EpisodeExecutor | None = None):
         self.task, self.config, self.samples = task, config, samples
-        self.group_id, self.runner = group_id, runner
+        self.group_id, self.runner, self.remote = group_id, runner, remote
+        self.bundle = bundle_commit(Path(task.repo), str(task.base_commit)) if remote else b""
         self.running = _Running()
         self.changes: Counter[str] = Counter()
 
@@ -206,14 +211,19 @@ class _Group:
         timers: list[threading.Timer] = []
 
         def on_open(episode: Episode) -> None:
-            timer = self.running.add(attempt, episode, self.samples.attempt_timeout_s)
+            timer = self.running.add(attempt, episode.session.interrupt,
+                                     self.samples.attempt_timeout_s)
             timers.extend([timer] if timer else [])
 
         try:
-            found.result = self.runner(self.task, self.attempt_config(attempt, session_id),
-                                       on_open)
+            config = self.attempt_config(attempt, session_id)
+            if self.remote is None:
+                found.result = self.runner(self.task, config, on_open)
+            else:
+                found.result = self._run_remote(attempt, config)
         except Exception as exc:  # a crashed attempt is a candidate that lost
-            found.lost = f"crashed: {type(exc).__name__}: {exc}"
+            found.lost = self.running.reason if self.remote is not None \
+                and self.running.stopped.is_set() else f"crashed: {type(exc).__name__}: {exc}"
             logger.warning("attempt %d of %s %s", attempt, self.group_id, found.lost)
         finally:
             for timer in timers:
@@ -226,6 +236,20 @@ class _Group:
                                       running.reason if running.stopped.is_set() else None,
                                       self.samples.attempt_timeout_s)
         return found
+
+    def _run_remote(self, attempt: int, config: EpisodeConfig) -> SolveResult:
+        """The attempt on the executor (a Ray cluster), its repository sent as a bundle."""
+        assert self.remote is not None
+        out = Path(config.output_dir or data_dir() / "runs" / str(config.session_id))
+        running = self.remote.submit(EpisodeJob(
+            run_bundled_attempt, (self.bundle, self.task, config), out,
+            sandbox=task_sandbox(self.task, config),
+            time_limit_s=self.samples.attempt_timeout_s))
+        self.running.add(attempt, running.interrupt, None)
+        result = running.future.result()
+        if running.timed_out():
+            self.running.timed_out.add(attempt)
+        return result
 
     def agreed(self, found: Attempt) -> bool:
         """Count `found`'s change; True once `stop_when_agree` attempts made the same one."""
@@ -278,14 +302,18 @@ def run_samples(task: Task, config: EpisodeConfig, samples: SamplesConfig,
                 attempt_listeners: Callable[[int], list[Listener]] | None = None,
                 pool: SandboxPool | None = None, note: Note | None = None,
                 runner: AttemptRunner | None = None, judge: Judge | None = None,
-                stop: threading.Event | None = None) -> SamplesResult:
+                stop: threading.Event | None = None,
+                executor: EpisodeExecutor | None = None) -> SamplesResult:
     """Run `samples.samples` attempts at `task` and select one (module docstring).
 
     `attempt_listeners(i)` are attempt i's listeners; `listeners` hear the `selection` event.
     Sandboxes come from `pool` when its configuration is the task's, else from a pool of our
     own. `runner` replaces `solve` (a scripted policy per attempt); `judge` replaces the model
     judge `samples.judge` asks for. Setting `stop` interrupts the attempts still running (they
-    lose) and starts no more; the finished ones are still selected from."""
+    lose) and starts no more; the finished ones are still selected from. With an `executor`
+    that is not local (Ray), the attempts run there (`agent.attempt_jobs`; their listeners hear
+    nothing while they run, and a stopped one is cancelled, losing its trajectory); the
+    selector still runs here."""
     started = time.monotonic()
     group_id = f"group-{new_session_id()}"
     group_dir = Path(config.output_dir or data_dir() / "runs" / group_id)
@@ -305,7 +333,8 @@ def run_samples(task: Task, config: EpisodeConfig, samples: SamplesConfig,
                      else None, pool=warm, note=note, on_open=on_open)
 
     try:
-        group = _Group(task, config, samples, group_id, runner or default_runner)
+        remote = executor if executor is not None and executor.kind != "local" else None
+        group = _Group(task, config, samples, group_id, runner or default_runner, remote)
         attempts, stopped = _run_attempts(group, stop)
         if judge is None and samples.judge:
             judge = PatchJudge(config.llm)

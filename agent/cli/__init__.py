@@ -27,6 +27,7 @@ from agent.cli.options import (
 from agent.cli.sessions import rewind_command, sessions_app, undo_command
 from agent.cli.trajectories import replay_command, trajectories_app, verify_command
 from agent.episode_config import DEFAULT_MODEL
+from agent.executor_config import EXECUTOR_KINDS, ExecutorConfig
 from agent.samples_config import SAMPLED_TEMPERATURE, SamplesConfig, samples_problem
 
 if TYPE_CHECKING:
@@ -164,6 +165,10 @@ def solve(
     judge: bool = config_option(SamplesConfig, "judge"),
     attempt_timeout: float | None = config_option(SamplesConfig, "attempt_timeout_s",
                                                   "--attempt-timeout"),
+    executor: str = config_option(ExecutorConfig, "kind", "--executor",
+                                  help="Where --samples attempts run: local (this process) or "
+                                  "ray (a Ray cluster; the selector runs here)."),
+    ray_address: str | None = config_option(ExecutorConfig, "ray_address"),
     output_format: Annotated[str, typer.Option(
         "--output-format", help="text (the patch and a summary; progress on stderr), json (one "
         "object at the end) or stream-json (one JSON object per line as the episode runs: its "
@@ -200,6 +205,11 @@ def solve(
         raise fail("--deltas is for --output-format stream-json", 2)
     output_format = "json" if as_json else output_format
     streamed = StreamJsonPrinter(deltas=deltas) if output_format == "stream-json" else None
+    if executor not in EXECUTOR_KINDS:
+        raise fail(f"--executor must be local or ray, not {executor!r}", 2)
+    if executor == "ray" and samples < 2:
+        raise fail("--executor ray runs the attempts of --samples N (N > 1) on a Ray cluster; "
+                   "one episode runs here", 2)
     if temperature is None:
         temperature = SAMPLED_TEMPERATURE if samples > 1 else 0.0
     problem = (limit_problem(max_steps, context_window, repo_map_tokens, timeout, max_tokens,
@@ -245,17 +255,20 @@ def solve(
         note = lambda m: print(f"agent: {m}", file=sys.stderr)  # noqa: E731
         group: SamplesResult | None = None
         if samples > 1:
+            from agent.executor import open_executor
             from agent.samples import run_samples
 
             with config_errors():
                 sampling = SamplesConfig(samples=samples, max_samples=max_samples,
                                          workers=workers, stop_when_agree=stop_when_agree,
                                          judge=judge, attempt_timeout_s=attempt_timeout)
-            group = run_samples(task, options, sampling, listeners=_listeners(streamed, None,
-                                                                            output_format),
-                                attempt_listeners=lambda i: _listeners(streamed, i,
-                                                                       output_format),
-                                note=note)
+            with open_executor(ExecutorConfig(kind=executor, ray_address=ray_address),
+                               sampling.parallel) as attempts_on:
+                group = run_samples(task, options, sampling,
+                                    listeners=_listeners(streamed, None, output_format),
+                                    attempt_listeners=lambda i: _listeners(streamed, i,
+                                                                           output_format),
+                                    note=note, executor=attempts_on)
         else:
             result = run_solve(task, options, listeners=_listeners(streamed, None,
                                                                    output_format), note=note)
