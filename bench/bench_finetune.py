@@ -126,6 +126,10 @@ def main() -> None:
     parser.add_argument("--heldout", action="append", default=[], metavar="NAME=SUITE",
                         help="also evaluate on a suite of a repository never trained on "
                              "(`agent finetune synthesize --eval-only`); repeatable")
+    parser.add_argument("--refine-tasks", type=int, default=0,
+                        help="then one more pass on N fresh tasks, half of them with a twin "
+                             "of the buggy line (anchored or recovering edits)")
+    parser.add_argument("--refine-lr", type=float, default=5e-4)
     parser.add_argument("--ship", action="store_true",
                         help="copy the final adapter to agent/adapters/apprentice-135m")
     parser.add_argument("--demo", action="store_true",
@@ -178,6 +182,9 @@ def main() -> None:
                 source=str(oracle_dir / SFT_FILE))
         done(started, times, "sft")
     sft_metrics = read_manifest(sft_dir)["metrics"]
+    if args.refine_tasks:
+        sft_dir, rows = refine(args, out, sft_dir, rows, times)
+        sft_metrics = read_manifest(sft_dir)["metrics"]
 
     if args.demo:
         from bench_transfer import run_demo
@@ -264,6 +271,56 @@ def main() -> None:
     print("\n" + text)
     if args.ship:
         ship_adapter(final, rows, suite_dir, after_grpo or after_sft, heldout, demo_result)
+
+
+def refine(args: argparse.Namespace, out: Path, adapter: Path, rows: list,
+           times: dict[str, float]) -> tuple[Path, list]:
+    """Go on training `adapter` for one short pass on a fresh curriculum draw (seed + 1) in
+    which every kind that can have a twin has one (`finetune.name_variants`) and half of those
+    oracles first try the ambiguous edit and recover from the tool's refusal; the rest of the
+    pass is other kinds, so nothing learnt is dropped. Returns (adapter, all rows trained on)."""
+    from finetune.run_dir import read_manifest
+    from finetune.sft import LoraSettings, SFTRunConfig, run_sft
+    from finetune.sft_data import rows_from_trajectories, write_rows
+
+    refine_dir = out / "refine"
+    suite_dir = out / "refine-suite"
+    if not (suite_dir / "tasks.jsonl").is_file():
+        generate_curriculum(suite_dir, train=2 * args.refine_tasks, test=14, seed=1,
+                            force=True, twin_share=1.0, recovery_share=0.5)
+    data = refine_dir / "oracle" / SFT_FILE
+    if not data.is_file():
+        started = stage("refine: oracle trajectories on a fresh draw")
+        report, _ = oracle_trajectories(load_suite(suite_dir), refine_dir / "oracle",
+                                        workers=4, repo_map_tokens=args.repo_map_tokens)
+        suite = load_suite(suite_dir)
+        anchored, others = [], []
+        for episode in report.episodes:
+            if episode.reward != 1 or not episode.trajectory_path:
+                continue
+            task = suite.task(episode.instance_id)
+            edits = [c for c in task.oracle or [] if c["name"] == "str_replace"]
+            group = anchored if any(e["arguments"]["old_str"].startswith("def ")
+                                    for e in edits) else others
+            group.append(Path(episode.trajectory_path))
+        share = min(len(anchored), args.refine_tasks // 2)
+        picked = anchored[:share] + others[:args.refine_tasks - share]
+        write_rows(rows_from_trajectories(picked), data)
+        print(f"   {share} anchored or recovering episodes + {len(picked) - share} others")
+        done(started, times, "refine oracle")
+    refine_rows = load_rows(data)
+    if not (refine_dir / "adapter_model.safetensors").is_file():
+        started = stage(f"refine: SFT from {adapter} on {len(refine_rows)} conversations")
+        run_sft(refine_rows, SFTRunConfig(model="smollm2-135m", output_dir=refine_dir,
+                                          init_adapter=adapter, epochs=1,
+                                          learning_rate=args.refine_lr,
+                                          lora=LoraSettings(r=args.lora_r,
+                                                            alpha=2 * args.lora_r,
+                                                            last_layers=args.lora_layers)),
+                source=str(data))
+        done(started, times, "refine sft")
+    read_manifest(refine_dir)
+    return refine_dir, [*rows, *refine_rows]
 
 
 def ship_adapter(adapter: Path, rows: list, suite_dir: Path, curriculum: dict,

@@ -136,14 +136,21 @@ def _passes(source: str, test: str, name: str) -> bool:
 
 
 def _oracle_fix(path: str, source: str, old: str, new: str, function: str,
-                note: str) -> list[dict[str, Any]]:
+                note: str, first_try: tuple[str, str] | None = None) -> list[dict[str, Any]]:
     """grep the function, view the file from its `def` on (the line grep printed, so the
-    function comes first), replace, test, finish."""
+    function comes first; from the edited line when that is above it), replace, test, finish.
+    With `first_try`, an edit whose `old_str` is not unique comes first: the tool refuses it
+    and the oracle anchors it and tries again."""
     line = next(n for n, text in enumerate(source.splitlines(), 1)
                 if text.startswith(f"def {function}("))
+    edited = source[:source.index(old)].count("\n") + 1
+    line = min(line, edited)  # a module constant above the function: show it too
+    retry = [] if first_try is None else [{"name": "str_replace", "arguments": {
+        "path": path, "old_str": first_try[0], "new_str": first_try[1]}}]
     return [
         {"name": "grep", "arguments": {"pattern": f"def {function}"}},
         {"name": "view", "arguments": {"path": path, "view_range": [line, -1]}},
+        *retry,
         {"name": "str_replace", "arguments": {"path": path, "old_str": old, "new_str": new}},
         {"name": "bash", "arguments": {"command": TEST_COMMAND}},
         {"name": "finish", "arguments": {"summary": note}},
@@ -151,9 +158,11 @@ def _oracle_fix(path: str, source: str, old: str, new: str, function: str,
 
 
 def fix_blueprint(kind: str, domain: str, modules: list[str], nouns: list[str],
-                  rng: random.Random, variants: random.Random | None = None) -> Blueprint:
+                  rng: random.Random, variants: random.Random | None = None,
+                  twin_share: float = TWIN_SHARE, recovery_share: float = 0.0) -> Blueprint:
     """A repository whose module holds a buggy function of template `kind`. With `variants`,
-    names are varied (`finetune.name_variants`) and some tasks get a twin of the buggy line."""
+    names are varied (`finetune.name_variants`), a `twin_share` of the tasks get a twin of the
+    buggy line, and a `recovery_share` of those an oracle that first tries the ambiguous edit."""
     module, other = rng.sample(modules, 2)
     noun = rng.choice(nouns)
     target = TEMPLATES[kind](noun, rng)
@@ -162,7 +171,7 @@ def fix_blueprint(kind: str, domain: str, modules: list[str], nouns: list[str],
     twin = None
     if variants is not None:
         target = vary(target, noun, variants)
-        if variants.random() < TWIN_SHARE:
+        if variants.random() < twin_share:
             twin = twin_of(target, noun, kind)
     neighbours, elsewhere = helpers[:2], helpers[2:]
     order = [target, *neighbours]
@@ -181,7 +190,10 @@ def fix_blueprint(kind: str, domain: str, modules: list[str], nouns: list[str],
 
     buggy, fixed = sources(False), sources(True)
     old, new = target.old, target.new
+    first_try = None
     if buggy[path].count(old) != 1:  # the snippet recurs elsewhere: anchor it on the `def`
+        if variants is not None and recovery_share and variants.random() < recovery_share:
+            first_try = (old, new)
         old, new = _anchored_edit(target.buggy, old, new)
     common = {
         test_path: _test_source(domain, module, [c.function for c in order],
@@ -204,7 +216,7 @@ def fix_blueprint(kind: str, domain: str, modules: list[str], nouns: list[str],
     others += [f"{other_test}::test_{c.function}" for c in elsewhere]
     return Blueprint({**buggy, **common}, {**fixed, **common}, statement, [test_id],
                      sorted(others), _oracle_fix(path, buggy[path], old, new,
-                                                 target.function, target.fix_note))
+                                                 target.function, target.fix_note, first_try))
 
 
 def create_blueprint(domain: str, modules: list[str], nouns: list[str],
@@ -283,12 +295,14 @@ def build_repository(blueprint: Blueprint, domain: str, bundle: Path) -> tuple[s
 
 
 def generate_curriculum(dest: Path, train: int = 64, test: int = 24, seed: int = 0,
-                        force: bool = False, vary_train: bool = True) -> Path:
+                        force: bool = False, vary_train: bool = True,
+                        twin_share: float = TWIN_SHARE, recovery_share: float = 0.0) -> Path:
     """Write a suite of `train` + `test` tasks into `dest` (bundles under `dest/repos`).
 
     With `vary_train`, train tasks get varied names, issue-like statements and twins of the
     buggy line (`finetune.name_variants`) from a generator of their own, so the test split is
-    the same task for task either way (its figures stay comparable across runs)."""
+    the same task for task either way (its figures stay comparable across runs). `twin_share`
+    and `recovery_share`: see `fix_blueprint`."""
     dest = Path(dest)
     if dest.exists() and any(dest.iterdir()):
         if not force:
@@ -306,7 +320,8 @@ def generate_curriculum(dest: Path, train: int = 64, test: int = 24, seed: int =
             if kind == "missing_file":
                 blueprint = create_blueprint(domain, modules, nouns, rng)
             else:
-                blueprint = fix_blueprint(kind, domain, modules, nouns, rng, variants)
+                blueprint = fix_blueprint(kind, domain, modules, nouns, rng, variants,
+                                          twin_share, recovery_share)
             instance_id = f"{split}-{index:03d}-{domain}-{kind.replace('_', '-')}"
             bundle = dest / "repos" / f"{instance_id}.bundle"
             base, patch = build_repository(blueprint, domain, bundle)
@@ -319,6 +334,7 @@ def generate_curriculum(dest: Path, train: int = 64, test: int = 24, seed: int =
             }))
     meta = {"name": dest.name, "generator": "finetune.curriculum", "seed": seed,
             "splits": {"train": train, "test": test}, "kinds": KINDS, "vary_train": vary_train,
+            "twin_share": twin_share, "recovery_share": recovery_share,
             "description": "Small Python repositories with one failing test each; train and "
                            "test use disjoint domains and names."}
     return write_suite(dest, tasks, meta)

@@ -80,8 +80,14 @@ def run_sft(rows: list[dict[str, Any]], config: SFTRunConfig,
     _check_truncation(dataset["assistant_masks"], config)
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    peft_config = config.lora.peft_config(model)
+    if config.init_adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(config.init_adapter), is_trainable=True)
+        peft_config = None
     trainer = SFTTrainer(model=model, args=config.trl_args(), train_dataset=dataset,
-                         processing_class=tokenizer, peft_config=config.lora.peft_config(model))
+                         processing_class=tokenizer, peft_config=peft_config)
     PrintLogs.attach(trainer)
     started = time.monotonic()
     output = trainer.train()

@@ -68,6 +68,8 @@ class SFTRunConfig(BaseModel):
     model: str = Field("smollm2-135m", description="Known model name or model directory.")
     output_dir: Path = Field(description="Adapter, manifest and curves go here.")
     lora: LoraSettings = Field(default_factory=LoraSettings)
+    init_adapter: Path | None = Field(None, description="Go on training this adapter (its LoRA "
+                                      "settings win over `lora`) instead of a new one.")
     learning_rate: float = Field(2e-4, gt=0, description="AdamW learning rate (LoRA).")
     max_steps: int = Field(-1, description="Optimizer steps; -1 trains `epochs` epochs.")
     epochs: float = Field(1.0, gt=0, description="Passes over the data when max_steps is -1.")

@@ -187,6 +187,7 @@ def sft_command(
         help="--data: also train on rows with no reward yet (reward null, e.g. imported from "
         "other agents).")] = False,
     model: str = config_option(SFTRunConfig, "model"),
+    init_adapter: Path | None = config_option(SFTRunConfig, "init_adapter"),  # noqa: B008
     lora_r: int = config_option(SFTRunConfig, "lora.r"),
     lora_alpha: int = config_option(SFTRunConfig, "lora.alpha"),
     lora_last_layers: int | None = config_option(SFTRunConfig, "lora.last_layers",
@@ -255,6 +256,9 @@ def grpo_command(
                                 help="LoRA rank of a new adapter (alpha is twice it)."),
     lora_last_layers: int | None = config_option(GRPORunConfig, "lora.last_layers",
                                                  "--lora-layers"),
+    rollout_server: str | None = config_option(GRPORunConfig, "rollout_server"),
+    rollout_model: str | None = config_option(GRPORunConfig, "rollout_model"),
+    rollout_server_sync: bool = config_option(GRPORunConfig, "rollout_server_sync"),
     bf16: bool = config_option(GRPORunConfig, "bf16"),
     seed: int = config_option(GRPORunConfig, "seed"),
     tools: str | None = config_option(GRPORunConfig, "tools", callback=check_tools,
