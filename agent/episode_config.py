@@ -31,6 +31,10 @@ class LLMConfig(BaseModel):
     tool_choice: str | None = Field(
         None, description="`required` forces a tool call each turn; default: the model decides."
     )
+    token_ids: bool = Field(
+        False, description="Ask the OpenAI-compatible server (vLLM 0.10.2 or later) for each "
+        "call's token ids and logprobs, recorded for training (GRPO from a served policy); "
+        "such calls are not streamed.")
 
 
 class ContextConfig(BaseModel):

@@ -162,7 +162,11 @@ class LLMClient:
             kwargs["api_key"] = self.config.api_key
         if self.config.adapter:
             kwargs["adapter"] = self.config.adapter
-        if not self.config.stream:
+        if self.config.token_ids:
+            from agent.served_tokens import REQUEST_FIELDS
+
+            kwargs.update(REQUEST_FIELDS)
+        if not self.config.stream or self.config.token_ids:  # a stream drops prompt ids
             return litellm.completion(**kwargs)
         chunks = []
         stream = litellm.completion(stream=True, stream_options={"include_usage": True}, **kwargs)
@@ -192,6 +196,13 @@ class LLMClient:
             from agent.local_model import token_ids_of
 
             token_ids = token_ids_of(response)
+        elif self.config.token_ids:
+            from agent.served_tokens import ServedTokensError, served_token_ids
+
+            try:
+                token_ids = served_token_ids(response, self.config.model)
+            except ServedTokensError as exc:
+                raise ModelError(f"{self.config.model} at {self.config.api_base}: {exc}") from exc
         return LLMReply(
             content=_capped(content, "reply") or None,
             tool_calls=_tool_calls(getattr(message, "tool_calls", None)),

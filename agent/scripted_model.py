@@ -109,11 +109,17 @@ class ScriptedModelServer:
                 finish = "tool_calls" if message.get("tool_calls") else "stop"
                 choices = [] if step.get("choices_empty") else [
                     {"index": 0, "message": message, "finish_reason": finish}]
-                self._json(200, {
+                self._json(200, owner._completion(body, {
                     "id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion",
                     "created": int(time.time()), "model": owner.model,
                     "choices": choices, "usage": usage,
-                })
+                }))
+
+            def do_GET(self) -> None:  # noqa: N802
+                if self.path.rstrip("/").endswith("/models"):
+                    return self._json(200, {"object": "list", "data": [
+                        {"id": owner.model, "object": "model", "owned_by": "scripted"}]})
+                self._json(404, {"error": {"message": f"no route {self.path}"}})
 
             def _json(self, status: int, payload: Any,
                       headers: dict[str, str] | None = None) -> None:
@@ -156,6 +162,10 @@ class ScriptedModelServer:
                 self.wfile.flush()
 
         return Handler
+
+    def _completion(self, request: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:
+        """The body answering `request` (a non-streamed completion); subclasses add fields."""
+        return response
 
     def _message(self, step: dict[str, Any]) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": step.get("content")}

@@ -10,7 +10,9 @@ task known to give one is redrawn before its group is spent.
 
 CPU settings (the defaults): float32, no gradient checkpointing, one episode per micro-batch,
 G micro-batches per optimizer step. On GPUs: `--bf16`, and launch with accelerate (DeepSpeed
-ZeRO configs ship with TRL: `trl/accelerate_configs/`); see the README's Fine-tuning section.
+ZeRO configs ship with TRL: `trl/accelerate_configs/`); with `--rollout-server URL` a vLLM server
+(`trl vllm-serve`) generates the episodes, and TRL pushes the trained weights to it before each
+step; see the README's Fine-tuning section.
 """
 
 from __future__ import annotations
@@ -23,7 +25,13 @@ from typing import Any
 
 from finetune.dynamic_sampling import DynamicSampler, history_from_report
 from finetune.grpo_config import GRPORunConfig
-from finetune.rollout import EpisodeRollout, InferencePolicy, prompt_text, rollout_episode
+from finetune.rollout import (
+    EpisodeRollout,
+    InferencePolicy,
+    ServedPolicy,
+    prompt_text,
+    rollout_episode,
+)
 from finetune.run_dir import base_model_spec, write_manifest
 from finetune.sft import PrintLogs, load_base
 from finetune.suite import SuiteError, load_suite
@@ -114,7 +122,8 @@ def run_grpo(config: GRPORunConfig,
     PrintLogs.attach(trainer)
     policy_model = trainer.accelerator.unwrap_model(trainer.model)
     policy_model.save_pretrained(str(out / ROLLOUT_ADAPTER))
-    rollout.policy = InferencePolicy(spec, out / ROLLOUT_ADAPTER)
+    rollout.policy = ServedPolicy(config.rollout_server, config.rollout_model) \
+        if config.rollout_server else InferencePolicy(spec, out / ROLLOUT_ADAPTER)
     rollout.tokenizer = tokenizer
     started = time.monotonic()
     try:

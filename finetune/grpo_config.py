@@ -49,6 +49,15 @@ class GRPORunConfig(BaseModel):
     task_history: Path | None = Field(None, description="An `agent eval` report of the "
                                       "starting policy on these tasks (e.g. --episodes 4): "
                                       "its rewards seed dynamic sampling's history.")
+    rollout_server: str | None = Field(None, description="Base URL of a vLLM server that "
+                                       "generates the episodes (`trl vllm-serve`, e.g. "
+                                       "http://gpu-host:8000); default: the policy in "
+                                       "process. Token ids and logprobs come from its replies.")
+    rollout_model: str | None = Field(None, description="The served model's name; default: "
+                                      "the first the server lists.")
+    rollout_server_sync: bool = Field(True, description="Push the trained weights to the "
+                                      "rollout server before each step (TRL's use_vllm, server "
+                                      "mode; needs vllm here); off: the served policy is fixed.")
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     tools: str | None = Field(None, description="Tool set or names; default: the model's.")
     bf16: bool = Field(False, description="bfloat16 mixed precision (GPUs); float32 when off.")
@@ -60,8 +69,13 @@ class GRPORunConfig(BaseModel):
         `extra_rewards` more reward functions after verify and format, weighted 1."""
         from trl import GRPOConfig
 
+        served: dict[str, Any] = {}
+        if self.rollout_server and self.rollout_server_sync:
+            served = {"use_vllm": True, "vllm_mode": "server",
+                      "vllm_server_base_url": self.rollout_server.rstrip("/").removesuffix("/v1")}
         return trl_config(
-            GRPOConfig, self, output_dir=str(self.output_dir), per_device_train_batch_size=1,
+            GRPOConfig, self, **served, output_dir=str(self.output_dir),
+            per_device_train_batch_size=1,
             gradient_accumulation_steps=self.num_generations,
             max_completion_length=self.max_completion_tokens,
             reward_weights=[1.0, self.format_reward_weight, *[1.0] * extra_rewards],

@@ -9,7 +9,8 @@ served in-process by `agent.local_model`, and turns each recorded episode into o
                     environment added between them, tool outputs and chat markup (env_mask 0)
     logprobs        the sampling log-probabilities of the model's tokens (0 elsewhere)
 
-The sequence is built from the token ids the local model recorded at every call. A later
+The sequence is built from the token ids recorded at every call (the local model's, or the
+server's `prompt_token_ids`, `token_ids` and logprobs: `agent.served_tokens`). A later
 call's prompt normally extends the previous prompt + reply; where the chat template re-renders
 a reply differently (its JSON re-serialised, say), the rendered tokens replace the generated
 ones from the first difference on, with env_mask 0: every token that trains is conditioned on
@@ -21,7 +22,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from agent.episode import EpisodeConfig
 from agent.llm import LLMConfig
@@ -91,6 +92,52 @@ def episode_sample(calls: list[dict[str, Any]], max_completion_tokens: int,
     return sample
 
 
+class Policy(Protocol):
+    """Who generates the episodes' model calls, with the token ids training needs."""
+
+    def llm_config(self, sampling: LLMConfig) -> LLMConfig: ...
+
+    def sync(self, trained_model: Any, step: int) -> None: ...
+
+
+class ServedPolicy:
+    """The policy served by an OpenAI-compatible server (`trl vllm-serve`, `vllm serve`):
+    calls through litellm, token ids and logprobs from its replies (`agent.served_tokens`).
+    The trainer keeps its weights equal to the trained ones (TRL's `use_vllm`, server mode),
+    so `sync` does nothing here."""
+
+    def __init__(self, api_base: str, model: str | None = None, api_key: str | None = None):
+        self.api_base = api_base.rstrip("/")
+        if not self.api_base.endswith("/v1"):
+            self.api_base += "/v1"
+        self.api_key = api_key
+        self.model = model or served_model(self.api_base)
+
+    def llm_config(self, sampling: LLMConfig) -> LLMConfig:
+        """`sampling` (temperature, reply tokens) served by the server, token ids asked for."""
+        return sampling.model_copy(update={
+            "model": f"openai/{self.model}", "api_base": self.api_base,
+            "api_key": self.api_key or "none", "adapter": None, "tool_choice": "required",
+            "token_ids": True, "stream": False})
+
+    def sync(self, trained_model: Any, step: int) -> None:
+        """Nothing: TRL pushes the weights to a `trl vllm-serve` server before each step."""
+
+
+def served_model(api_base: str, timeout_s: float = 30.0) -> str:
+    """The first model an OpenAI-compatible server lists (`GET /v1/models`)."""
+    import json
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{api_base}/models", timeout=timeout_s) as reply:
+            return str(json.loads(reply.read())["data"][0]["id"])
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+        raise RuntimeError(f"could not list the models of the rollout server {api_base} "
+                           f"({type(exc).__name__}: {exc}); is it running? Name the model "
+                           "with --rollout-model") from exc
+
+
 class InferencePolicy:
     """The policy as the agent calls it: the base model + an adapter, loaded once by
     `agent.local_model` and kept equal to the trainer's LoRA weights (a weight sync, as TRL
@@ -146,19 +193,24 @@ class EpisodeRollout:
         if len(self.by_prompt) != len(tasks):
             raise ValueError("two tasks of the split share a problem statement; GRPO tells "
                              "tasks apart by their prompt, so make the statements unique")
-        self.policy: InferencePolicy | None = None
+        self.policy: Policy | None = None
         self.tokenizer: Any = None
         self.calls = 0
 
     def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, list[Any]]:
-        assert self.policy is not None, "attach the InferencePolicy before training"
+        assert self.policy is not None, "attach the policy before training"
         model = trainer.accelerator.unwrap_model(trainer.model)
         self.policy.sync(model, trainer.state.global_step)
+        return self.run(prompts, trainer.state.global_step)
+
+    def run(self, prompts: list[Any], step: int) -> dict[str, list[Any]]:
+        """The episodes of `prompts` with the policy as it is, as TRL's rollout output."""
+        assert self.policy is not None, "attach the policy before running episodes"
         tasks = self._choose([self.by_prompt[prompt_text_of(p)] for p in prompts])
         llm = self.policy.llm_config(self.episode.llm)
         if self.pool is None:  # warm sandboxes for every later group (closed by `close`)
             self.pool = SandboxPool(self.episode.sandbox, size=self.workers)
-        batch_dir = self.out_dir / f"step-{trainer.state.global_step:04d}-{self.calls:03d}"
+        batch_dir = self.out_dir / f"step-{step:04d}-{self.calls:03d}"
         self.calls += 1
         with ThreadPoolExecutor(max_workers=self.workers,
                                 thread_name_prefix="rollout") as pool:
