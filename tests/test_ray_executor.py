@@ -175,3 +175,56 @@ def test_an_episode_whose_worker_dies_on_every_try_is_lost_and_leaves_nothing(
             running.future.result(timeout=300)
     assert not out.exists()
     assert TrajectoryStore().list() == []
+
+
+def test_solve_samples_on_ray_lands_every_attempt_and_selects_as_local_does(
+        cluster: str, example: tuple[Path, Path]) -> None:
+    """`agent solve --samples 3 --executor ray`: the attempts run on the nodes (the repository
+    as a bundle of its base commit), the selector here; the candidates' signals, rewards and
+    the selected patch are those of the local executor, and every trajectory is landed,
+    indexed and linked to the group."""
+    from agent.ray_executor import RayExecutor
+    from agent.samples import SamplesConfig, SamplesResult, run_samples
+    from agent.scripted_model import ScriptedConversationsServer
+    from agent.tasks import Task
+    from tests.test_samples import BREAKS_MULTIPLY, EMPTY, RIGHT, by_patch, config
+    from trajectories.events import Selection, parse_event
+    from trajectories.reader import read_trajectory
+
+    repo, issue = example
+    task = Task.from_issue_file(issue, repo)
+
+    def group(executor: Any = None) -> SamplesResult:
+        with ScriptedConversationsServer([RIGHT, EMPTY, BREAKS_MULTIPLY]) as server:
+            return run_samples(task, config(server), SamplesConfig(samples=3, workers=2),
+                               executor=executor)
+
+    local = group()
+    with RayExecutor(ExecutorConfig(kind="ray", ray_address=cluster)) as executor:
+        remote = group(executor)
+        nodes = set(executor.last_node.values())
+    assert len(nodes) >= 1 and all(not n.endswith(f":{os.getpid()}") for n in nodes)
+    here, there = by_patch(local), by_patch(remote)
+    assert set(there) == set(here) == {"right", "empty", "breaks"}
+    for key in here:
+        assert there[key]["signals"] == here[key]["signals"]
+        assert (there[key]["reward"], there[key]["lost"]) == (here[key]["reward"],
+                                                              here[key]["lost"])
+        assert there[key]["patch"] == here[key]["patch"]
+    assert remote.selected and local.selected
+    assert there["right"]["attempt"] == remote.selection.selected
+    assert here["right"]["attempt"] == local.selection.selected
+    store = TrajectoryStore()
+    headers = []
+    for row in remote.candidates():
+        path = Path(row["trajectory_path"])
+        assert path.is_file() and not path.is_relative_to("/tmp/apprentice-ray-")
+        indexed = store.get(path.stem)
+        assert indexed is not None and indexed["path"] == str(path.resolve())
+        headers.append(read_trajectory(path).header)
+    assert {h.group["id"] for h in headers if h} == {remote.group_id}
+    assert sorted(h.group["attempt"] for h in headers if h) == [0, 1, 2]
+    event = parse_event(remote.selection_path.read_text().splitlines()[0])
+    assert isinstance(event, Selection) and event.selected == remote.selection.selected
+    assert sorted(c["session_id"] for c in event.candidates) == \
+        sorted(h.session_id for h in headers if h)
