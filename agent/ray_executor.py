@@ -8,6 +8,8 @@ trajectories); the driver writes them into the job's `output_dir` (each file und
 name, then renamed into place) and indexes the trajectories in its own store, as if it had run
 the episode. A worker that dies loses its episode; Ray runs it again `max_retries` times, then
 the future raises `EpisodeLost`. Nothing is written on the driver before a task has returned.
+A killed worker's task folder is swept by the node's next task, and by the driver on every
+node when it closes after a lost episode (`agent.ray_scratch`).
 
 Every node needs apprentice installed (`pip install 'apprentice[ray]'`), the sandbox image
 (`agent sandbox build`) and the model: an API, or an OpenAI-compatible server it can reach.
@@ -35,6 +37,7 @@ from agent.executor import (
     Interrupts,
     RunningEpisode,
 )
+from agent.ray_scratch import new_scratch, sweep_orphans
 from agent.solve import SolveResult
 from trajectories.store import TrajectoryStore
 
@@ -64,10 +67,16 @@ class RemoteEpisode:
 
 def run_remote_episode(run: EpisodeFunction, args: tuple[Any, ...],
                        time_limit_s: float | None) -> RemoteEpisode:
-    """The Ray task: one episode in a fresh apprentice home, its files read back whole."""
-    scratch = Path(tempfile.mkdtemp(prefix="apprentice-ray-"))
+    """The Ray task: one episode in a fresh apprentice home, its files read back whole; its
+    temporary folders inside its own (`agent.ray_scratch`), after sweeping those of killed
+    workers."""
+    sweep_orphans()
+    scratch = new_scratch()
     previous = os.environ.get("APPRENTICE_HOME")
     os.environ["APPRENTICE_HOME"] = str(scratch / "home")  # a worker runs one task at a time
+    previous_tmp = tempfile.tempdir
+    tempfile.tempdir = str(scratch / "tmp")
+    (scratch / "tmp").mkdir()
     out = scratch / "out"
     interrupts = Interrupts(time_limit_s)
     started = time.monotonic()
@@ -79,6 +88,7 @@ def run_remote_episode(run: EpisodeFunction, args: tuple[Any, ...],
                              time.monotonic() - started, interrupts.timed_out)
     finally:
         interrupts.done()
+        tempfile.tempdir = previous_tmp
         if previous is None:
             os.environ.pop("APPRENTICE_HOME", None)
         else:
@@ -132,6 +142,25 @@ def _reason(exc: BaseException) -> BaseException:
     return exc
 
 
+def sweep_nodes(timeout_s: float = 60.0) -> list[str]:
+    """`sweep_orphans` on every live node of the cluster (a task of no CPU pinned to each);
+    the folders removed. A node that does not answer in time is left for its next task."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    sweep = ray.remote(num_cpus=0, max_retries=0)(sweep_orphans)
+    refs = [sweep.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+        node["NodeID"], soft=False)).remote() for node in ray.nodes() if node.get("Alive")]
+    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+    removed: list[str] = []
+    for ref in ready:
+        try:
+            removed.extend(ray.get(ref))
+        except Exception:  # a node that died meanwhile keeps its folders
+            continue
+    return removed
+
+
 class RayExecutor:
     """Submits each episode as a Ray task reserving `config.resources` (so a node never runs
     more sandboxes than it has room for) and lands what comes back (module docstring)."""
@@ -158,6 +187,10 @@ class RayExecutor:
         """Output folder -> `node:pid` of the worker that ran it (reports, tests)."""
         self.remote_seconds: dict[str, float] = {}
         """Output folder -> seconds its episode ran on the worker (the bench's overhead)."""
+        self.lost = 0
+        """Episodes lost since the last sweep of the nodes."""
+        self.swept: list[str] = []
+        """The folders of killed workers the last sweep removed."""
 
     def submit(self, job: EpisodeJob) -> RunningEpisode:
         import ray
@@ -176,15 +209,22 @@ class RayExecutor:
                 self.remote_seconds[str(job.output_dir)] = found.seconds
                 done.set_result(land(found, Path(job.output_dir)))
             except BaseException as exc:  # the caller's future says what became of it
-                done.set_exception(_reason(exc))
+                reason = _reason(exc)
+                self.lost += isinstance(reason, EpisodeLost)
+                done.set_exception(reason)
 
         ref.future().add_done_callback(landed)
         cancel: Callable[[], None] = lambda: ray.cancel(ref)  # noqa: E731
         return RunningEpisode(done, cancel, lambda: timed_out[0])
 
     def close(self) -> None:
+        """After a lost episode, sweep every node of the folders its killed workers left
+        (`agent.ray_scratch`); then leave a cluster started here."""
         import ray
 
+        if self.lost and ray.is_initialized():
+            self.swept = sweep_nodes()
+            self.lost = 0
         if self._started:
             ray.shutdown()
             self._started = False

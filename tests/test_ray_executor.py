@@ -13,6 +13,7 @@ import json
 import os
 import re
 import signal
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,7 +82,8 @@ def normalised(path: Path) -> list[dict[str, Any]]:
             return [clean(v) for v in value]
         if isinstance(value, str):
             value = value.replace(session, "SESSION")
-            value = re.sub(r"/tmp/apprentice-episode-\w+", "TMP", value)
+            value = re.sub(r"/tmp/(apprentice-ray-\w+/tmp/)?apprentice-episode-\w+", "TMP",
+                           value)
             return re.sub(r"\b\d+\.\d+s\b", "Ns", value)
         return value
 
@@ -124,14 +126,22 @@ def _running_episode_workers() -> set[int]:
     return found
 
 
+def _scratch_of(pid: int) -> list[Path]:
+    """The task folders (`agent.ray_scratch`) process `pid` made."""
+    from agent.ray_scratch import PREFIX, owner_pid
+
+    return [p for p in Path(tempfile.gettempdir()).glob(f"{PREFIX}*") if owner_pid(p) == pid]
+
+
 def _kill_next_worker(spared: set[int], timeout_s: float = 120.0) -> int:
     """SIGKILL the first worker (of this module's cluster) seen running an episode that is
-    not in `spared`; its pid."""
+    not in `spared`, once it has made its task folder; its pid."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         for pid in _running_episode_workers() - spared:
-            os.kill(pid, signal.SIGKILL)
-            return pid
+            if _scratch_of(pid):
+                os.kill(pid, signal.SIGKILL)
+                return pid
         time.sleep(0.02)
     raise AssertionError(f"no worker ran an episode within {timeout_s:.0f} s")
 
@@ -152,9 +162,11 @@ def test_an_episode_whose_worker_is_killed_runs_again(cluster: str, suite: Suite
     executor, running = _submit(suite, out, cluster)
     with executor:
         killed = _kill_next_worker(set())
+        left = _scratch_of(killed)
         result = running.future.result(timeout=300)
         ran_on = executor.last_node[str(out)]
     assert result.reward == 1 and result.exit_status == "finished"
+    assert left and not any(p.exists() for p in left)  # swept by the rerun (one machine)
     assert not ran_on.endswith(f":{killed}")
     assert sorted(p.name for p in out.iterdir()) == [f"{result.session_id}.jsonl",
                                                       f"{result.session_id}.patch"]
@@ -170,10 +182,13 @@ def test_an_episode_whose_worker_dies_on_every_try_is_lost_and_leaves_nothing(
     executor, running = _submit(suite, out, cluster)
     with executor:
         first = _kill_next_worker(set())
-        _kill_next_worker({first})
+        second = _kill_next_worker({first})
+        left = _scratch_of(second)
         with pytest.raises(EpisodeLost, match="died on every try"):
             running.future.result(timeout=300)
     assert not out.exists()
+    assert left and set(map(str, left)) <= set(executor.swept)  # by the driver, at the end
+    assert not _scratch_of(first) and not _scratch_of(second)
     assert TrajectoryStore().list() == []
 
 
