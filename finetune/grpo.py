@@ -110,7 +110,7 @@ def run_grpo(config: GRPORunConfig,
         sampler = DynamicSampler(tasks, history, window=g, seed=config.seed)
     rollout = EpisodeRollout(suite, tasks, episode, out / "rollouts", workers=config.workers or g,
                              max_completion_tokens=config.max_completion_tokens,
-                             sampler=sampler)
+                             sampler=sampler, executor=config.executor)
     stats = GroupStats(g)
     rewards: list[Any] = [stats.verify_reward, stats.format_reward, *(extra_rewards or [])]
     args = config.trl_args(len(extra_rewards or []))

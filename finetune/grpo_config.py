@@ -7,8 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from agent.executor_config import ExecutorConfig
 from finetune.sft_config import LoraSettings, trl_config
 from tools.sandbox import SandboxConfig
 
@@ -58,11 +59,22 @@ class GRPORunConfig(BaseModel):
     rollout_server_sync: bool = Field(True, description="Push the trained weights to the "
                                       "rollout server before each step (TRL's use_vllm, server "
                                       "mode; needs vllm here); off: the served policy is fixed.")
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig, description="Where "
+                                     "the episodes run: this process, or a Ray cluster (with "
+                                     "--rollout-server, which every node must reach).")
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     tools: str | None = Field(None, description="Tool set or names; default: the model's.")
     bf16: bool = Field(False, description="bfloat16 mixed precision (GPUs); float32 when off.")
     gradient_checkpointing: bool = Field(False, description="Less memory, ~30% more compute.")
     seed: int = Field(0, description="Random seed (adapter initialisation, sampling).")
+
+    @model_validator(mode="after")
+    def _check(self) -> GRPORunConfig:
+        if self.executor.kind == "ray" and not self.rollout_server:
+            raise ValueError("--executor ray runs the episodes on other processes, which cannot "
+                             "reach the policy in this one: serve it (`trl vllm-serve`) and give "
+                             "--rollout-server URL, or drop --executor ray")
+        return self
 
     def trl_args(self, extra_rewards: int = 0) -> Any:
         """TRL's `GRPOConfig` for this run: one episode per micro-batch, a group per step;

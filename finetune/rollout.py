@@ -19,17 +19,18 @@ exactly what the model saw when it sampled it. The reward is the sandbox's verdi
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from agent.episode import EpisodeConfig
+from agent.executor import EpisodeExecutor, ExecutorConfig, RunningEpisode, open_executor
 from agent.llm import LLMConfig
 from agent.local_model import load_local_model
 from agent.solve import SolveResult
 from finetune.dynamic_sampling import DynamicSampler
-from finetune.evaluate import format_errors, run_task_episode
+from finetune.episode_jobs import suite_job
+from finetune.evaluate import format_errors
 from finetune.suite import Suite, SuiteTask
 from tools.sandbox import SandboxConfig
 from tools.sandbox.pool import SandboxPool
@@ -181,8 +182,11 @@ class EpisodeRollout:
 
     def __init__(self, suite: Suite, tasks: list[SuiteTask], episode: EpisodeConfig,
                  out_dir: Path, workers: int = 4, max_completion_tokens: int = 3072,
-                 sampler: DynamicSampler | None = None):
+                 sampler: DynamicSampler | None = None,
+                 executor: ExecutorConfig | None = None):
         self.suite = suite
+        self.executor_config = executor or ExecutorConfig()
+        self.executor: EpisodeExecutor | None = None
         self.sampler = sampler
         self.episode = episode
         self.workers = workers
@@ -208,16 +212,17 @@ class EpisodeRollout:
         assert self.policy is not None, "attach the policy before running episodes"
         tasks = self._choose([self.by_prompt[prompt_text_of(p)] for p in prompts])
         llm = self.policy.llm_config(self.episode.llm)
-        if self.pool is None:  # warm sandboxes for every later group (closed by `close`)
-            self.pool = SandboxPool(self.episode.sandbox, size=self.workers)
         batch_dir = self.out_dir / f"step-{step:04d}-{self.calls:03d}"
         self.calls += 1
-        with ThreadPoolExecutor(max_workers=self.workers,
-                                thread_name_prefix="rollout") as pool:
-            results = list(pool.map(
-                lambda job: self._episode(job[1], llm, batch_dir / f"{job[1].instance_id}-"
-                                                              f"{job[0]}"),
-                enumerate(tasks)))
+        executor = self._executor()
+        portable = executor.kind != "local"
+        running = []
+        for index, task in enumerate(tasks):
+            where = batch_dir / f"{task.instance_id}-{index}"
+            config = self.episode.model_copy(update={"llm": llm, "output_dir": where})
+            running.append(executor.submit(suite_job(self.suite, task, config, where,
+                                                     portable=portable)))
+        results = [_finished(episode) for episode in running]
         out = self._collate(prompts, results)
         if self.sampler is not None:
             for task, rewards in _groups(tasks, out["verify_reward"]):
@@ -235,16 +240,20 @@ class EpisodeRollout:
             chosen.extend([replacement] * len(group))
         return chosen
 
-    def _episode(self, task: SuiteTask, llm: LLMConfig,
-                 out_dir: Path) -> tuple[SolveResult | None, str | None]:
-        try:
-            config = self.episode.model_copy(update={"llm": llm, "output_dir": out_dir})
-            return run_task_episode(self.suite, task, config, self.pool), None
-        except Exception as exc:  # an infrastructure failure: this episode is not scored
-            return None, f"{type(exc).__name__}: {exc}"
+    def _executor(self) -> EpisodeExecutor:
+        """Where the episodes run, opened on first use: threads here with warm sandboxes for
+        every later group, or a Ray cluster (closed by `close`)."""
+        if self.executor is None:
+            if self.executor_config.kind == "local" and self.pool is None:
+                self.pool = SandboxPool(self.episode.sandbox, size=self.workers)
+            self.executor = open_executor(self.executor_config, self.workers, self.pool)
+        return self.executor
 
     def close(self) -> None:
-        """Remove the warm sandboxes; safe to call twice."""
+        """Stop the executor and remove the warm sandboxes; safe to call twice."""
+        if self.executor is not None:
+            self.executor.close()
+            self.executor = None
         if self.pool is not None:
             self.pool.close()
             self.pool = None
@@ -284,6 +293,15 @@ class EpisodeRollout:
 
         messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
         return render_chat_tokens(messages, None, self.tokenizer)
+
+
+def _finished(episode: RunningEpisode) -> tuple[SolveResult | None, str | None]:
+    """A submitted episode's result, or why it has none (an infrastructure failure, a lost
+    Ray worker): that episode is not scored."""
+    try:
+        return episode.future.result(), None
+    except Exception as exc:
+        return None, f"{type(exc).__name__}: {exc}"
 
 
 def _groups(tasks: list[SuiteTask], values: list[Any]) -> list[tuple[SuiteTask, list[Any]]]:

@@ -243,3 +243,26 @@ def test_solve_samples_on_ray_lands_every_attempt_and_selects_as_local_does(
     assert isinstance(event, Selection) and event.selected == remote.selection.selected
     assert sorted(c["session_id"] for c in event.candidates) == \
         sorted(h.session_id for h in headers if h)
+
+
+def test_grpo_rollouts_of_a_served_policy_run_on_ray(cluster: str, model_ready: Path,
+                                                     tmp_path: Path) -> None:
+    """A GRPO rollout episode on a node, the policy served as vLLM would (a server here, on
+    127.0.0.1, which the nodes of this machine reach): the sample the driver builds from the
+    landed trajectory carries the server's token ids and logprobs exactly."""
+    from transformers import AutoTokenizer
+
+    from tests.test_served_rollout import assert_trains_on_the_served_tokens, run_served_episode
+
+    suite = load_suite(generate_curriculum(tmp_path / "suite", train=1, test=0, seed=7))
+    tokenizer = AutoTokenizer.from_pretrained(model_ready)
+    task = suite.split("train")[0]
+    out, server = run_served_episode(suite, task, tmp_path / "rollouts", tokenizer,
+                                     ExecutorConfig(kind="ray", ray_address=cluster))
+    assert_trains_on_the_served_tokens(out, server, task, tokenizer)
+    trajectory = next((tmp_path / "rollouts").rglob("*.jsonl"))
+    assert TrajectoryStore().get(trajectory.stem) is not None  # landed and indexed here
+    from trajectories.reader import read_trajectory
+
+    header = read_trajectory(trajectory).header
+    assert header is not None and "/apprentice-ray-" in header.repo  # cloned on a node

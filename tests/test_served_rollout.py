@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from agent.executor_config import ExecutorConfig
 from agent.llm import LLMClient, LLMConfig, ModelError
 from agent.scripted_model import ScriptedModelServer, tool_call
 from agent.scripted_vllm import ScriptedVLLMServer
@@ -42,25 +43,32 @@ def oracle_steps(task: SuiteTask) -> list[dict[str, Any]]:
 
 
 def served_rollout(suite: Suite, task: SuiteTask, server: ScriptedVLLMServer, out: Path,
-                   tokenizer: Any) -> EpisodeRollout:
+                   tokenizer: Any, executor: ExecutorConfig | None = None) -> EpisodeRollout:
     episode = rollout_episode(max_steps=len(task.oracle) + 1, max_tokens=64,
                               tools=ORACLE_TOOL_SET)
-    rollout = EpisodeRollout(suite, [task], episode, out, workers=1)
+    rollout = EpisodeRollout(suite, [task], episode, out, workers=1, executor=executor)
     rollout.policy = ServedPolicy(server.url)  # the model's name from GET /v1/models
     rollout.tokenizer = tokenizer
     return rollout
 
 
-@pytest.mark.usefixtures("docker_ready")
-def test_a_served_rollout_trains_on_the_servers_token_ids_and_logprobs(
-        suite: Suite, tokenizer: Any, tmp_path: Path) -> None:
-    task = suite.split("train")[0]
+def run_served_episode(suite: Suite, task: SuiteTask, out: Path, tokenizer: Any,
+                       executor: ExecutorConfig | None = None
+                       ) -> tuple[dict[str, list[Any]], ScriptedVLLMServer]:
+    """One rollout episode of `task` against the oracle served as vLLM would: TRL's output."""
     with ScriptedVLLMServer(oracle_steps(task), tokenizer) as server:
-        rollout = served_rollout(suite, task, server, tmp_path / "rollouts", tokenizer)
+        rollout = served_rollout(suite, task, server, out, tokenizer, executor)
         try:
-            out = rollout.run([[{"role": "user", "content": prompt_text(task)}]], step=0)
+            return rollout.run([[{"role": "user", "content": prompt_text(task)}]], step=0), \
+                server
         finally:
             rollout.close()
+
+
+def assert_trains_on_the_served_tokens(out: dict[str, list[Any]], server: ScriptedVLLMServer,
+                                       task: SuiteTask, tokenizer: Any) -> None:
+    """The sample is the server's prompt ids, then each reply's ids and logprobs (trained),
+    with what the environment added between them (masked, logprob 0)."""
     assert out["episode_error"] == [None] and out["verify_reward"] == [1.0]
     assert all(body["logprobs"] is True and body["return_token_ids"] is True
                and body["return_tokens_as_token_ids"] is True and body["model"] == "policy"
@@ -80,6 +88,14 @@ def test_a_served_rollout_trains_on_the_servers_token_ids_and_logprobs(
         assert sequence[:len(call["prompt_ids"])] == call["prompt_ids"]
     env_text = tokenizer.decode([t for t, m in zip(ids, mask, strict=True) if not m])
     assert "<tool_response>" in env_text and "add_prices" in env_text
+
+
+@pytest.mark.usefixtures("docker_ready")
+def test_a_served_rollout_trains_on_the_servers_token_ids_and_logprobs(
+        suite: Suite, tokenizer: Any, tmp_path: Path) -> None:
+    task = suite.split("train")[0]
+    out, server = run_served_episode(suite, task, tmp_path / "rollouts", tokenizer)
+    assert_trains_on_the_served_tokens(out, server, task, tokenizer)
     trajectory = next((tmp_path / "rollouts").rglob("*.jsonl"))
     assistant = [e for e in read_trajectory(trajectory).events if e.type == "assistant_message"]
     assert assistant and all(e.token_ids and e.token_ids["model_path"] == "openai/policy"
@@ -124,6 +140,8 @@ def test_a_grpo_step_trains_from_a_served_policy(suite: Suite, tokenizer: Any,
             rollout_server=server.url, rollout_server_sync=False))
     assert metrics["steps"] == 1 and metrics["episodes"] == 2
     assert metrics["groups_with_signal"] == 1
+    with pytest.raises(ValueError, match="--rollout-server URL"):
+        GRPORunConfig(suite=suite.path, output_dir=out, executor=ExecutorConfig(kind="ray"))
     logged = next(h for h in json.loads((out / "log_history.json").read_text()) if "loss" in h)
     assert logged["rewards/verify_reward/mean"] == 0.5
     from safetensors.torch import load_file
