@@ -186,6 +186,12 @@ class LLMClient:
         if message is None:
             raise EmptyReplyError("the reply had no choices")
         content = _text(getattr(message, "content", None))
+        calls = getattr(message, "tool_calls", None)
+        if self.config.token_ids and not calls:  # a served policy's text protocol
+            from agent.served_tokens import text_tool_calls
+
+            text, calls = text_tool_calls(content)
+            content = text or ""
         usage = getattr(response, "usage", None)
         try:
             cost = float(litellm.completion_cost(completion_response=response) or 0.0)
@@ -205,7 +211,7 @@ class LLMClient:
                 raise ModelError(f"{self.config.model} at {self.config.api_base}: {exc}") from exc
         return LLMReply(
             content=_capped(content, "reply") or None,
-            tool_calls=_tool_calls(getattr(message, "tool_calls", None)),
+            tool_calls=_tool_calls(calls),
             usage=Usage(prompt_tokens=_count(getattr(usage, "prompt_tokens", 0)),
                         completion_tokens=_count(getattr(usage, "completion_tokens", 0)),
                         cost_usd=cost),

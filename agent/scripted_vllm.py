@@ -9,6 +9,9 @@ It replays a script like `agent.scripted_model.ScriptedModelServer` and, when th
     choices[0].token_ids               the reply as that template renders it after the prompt
     choices[0].logprobs.content[i]     {"token": "token_id:<id>", "logprob": <made up, < 0>}
 
+With `tool_choice: none` the reply is those tokens' text, the calls in it unparsed (as vLLM
+sends a model's text); otherwise the calls are parsed, as with a tool parser.
+
 `served` keeps each answer's ids and logprobs, which a test compares with what training got.
 """
 
@@ -45,6 +48,10 @@ class ScriptedVLLMServer(ScriptedModelServer):
         completion = whole[len(prompt):] if whole[:len(prompt)] == prompt else \
             self.tokenizer.encode(str(reply.get("content") or ""), add_special_tokens=False)
         logprobs = [made_up_logprob(i, t) for i, t in enumerate(completion)]
+        if request.get("tool_choice") == "none":  # the model's text as it is, calls unparsed
+            choice["message"] = {"role": "assistant", "content": self.tokenizer.decode(
+                completion, skip_special_tokens=True).strip()}
+            choice["finish_reason"] = "stop"
         with self._lock:
             self.served.append({"prompt_ids": prompt, "completion_ids": completion,
                                 "logprobs": logprobs})

@@ -13,11 +13,21 @@ or `vllm serve` 0.10.2 or later), each chat completion carries what the model re
 (`agent.local_model.Generation.token_record`), so the recorder, `rebuild_calls` and
 `finetune.rollout.episode_sample` read both alike. The logprobs' `token_id:N` strings are the
 completion when present (each id with its own logprob); `token_ids` otherwise.
+
+With `tool_choice: none` the server renders the tools into the prompt and sends the model's text
+as it is; `text_tool_calls` then reads the calls from it with the tool-call text protocol, as
+for in-process models (`agent.tool_protocol`), so the next prompt renders the very tokens the
+model generated (a server that parses them itself, `tool_choice: required`, generates a JSON
+list the chat template renders differently, and those tokens could not train).
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+import litellm
+
+from agent.tool_protocol import TOOL_CALL_OPEN, parse_tool_calls
 
 TOKEN_ID_PREFIX = "token_id:"
 REQUEST_FIELDS: dict[str, Any] = {
@@ -62,6 +72,14 @@ def served_token_ids(response: Any, model: str) -> dict[str, Any]:
         logprobs = [float(_field(e, "logprob") or 0.0) for e in content][: len(ids)]
     return {"prompt_ids": [int(i) for i in prompt], "completion_ids": ids,
             "completion_logprobs": logprobs, "model_path": model, "adapter_path": None}
+
+
+def text_tool_calls(content: str | None) -> tuple[str | None, list[Any]]:
+    """The reply's free text and the `<tool_call>` blocks in it as litellm tool calls."""
+    if not content or TOOL_CALL_OPEN not in content:
+        return content, []
+    text, calls = parse_tool_calls(content)
+    return text or None, [litellm.ChatCompletionMessageToolCall(**call) for call in calls]
 
 
 def _field(value: Any, name: str) -> Any:

@@ -122,7 +122,8 @@ def run_grpo(config: GRPORunConfig,
     PrintLogs.attach(trainer)
     policy_model = trainer.accelerator.unwrap_model(trainer.model)
     policy_model.save_pretrained(str(out / ROLLOUT_ADAPTER))
-    rollout.policy = ServedPolicy(config.rollout_server, config.rollout_model) \
+    rollout.policy = ServedPolicy(config.rollout_server, config.rollout_model,
+                                  tool_choice=config.rollout_tool_choice) \
         if config.rollout_server else InferencePolicy(spec, out / ROLLOUT_ADAPTER)
     rollout.tokenizer = tokenizer
     started = time.monotonic()

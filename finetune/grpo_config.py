@@ -56,6 +56,11 @@ class GRPORunConfig(BaseModel):
                                        "process. Token ids and logprobs come from its replies.")
     rollout_model: str | None = Field(None, description="The served model's name; default: "
                                       "the first the server lists.")
+    rollout_tool_choice: str = Field("none", description="tool_choice sent to the rollout "
+                                     "server. none: it renders the tools, the calls are read "
+                                     "from the model's text here (no tool parser needed, and "
+                                     "the next prompt holds the generated tokens); auto needs "
+                                     "vLLM's --enable-auto-tool-choice --tool-call-parser.")
     rollout_server_sync: bool = Field(True, description="Push the trained weights to the "
                                       "rollout server before each step (TRL's use_vllm, server "
                                       "mode; needs vllm here); off: the served policy is fixed.")

@@ -103,11 +103,15 @@ class Policy(Protocol):
 
 class ServedPolicy:
     """The policy served by an OpenAI-compatible server (`trl vllm-serve`, `vllm serve`):
-    calls through litellm, token ids and logprobs from its replies (`agent.served_tokens`).
+    calls through litellm, token ids and logprobs from its replies (`agent.served_tokens`);
+    with `tool_choice` none (the default) the server renders the tools and the calls are read
+    from the model's text here, so the next prompt holds the tokens it generated.
     The trainer keeps its weights equal to the trained ones (TRL's `use_vllm`, server mode),
     so `sync` does nothing here."""
 
-    def __init__(self, api_base: str, model: str | None = None, api_key: str | None = None):
+    def __init__(self, api_base: str, model: str | None = None, api_key: str | None = None,
+                 tool_choice: str = "none"):
+        self.tool_choice = tool_choice
         self.api_base = api_base.rstrip("/")
         if not self.api_base.endswith("/v1"):
             self.api_base += "/v1"
@@ -118,7 +122,7 @@ class ServedPolicy:
         """`sampling` (temperature, reply tokens) served by the server, token ids asked for."""
         return sampling.model_copy(update={
             "model": f"openai/{self.model}", "api_base": self.api_base,
-            "api_key": self.api_key or "none", "adapter": None, "tool_choice": "required",
+            "api_key": self.api_key or "none", "adapter": None, "tool_choice": self.tool_choice,
             "token_ids": True, "stream": False})
 
     def sync(self, trained_model: Any, step: int) -> None:

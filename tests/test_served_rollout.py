@@ -72,6 +72,7 @@ def assert_trains_on_the_served_tokens(out: dict[str, list[Any]], server: Script
     assert out["episode_error"] == [None] and out["verify_reward"] == [1.0]
     assert all(body["logprobs"] is True and body["return_token_ids"] is True
                and body["return_tokens_as_token_ids"] is True and body["model"] == "policy"
+               and body["tool_choice"] == "none" and body["tools"]  # calls read from the text
                and not body.get("stream") for body in server.requests)
     served = server.served
     assert len(served) == len(task.oracle)  # its last call, finish, ends the episode

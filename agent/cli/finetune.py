@@ -258,6 +258,7 @@ def grpo_command(
                                                  "--lora-layers"),
     rollout_server: str | None = config_option(GRPORunConfig, "rollout_server"),
     rollout_model: str | None = config_option(GRPORunConfig, "rollout_model"),
+    rollout_tool_choice: str = config_option(GRPORunConfig, "rollout_tool_choice"),
     rollout_server_sync: bool = config_option(GRPORunConfig, "rollout_server_sync"),
     executor_kind: str = config_option(GRPORunConfig, "executor.kind", "--executor"),
     executor_ray_address: str | None = config_option(GRPORunConfig, "executor.ray_address",
