@@ -103,6 +103,22 @@ def test_a_served_rollout_trains_on_the_servers_token_ids_and_logprobs(
                              for e in assistant)
 
 
+def test_token_ids_come_from_the_logprobs_or_else_from_the_choices_token_ids() -> None:
+    from agent.served_tokens import served_token_ids
+
+    def reply(tokens: list[str], token_ids: list[int] | None) -> dict[str, Any]:
+        content = [{"token": t, "logprob": -0.5 * (i + 1)} for i, t in enumerate(tokens)]
+        return {"prompt_token_ids": [1, 2], "choices": [
+            {"token_ids": token_ids, "logprobs": {"content": content}}]}
+
+    record = served_token_ids(reply(["token_id:7", "token_id:9"], None), "openai/m")
+    assert record == {"prompt_ids": [1, 2], "completion_ids": [7, 9],
+                      "completion_logprobs": [-0.5, -1.0], "model_path": "openai/m",
+                      "adapter_path": None}
+    plain = served_token_ids(reply(["he", "llo"], [7, 9]), "openai/m")  # tokens as text
+    assert plain["completion_ids"] == [7, 9] and plain["completion_logprobs"] == [-0.5, -1.0]
+
+
 def test_a_server_that_sends_no_token_ids_is_a_model_error_that_says_what_to_run() -> None:
     with ScriptedModelServer([{"content": "plain"}], model="plain") as server:
         client = LLMClient(LLMConfig(model="openai/plain", api_base=server.url, retries=0,
