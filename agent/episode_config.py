@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tools.sandbox import SandboxConfig
 
-DEFAULT_MODEL = "local/smollm2-135m"
+DEFAULT_MODEL = "local/apprentice-135m"
 """The model every command uses unless told otherwise: the embedded local default."""
 
 

@@ -23,7 +23,7 @@ def test_smollm2_runs_a_short_episode_with_an_honest_verdict(example) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
-    assert result["model"] == "local/smollm2-135m"
+    assert result["model"] == "local/apprentice-135m"
     assert result["reward"] in (0, 1) and result["test_output"]
     assert result["exit_status"] in ("finished", "max_steps", "no_tool_call")
     assert 1 <= result["steps"] <= 2 and result["completion_tokens"] > 0

@@ -393,7 +393,7 @@ def models_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> Non
 
 
 @models_app.command("pull")
-def models_pull(name: Annotated[str, typer.Argument()] = "smollm2-135m") -> None:
+def models_pull(name: Annotated[str, typer.Argument()] = "apprentice-135m") -> None:
     """Fetch and convert an embedded model (idempotent)."""
     from agent.models import pull_model
 
