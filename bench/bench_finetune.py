@@ -335,12 +335,23 @@ def ship_adapter(adapter: Path, rows: list, suite_dir: Path, curriculum: dict,
         return {k: report["summary"].get(k) for k in ("tasks", "pass@1", "format_error_rate")}
 
     manifest = read_manifest(adapter)
+    stages, folder = [], adapter
+    while True:  # the adapter, and the ones it went on training from
+        run = read_manifest(folder)
+        stages.insert(0, {"adapter": folder.name, "config": run.get("config"),
+                          "metrics": run.get("metrics"), "data": run.get("data")})
+        parent = (run.get("config") or {}).get("init_adapter")
+        if not parent:
+            break
+        folder = Path(parent)
+    seconds = sum((stage.get("metrics") or {}).get("seconds", 0) for stage in stages)
     target = ship(adapter, {
         "name": SHIPPED, "base_model": "smollm2-135m", "trained_by": "bench/bench_finetune.py",
         "data_sha256": rows_digest(rows), "sft_sources": {"curriculum train split": len(rows)},
         "suite": "finetune.curriculum (seed 0, varied train split)",
         "suite_sha256": load_suite(suite_dir).digest(), "config": manifest.get("config"),
-        "metrics": manifest.get("metrics"),
+        "metrics": manifest.get("metrics"), "stages": stages,
+        "training_minutes": round(seconds / 60, 1),
         "figures": {"curriculum": figures(curriculum),
                     **{name: figures(report) for name, report in heldout.items()},
                     "demo": {k: (demo or {}).get(k) for k in ("reward", "steps",
