@@ -77,11 +77,22 @@ def _cell(value: Any) -> str:
 
 
 def find_evals(run_dir: Path, given: dict[str, Path] | None = None) -> dict[str, Path]:
-    """The given reports, then `run_dir/evals/*.json` (labelled by file name)."""
+    """The given reports, then the evaluation reports in `run_dir/evals/*.json` (labelled by
+    file name; other JSON there, such as a solve result, is left out)."""
     found = dict(given or {})
     for path in sorted((Path(run_dir) / "evals").glob("*.json")):
-        found.setdefault(path.stem, path)
+        if path.stem not in found and _is_eval_report(path):
+            found[path.stem] = path
     return found
+
+
+def _is_eval_report(path: Path) -> bool:
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(report, dict) and isinstance(report.get("summary"), dict) \
+        and "episodes" in report
 
 
 def write_report(run_dir: Path, evals: dict[str, Path] | None = None) -> tuple[Path, Path]:
