@@ -51,6 +51,20 @@ instead of 1, and the `core` tool set, which cut each conversation from 2,500 to
 where SFT is this strong: at temperature 0.5 the SFT policy passes or fails a train task in all
 4 samples (7 of 8 groups without signal); at 1.0 half the groups carry signal, and greedy
 held-out pass@1 stays where SFT left it; only the sampled figures move, a little.
+
+The shipped default (`local/apprentice-135m`, 2026-12-02): `--train 98 --grpo-tasks 0
+--grpo-steps 0 --sft-epochs 2 --max-tokens 256 --repo-map-tokens 0 --skip-base --demo
+--refine-tasks 56 --heldout toolz=... --heldout more-itertools=... --ship`, the train split
+varied (names, issue-like statements, twins of the buggy line; `finetune.name_variants`):
+
+    stage                               curriculum  demo  training
+    SFT, 98 episodes, 2 epochs          0.429       0     196 steps, 17.4 s/step, 57 min
+    + refine, 56 episodes, 1 epoch      0.429       1     56 steps, 27.7 s/step, 26 min
+
+(the machine was shared with other work; held-out repositories: bench/results/apprentice-135m).
+The first stage fixed the demo's path and operator but sent `return a - b`, which also occurs in
+`subtract`, and ignored the tool's refusal; the refine pass (half of its episodes anchored on
+the `def`, or refused and then anchored) made it send the anchored edit directly.
 """
 
 from __future__ import annotations
