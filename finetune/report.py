@@ -91,8 +91,7 @@ def _is_eval_report(path: Path) -> bool:
         report = json.loads(path.read_text())
     except (OSError, ValueError):
         return False
-    return isinstance(report, dict) and isinstance(report.get("summary"), dict) \
-        and "episodes" in report
+    return isinstance(report, dict) and isinstance(report.get("summary"), dict)
 
 
 def write_report(run_dir: Path, evals: dict[str, Path] | None = None) -> tuple[Path, Path]:

@@ -284,9 +284,11 @@ def test_sft_on_a_tiny_model_trains_the_adapter_which_loads_merges_and_reports(
             "model": "local/x", "adapter": None, "split": "test",
             "summary": {"tasks": 2, "episodes": 2, "pass@1": rate, "pass@k": rate,
                         "format_error_rate": 0.1, "mean_steps": 4.0, "mean_tokens": 2000.0}}))
-    png, md = write_report(out)
+    (out / "evals" / "demo.json").write_text(json.dumps({"reward": 1, "summary": "fixed"}))
+    png, md = write_report(out)  # a solve result beside the reports is not one of them
     assert png.stat().st_size > 1000
     assert "| before |" in md.read_text() and "| after |" in md.read_text()
+    assert "| demo |" not in md.read_text()
 
 
 @pytest.mark.usefixtures("docker_ready")
