@@ -2,8 +2,10 @@
 
 An `EpisodeJob` names a module-level function that runs one whole episode (worktree, sandbox,
 model, recorder, verify) and writes its files into the `output_dir` it is given, returning the
-`SolveResult`. `submit` returns a `RunningEpisode` (a future and a way to interrupt it). Two
-executors satisfy `EpisodeExecutor`:
+`SolveResult`; or another unit of sandbox work of the same shape (synthesis validates a batch
+of candidate bugs in one sandbox and returns their verdicts), whose result comes back as it is.
+`submit` returns a `RunningEpisode` (a future and a way to interrupt it). Two executors
+satisfy `EpisodeExecutor`:
 
 - `LocalExecutor` (the default): threads of this process, sandboxes from one warm pool, the
   episode writing straight into its output folder, as `agent eval` always ran;
@@ -22,11 +24,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from agent.episode import Episode
 from agent.executor_config import ExecutorConfig, ExecutorKind
-from agent.solve import SolveResult
 from tools.sandbox import SandboxConfig
 from tools.sandbox.pool import SandboxPool
 
@@ -34,17 +35,18 @@ __all__ = ["EpisodeExecutor", "EpisodeJob", "ExecutorConfig", "LocalExecutor", "
            "open_executor"]
 
 
-EpisodeFunction = Callable[..., SolveResult]
+Result = TypeVar("Result")
+EpisodeFunction = Callable[..., Any]
 """`run(*args, output_dir=Path, pool=SandboxPool | None, on_open=Callable[[Episode], None])`:
-one episode into `output_dir` (see the module). For Ray, a module-level function whose
-arguments are plain data (it is pickled)."""
+one episode into `output_dir` (see the module), its `SolveResult` returned. For Ray, a
+module-level function whose arguments and result are plain data (they are pickled)."""
 
 
 @dataclass
-class EpisodeJob:
+class EpisodeJob(Generic[Result]):
     """One episode to run: `run(*args, output_dir=..., pool=..., on_open=...)`."""
 
-    run: EpisodeFunction
+    run: Callable[..., Result]
     args: tuple[Any, ...]
     output_dir: Path
     """Where the trajectory and patch end up (on the driver)."""
@@ -94,10 +96,10 @@ class Interrupts:
 
 
 @dataclass
-class RunningEpisode:
+class RunningEpisode(Generic[Result]):
     """A submitted episode: its future result, and how to stop it."""
 
-    future: Future[SolveResult]
+    future: Future[Result]
     interrupt: Callable[[], None]
     timed_out: Callable[[], bool] = lambda: False
 
@@ -107,7 +109,7 @@ class EpisodeExecutor(Protocol):
 
     kind: ExecutorKind
 
-    def submit(self, job: EpisodeJob) -> RunningEpisode: ...
+    def submit(self, job: EpisodeJob[Result]) -> RunningEpisode[Result]: ...
 
     def close(self) -> None: ...
 
@@ -126,10 +128,10 @@ class LocalExecutor:
         self.pool = pool
         self._threads = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="episode")
 
-    def submit(self, job: EpisodeJob) -> RunningEpisode:
+    def submit(self, job: EpisodeJob[Result]) -> RunningEpisode[Result]:
         interrupts = Interrupts(job.time_limit_s)
 
-        def run() -> SolveResult:
+        def run() -> Result:
             try:
                 return job.run(*job.args, output_dir=job.output_dir, pool=self.pool,
                                on_open=interrupts.opened)

@@ -35,6 +35,7 @@ from agent.executor import (
     ExecutorConfig,
     ExecutorKind,
     Interrupts,
+    Result,
     RunningEpisode,
 )
 from agent.ray_scratch import new_scratch, sweep_orphans
@@ -54,7 +55,8 @@ class RemoteEpisode:
     """What a Ray task sends back: the result, the files under its output folder, and where
     it ran."""
 
-    result: SolveResult
+    result: Any
+    """The job's result: an episode's `SolveResult`, or what another job returns."""
     files: dict[str, bytes]
     output_dir: str
     node: str
@@ -96,9 +98,10 @@ def run_remote_episode(run: EpisodeFunction, args: tuple[Any, ...],
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def land(remote: RemoteEpisode, dest: Path, store: TrajectoryStore | None = None) -> SolveResult:
+def land(remote: RemoteEpisode, dest: Path, store: TrajectoryStore | None = None) -> Any:
     """Write a remote episode's files into `dest` (each atomically: a temporary name, then a
-    rename), index its trajectories, and return its result with paths under `dest`."""
+    rename), index its trajectories, and return its result (a `SolveResult` with paths under
+    `dest`; another job's result as it came)."""
     dest.mkdir(parents=True, exist_ok=True)
     written = []
     for name, data in remote.files.items():
@@ -123,6 +126,8 @@ def land(remote: RemoteEpisode, dest: Path, store: TrajectoryStore | None = None
         inside = source.is_relative_to(remote.output_dir)
         return str(dest / source.relative_to(remote.output_dir)) if inside else path
 
+    if not isinstance(remote.result, SolveResult):
+        return remote.result
     return replace(remote.result, trajectory_path=moved(remote.result.trajectory_path),
                    patch_path=moved(remote.result.patch_path))
 
@@ -192,13 +197,13 @@ class RayExecutor:
         self.swept: list[str] = []
         """The folders of killed workers the last sweep removed."""
 
-    def submit(self, job: EpisodeJob) -> RunningEpisode:
+    def submit(self, job: EpisodeJob[Result]) -> RunningEpisode[Result]:
         import ray
 
         ref = self._task.options(max_retries=self.config.max_retries,
                                  **self.config.resources(job.sandbox)).remote(
             job.run, job.args, job.time_limit_s)
-        done: Future[SolveResult] = Future()
+        done: Future[Result] = Future()
         timed_out = [False]
 
         def landed(remote: Future[Any]) -> None:

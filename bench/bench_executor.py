@@ -15,6 +15,10 @@ ran on the worker is scheduling + transfer + landing. Target: under 5 % of an ep
 
     python bench/bench_executor.py --tasks 4 --episodes 2 --out bench/results/executor/run.json
 
+With `--synthesis REPO` it also validates `--candidates` candidate bugs of REPO (a git
+repository or unpacked sdist: `agent finetune synthesize`'s validation) with each executor:
+candidates per minute, and the same kept/rejected counts from both.
+
 Plan for 1,000 parallel episodes (the figures measured here are the inputs; see the README's
 "Episodes on a Ray cluster"): each episode reserves 1 CPU and its sandbox's memory (2 GiB by
 default), so 1,000 at once need ~1,000 CPUs and ~2 TiB of memory for the sandboxes, e.g. 32
@@ -75,6 +79,22 @@ def _throughput(suite: Suite, kind: str, workers: int, episodes: int,
             "mean_episode_s": round(sum(e.duration_s for e in ran) / len(ran), 2)}
 
 
+def _synthesis(source: Path, kind: str, workers: int, candidates: int,
+               out: Path) -> dict[str, Any]:
+    """Synthesis validation of `candidates` candidates of `source` through one executor."""
+    from finetune.synthesis import SynthesisOptions, synthesize
+
+    report = synthesize(SynthesisOptions(
+        repos=[source], out=out, max_candidates=candidates, workers=workers, split="test",
+        force=True, executor=ExecutorConfig(kind=kind)),  # type: ignore[arg-type]
+        log=lambda _: None)
+    (repo,) = report["repos"]
+    return {"synthesis": repo["repo"], "executor": kind, "workers": workers,
+            "candidates": repo["counts"].get("tried", 0), "kept": repo["kept"],
+            "counts": repo["counts"], "candidates_per_min": repo["candidates_per_minute"],
+            "duration_s": repo["duration_s"]}
+
+
 def _overhead(suite: Suite, out: Path, count: int) -> dict[str, Any]:
     """Ray episodes one at a time: round trip vs the time on the worker."""
     from agent.ray_executor import RayExecutor
@@ -110,6 +130,10 @@ def main() -> None:
     parser.add_argument("--overhead-episodes", type=int, default=6)
     parser.add_argument("--work", type=Path, default=Path("/tmp/apprentice-bench-executor"))
     parser.add_argument("--out", type=Path, help="Write the figures as JSON here.")
+    parser.add_argument("--synthesis", type=Path, help="Also time synthesis validation of "
+                        "this repository.")
+    parser.add_argument("--candidates", type=int, default=24)
+    parser.add_argument("--skip-episodes", action="store_true")
     args = parser.parse_args()
     import ray
 
@@ -117,14 +141,27 @@ def main() -> None:
                                            test=args.tasks, seed=5))
     rows: list[dict[str, Any]] = []
     overhead: dict[str, Any] = {}
+    synthesis: list[dict[str, Any]] = []
     for workers in args.workers:
-        row = _throughput(suite, "local", workers, args.episodes, args.work / f"local-{workers}")
-        print(json.dumps(row), flush=True)
-        rows.append(row)
+        if not args.skip_episodes:
+            row = _throughput(suite, "local", workers, args.episodes,
+                              args.work / f"local-{workers}")
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+        if args.synthesis:
+            synthesis.append(_synthesis(args.synthesis, "local", workers, args.candidates,
+                                        args.work / f"synthesis-local-{workers}"))
+            print(json.dumps(synthesis[-1]), flush=True)
         ray.init(address="local", num_cpus=workers, _node_ip_address="127.0.0.1",
                  include_dashboard=False, log_to_driver=False)
         try:
             cold = _warm_up(workers)
+            if args.synthesis:
+                synthesis.append(_synthesis(args.synthesis, "ray", workers, args.candidates,
+                                            args.work / f"synthesis-ray-{workers}"))
+                print(json.dumps(synthesis[-1]), flush=True)
+            if args.skip_episodes:
+                continue
             row = _throughput(suite, "ray", workers, args.episodes, args.work / f"ray-{workers}")
             row["worker_start_s"] = round(cold, 2)
             print(json.dumps(row), flush=True)
@@ -136,7 +173,8 @@ def main() -> None:
         finally:
             ray.shutdown()
     figures = {"measured": time.strftime("%Y-%m-%d %H:%M"), "cpus": os.cpu_count(),
-               "tasks": len(suite.tasks), "throughput": rows, "overhead": overhead}
+               "tasks": len(suite.tasks), "throughput": rows, "overhead": overhead,
+               "synthesis": synthesis}
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(figures, indent=2) + "\n")

@@ -9,7 +9,7 @@ recorded trajectory and every selection a `selection.jsonl` under OUT.
 
     # the tuned local model (long: N x tasks episodes; run it when the CPU is free)
     python bench/bench_samples.py --suite SUITE --split test --samples 4 8 \\
-        --model local/smollm2-135m --adapter runs/grpo-1/adapter --judge --out results.json
+        --model local/apprentice-135m --max-steps 6 --judge --out results.json
 
     # a check of the machinery in a few minutes: the oracle, made unreliable on purpose
     python bench/bench_samples.py --suite SUITE --limit 3 --samples 4 --noisy-oracle 0.4
@@ -80,8 +80,12 @@ def measure(suite_dir: Path, samples: int, args: argparse.Namespace,
         limit=args.limit, samples=samples, workers=args.workers,
         judge=args.judge and args.noisy_oracle is None,
         output_dir=out / f"{suite_dir.name}-n{samples}" if out else None)
-    options = options.model_copy(update={"episode": options.episode.model_copy(
-        update={"max_steps": args.max_steps})})
+    episode = options.episode
+    options = options.model_copy(update={"episode": episode.model_copy(update={
+        "max_steps": args.max_steps,
+        "llm": episode.llm.model_copy(update={"max_tokens": args.max_tokens}),
+        "context": episode.context.model_copy(
+            update={"repo_map_tokens": args.repo_map_tokens})})})
     runners = noisy_oracle(args.noisy_oracle, args.seed) if args.noisy_oracle is not None \
         else attempt_runner
     started = time.monotonic()
@@ -127,6 +131,10 @@ def main() -> None:
     parser.add_argument("--api-base", default=None)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--max-steps", type=int, default=8)
+    parser.add_argument("--max-tokens", type=int, default=256, help="Tokens per model call.")
+    parser.add_argument("--repo-map-tokens", type=int, default=0,
+                        help="Repository map in the prompt (0: none, as the shipped model's "
+                             "figures were measured).")
     parser.add_argument("--judge", action="store_true", help="Add the judge (the model).")
     parser.add_argument("--noisy-oracle", type=float, default=None, metavar="P",
                         help="Instead of a model: the oracle, right with probability P.")

@@ -50,12 +50,17 @@ def _bundle_bytes(path: str, mtime_ns: int) -> bytes:
         return target.read_bytes()
 
 
+def bundle_bytes(path: Path) -> bytes:
+    """The repository at `path` (a bundle or a folder) as git bundle bytes (cached)."""
+    return _bundle_bytes(str(path), path.stat().st_mtime_ns)
+
+
 def task_source(suite: Suite, task: SuiteTask, portable: bool) -> TaskSource:
     """The task with its repository's path, or (`portable`) its bundle's bytes."""
     path = (suite.path / task.repo_path).resolve()
     if not portable or not path.exists():  # a missing repository is reported where it runs
         return TaskSource(task, repository=str(path))
-    return TaskSource(task, bundle=_bundle_bytes(str(path), path.stat().st_mtime_ns))
+    return TaskSource(task, bundle=bundle_bytes(path))
 
 
 def run_suite_episode(source: TaskSource, config: EpisodeConfig, oracle: bool, *,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import re
 import shutil
@@ -23,15 +24,26 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from pathlib import Path
 from typing import Any
 
 import libcst as cst
 from pydantic import BaseModel, Field, field_validator
 
+from agent.executor import EpisodeExecutor, open_executor
+from agent.executor_config import ExecutorConfig
 from finetune.mutations import KINDS, Site, apply_site, find_sites
 from finetune.suite import SuiteTask, write_suite
+from finetune.synthesis_jobs import (
+    LOCAL_WORKERS,
+    Candidate,
+    Judged,
+    ValidationSource,
+    baseline_job,
+    batch_job,
+    validation_source,
+)
 from finetune.synthesis_repo import (
     Repository,
     RepositoryError,
@@ -40,7 +52,7 @@ from finetune.synthesis_repo import (
     source_files,
 )
 from finetune.synthesis_tasks import build_task
-from finetune.synthesis_validate import REJECTIONS, SynthesisWorker
+from finetune.synthesis_validate import REJECTIONS, Baseline
 from tools.sandbox import SandboxConfig, image_for_repository
 
 DEFAULT_TEST_COMMAND = "python3 -m pytest -q -p no:cacheprovider"
@@ -81,6 +93,10 @@ class SynthesisOptions(BaseModel):
                                   "recover from a mistake.")
     force: bool = Field(False, description="Replace an existing output suite.")
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig, description="Where the "
+                                     "validation runs: threads here, or a Ray cluster.")
+    batch: int = Field(4, ge=1, description="Candidates per Ray job (one sandbox each); the "
+                       "local executor's sandboxes outlive their jobs and take one at a time.")
 
     @field_validator("split_by")
     @classmethod
@@ -147,6 +163,9 @@ class RepositoryRun:
         self.keys_done: set[tuple[str, str, str]] = set()
         self.keys_busy: set[tuple[str, str, str]] = set()
         self.per_file: Counter[str] = Counter()
+        self.processes: set[int] = set()
+        """The processes that validated candidates (Ray workers, or this one): the report
+        counts those other than this one."""
         self.rng = random.Random(f"{options.seed}:{repo.name}")
 
     def candidates(self) -> deque[Site]:
@@ -183,30 +202,51 @@ class RepositoryRun:
                 return site
             return None
 
-    def work(self, worker: SynthesisWorker, queue: deque[Site], baseline: Any,
-             selector: TestSelector, timeout: float) -> None:
-        while (site := self._next(queue)) is not None:
-            reason, task = "error", None
+    def _batch(self, queue: deque[Site], size: int,
+               selector: TestSelector) -> list[tuple[Site, Candidate]]:
+        """Up to `size` candidates to validate; those that need no sandbox recorded here."""
+        batch: list[tuple[Site, Candidate]] = []
+        while len(batch) < size and (site := self._next(queue)) is not None:
             try:
                 original = self.repo.read(site.path)
                 buggy = apply_site(site)
                 if buggy == original:
-                    reason = "no_change"
-                else:
-                    compile(buggy, site.path, "exec")
-                    verdict = worker.validate(site.path, original, buggy, baseline,
-                                              selector.for_module(site.path), timeout)
-                    reason = verdict.reason
-                    if reason == "kept":
-                        task = build_task(self.repo, site, original, buggy, verdict,
-                                          worker.test_command, self.options, self.rng,
-                                          self.export_lock)
+                    self._record(site, "no_change", None)
+                    continue
+                compile(buggy, site.path, "exec")
             except SyntaxError:
-                reason = "invalid"
+                self._record(site, "invalid", None)
+                continue
             except Exception as exc:  # counted and logged; one candidate never stops the run
-                self.log(f"{self.repo.name}: candidate {site.kind} in {site.path}:{site.line} "
-                         f"failed: {type(exc).__name__}: {exc}")
+                self._failed(site, f"{type(exc).__name__}: {exc}")
+                continue
+            batch.append((site, Candidate(len(batch), site.path, original, buggy,
+                                          selector.for_module(site.path))))
+        return batch
+
+    def _judged(self, batch: list[tuple[Site, Candidate]], judged: list[Judged],
+                test_command: str) -> None:
+        """Record a validated batch: each kept candidate becomes a task."""
+        for (site, candidate), result in zip(batch, judged, strict=True):
+            if result.verdict is None:
+                self._failed(site, result.error or "no verdict")
+                continue
+            self.processes.add(result.pid)
+            reason, task = result.verdict.reason, None
+            if reason == "kept":
+                try:
+                    task = build_task(self.repo, site, candidate.original, candidate.buggy,
+                                      result.verdict, test_command, self.options, self.rng,
+                                      self.export_lock)
+                except Exception as exc:
+                    self._failed(site, f"{type(exc).__name__}: {exc}")
+                    continue
             self._record(site, reason, task)
+
+    def _failed(self, site: Site, reason: str) -> None:
+        self.log(f"{self.repo.name}: candidate {site.kind} in {site.path}:{site.line} "
+                 f"failed: {reason}")
+        self._record(site, "error", None)
 
     def _record(self, site: Site, reason: str, task: SuiteTask | None) -> None:
         with self.lock:
@@ -226,42 +266,73 @@ class RepositoryRun:
                          f"{len(self.tasks)} kept")
 
     def run(self, work_dir: Path) -> dict[str, Any]:
+        """Validate candidates through the executor (`options.executor`): the baseline on one
+        worker, then batches, `workers` at a time (a Ray cluster schedules by resources)."""
         started = time.monotonic()
         queue = self.candidates()
         command = self.options.test_command or default_test_command(self.repo)
         config = image_for_repository(self.repo.path, self.repo.base, self.options.sandbox,
-                                      log=self.log)
-        count = max(1, self.options.workers)
-        with ThreadPoolExecutor(count) as pool:
-            workers = list(pool.map(lambda n: SynthesisWorker(
-                self.repo, work_dir / f"{self.repo.name}.worker{n}", config, command),
-                range(count)))
+                                      log=self.log)  # built here first: its errors come early
+        remote = self.options.executor.kind != "local"
+        source = validation_source(self.repo.name, self.repo.path, self.repo.base, command,
+                                   self.options.sandbox, work_dir, portable=remote)
+        slots, size = max(1, self.options.workers), self.options.batch if remote else 1
+        jobs_dir = work_dir / f"{self.repo.name}.jobs"
         try:
-            baseline = workers[0].baseline(timeout=max(600.0, self.options.timeout or 0))
-            timeout = self.options.timeout or max(10.0, 5 * baseline.duration_s)
-            self.log(f"{self.repo.name}: {len(baseline.passing)} tests pass at the original "
-                     f"commit ({len(baseline.excluded)} excluded, "
-                     f"{baseline.duration_s:.1f}s a run); {len(queue)} candidates")
-            selector = TestSelector(self.repo)
-            validating = time.monotonic()
-            with ThreadPoolExecutor(count) as pool:
-                for done in [pool.submit(self.work, w, queue, baseline, selector, timeout)
-                             for w in workers]:
-                    done.result()
-            minutes = (time.monotonic() - validating) / 60
+            with open_executor(self.options.executor, slots) as executor:
+                baseline = executor.submit(baseline_job(
+                    source, max(600.0, self.options.timeout or 0), jobs_dir)).future.result()
+                timeout = self.options.timeout or max(10.0, 5 * baseline.baseline.duration_s)
+                self.log(f"{self.repo.name}: {len(baseline.baseline.passing)} tests pass at "
+                         f"the original commit ({len(baseline.baseline.excluded)} excluded, "
+                         f"{baseline.baseline.duration_s:.1f}s a run); {len(queue)} candidates")
+                validating = time.monotonic()
+                self._validate(executor, source, baseline.baseline, queue, timeout,
+                               slots, size, jobs_dir)
+                minutes = (time.monotonic() - validating) / 60
         finally:
-            for worker in workers:
-                worker.close()
+            LOCAL_WORKERS.close(source)
         return {
             "repo": self.repo.name, "source": str(self.repo.source), "base": self.repo.base,
             "test_command": command, "image": config.image,
-            "tests_passing": len(baseline.passing), "tests_excluded": len(baseline.excluded),
-            "test_run_s": round(baseline.duration_s, 2), "time_limit_s": round(timeout, 1),
+            "executor": self.options.executor.kind,
+            "remote_processes": len((self.processes | {baseline.pid}) - {os.getpid()}),
+            "tests_passing": len(baseline.baseline.passing),
+            "tests_excluded": len(baseline.baseline.excluded),
+            "test_run_s": round(baseline.baseline.duration_s, 2),
+            "time_limit_s": round(timeout, 1),
             "counts": dict(self.counts), "kept": len(self.tasks),
             "kinds": dict(sorted(self.kept_kinds.items())),
             "candidates_per_minute": round(self.counts["tried"] / max(minutes, 1e-9), 1),
             "duration_s": round(time.monotonic() - started, 1),
         }
+
+    def _validate(self, executor: EpisodeExecutor, source: ValidationSource,
+                  baseline: Baseline, queue: deque[Site], timeout: float, slots: int,
+                  size: int, jobs_dir: Path) -> None:
+        """Keep `slots` batches running until the queue is spent or the limits are met."""
+        selector = TestSelector(self.repo)
+        running: dict[Future[list[Judged]], list[tuple[Site, Candidate]]] = {}
+        try:
+            while True:
+                while len(running) < slots and (batch := self._batch(queue, size, selector)):
+                    job = batch_job(source, baseline, [c for _, c in batch], timeout,
+                                    jobs_dir)
+                    running[executor.submit(job).future] = batch
+                if not running:
+                    return
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    batch = running.pop(future)
+                    try:
+                        judged = future.result()
+                    except Exception as exc:  # the job was lost: its candidates are errors
+                        judged = [Judged(c.index, error=f"{type(exc).__name__}: {exc}")
+                                  for _, c in batch]
+                    self._judged(batch, judged, source.test_command)
+        finally:
+            for future in running:
+                future.cancel()
 
 
 def assign_splits(tasks: list[SuiteTask], options: SynthesisOptions) -> None:

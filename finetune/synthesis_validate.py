@@ -14,11 +14,12 @@ import re
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from finetune.pytest_outcomes import REPORT_ARGS, TestReport, parse_report
-from finetune.synthesis_repo import BASE_BRANCH, Repository, RepositoryError
+from finetune.synthesis_repo import BASE_BRANCH, RepositoryError
 from tools.sandbox import Sandbox, SandboxConfig, make_sandbox
 from trajectories.verify import test_invocation
 
@@ -73,18 +74,21 @@ class Verdict:
 class SynthesisWorker:
     """A sandbox with its own clone of the repository, reused for many candidates."""
 
-    def __init__(self, repo: Repository, folder: Path, config: SandboxConfig,
-                 test_command: str) -> None:
-        self.repo, self.folder, self.test_command = repo, folder, test_command
+    def __init__(self, name: str, origin: Path, folder: Path, test_command: str,
+                 sandbox_for: Callable[[Path], SandboxConfig]) -> None:
+        """Clone `origin` (a repository or a git bundle, at BASE_BRANCH) into `folder`, and
+        start the sandbox `sandbox_for(folder)` names on it."""
+        self.name, self.folder, self.test_command = name, folder, test_command
         if folder.exists():
             shutil.rmtree(folder)
         subprocess.run(["git", "clone", "--quiet", "--no-hardlinks", "-b", BASE_BRANCH,
-                        str(repo.path), str(folder)], check=True, capture_output=True,
+                        str(origin), str(folder)], check=True, capture_output=True,
                        timeout=600)
         (folder / SCRATCH).mkdir()
         with (folder / ".git" / "info" / "exclude").open("a") as handle:
             handle.write(f"\n{SCRATCH}/\n")
-        self.sandbox: Sandbox = make_sandbox(config, folder)
+        self.sandbox_config = sandbox_for(folder)
+        self.sandbox: Sandbox = make_sandbox(self.sandbox_config, folder)
 
     def run_tests(self, selection: list[str], timeout: float) -> TestRun:
         """Run the test command on `selection` (files or node ids; empty: all tests)."""
@@ -103,7 +107,7 @@ class SynthesisWorker:
         first = self.run_tests([], timeout)
         passing = first.report.with_outcome("passed")
         if not passing:
-            raise RepositoryError(_no_tests_reason(self.repo, self.test_command, first))
+            raise RepositoryError(_no_tests_reason(self.name, self.test_command, first))
         excluded = sorted(set(first.report.outcomes) - set(passing))
         for _ in range(3):
             again = self.run_tests(passing, timeout)
@@ -117,7 +121,7 @@ class SynthesisWorker:
             passing = stable
             if not passing:
                 break
-        raise RepositoryError(f"{self.repo.name}: the tests do not pass reliably at the "
+        raise RepositoryError(f"{self.name}: the tests do not pass reliably at the "
                               f"original commit when run by node id "
                               f"({self.test_command}); last output:\n"
                               f"{again.output[-1500:]}")
@@ -167,22 +171,22 @@ class SynthesisWorker:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def _no_tests_reason(repo: Repository, command: str, run: TestRun) -> str:
+def _no_tests_reason(name: str, command: str, run: TestRun) -> str:
     """Why no test passed at the original commit, and what fixes it."""
     tail = run.output.strip()[-1200:]
     if "No module named pytest" in run.output:
-        return (f"{repo.name}: pytest is not installed in the sandbox image; add it to the "
+        return (f"{name}: pytest is not installed in the sandbox image; add it to the "
                 "image or to the `setup` of the repository's .apprentice.toml")
     missing = sorted(set(_MISSING_MODULE.findall(run.output)))
     if missing:
-        return (f"{repo.name}: no test passed in the sandbox ({command}): the tests import "
+        return (f"{name}: no test passed in the sandbox ({command}): the tests import "
                 f"{', '.join(missing)}, which the sandbox lacks. Install them with a `setup` "
                 "in the repository's .apprentice.toml ([sandbox] setup = \"pip install "
                 f"{' '.join(missing)}\", run with APPRENTICE_SETUP_NETWORK=1), or give a "
                 f"--test-cmd that runs without them. Output:\n{tail}")
     if not run.report.outcomes:
-        return (f"{repo.name}: no tests were found or run by `{command}`; the repository needs "
+        return (f"{name}: no tests were found or run by `{command}`; the repository needs "
                 "pytest tests (tests/test_*.py), or give --test-cmd. Output:\n" + tail)
-    return (f"{repo.name}: no test passes at the original commit with `{command}`; fix the "
+    return (f"{name}: no test passes at the original commit with `{command}`; fix the "
             "setup (.apprentice.toml) or --test-cmd. Output:\n" + tail)
 

@@ -266,3 +266,30 @@ def test_grpo_rollouts_of_a_served_policy_run_on_ray(cluster: str, model_ready: 
 
     header = read_trajectory(trajectory).header
     assert header is not None and "/apprentice-ray-" in header.repo  # cloned on a node
+
+
+def test_synthesis_validates_on_ray_as_it_does_locally(cluster: str, tmp_path: Path) -> None:
+    """`agent finetune synthesize --executor ray`: the baseline and the batches of candidates
+    run in the cluster's worker processes, from the repository's bundle, and keep the tasks
+    (and reject the candidates) the local executor does."""
+    from finetune.synthesis import SynthesisOptions, synthesize
+    from tests.test_synthesis import _calc
+
+    repo = _calc(tmp_path)
+    runs = {}
+    for kind in ("local", "ray"):
+        report = synthesize(SynthesisOptions(
+            repos=[repo], out=tmp_path / kind, kinds=["swap_operator", "change_constant"],
+            timeout=6, workers=2, split="train", batch=2,
+            executor=ExecutorConfig(kind=kind, ray_address=cluster if kind == "ray" else None)),
+            log=lambda _: None)
+        tasks = load_suite(tmp_path / kind).tasks
+        runs[kind] = (report["repos"][0], {t.instance_id: (t.FAIL_TO_PASS, t.PASS_TO_PASS,
+                                                           t.patch) for t in tasks})
+    (local, local_tasks), (remote, remote_tasks) = runs["local"], runs["ray"]
+    assert remote["executor"] == "ray" and local["executor"] == "local"
+    assert local["remote_processes"] == 0  # this process's threads
+    assert remote["remote_processes"] >= 1  # Ray's workers, not this process
+    assert remote["counts"] == local["counts"] and remote["counts"]["kept"] >= 1
+    assert remote_tasks == local_tasks
+    assert not list((tmp_path / "ray").rglob("*.worker*"))

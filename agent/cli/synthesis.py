@@ -36,12 +36,22 @@ def synthesize_command(
     timeout: Annotated[float | None, typer.Option(help="Seconds per test run (default: 5x "
                                                   "the original run, at least 10).")] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing suite.")] = False,
+    executor: Annotated[str, typer.Option(help="Where candidates are validated: `local` "
+                                          "(threads here) or `ray` (a Ray cluster).")]
+    = "local",
+    ray_address: Annotated[str | None, typer.Option(help="Ray cluster to join (default: "
+                                                    "start a local one).")] = None,
+    episode_cpus: Annotated[float, typer.Option(help="Ray CPUs one validation job "
+                                                "reserves.")] = 1.0,
+    batch: Annotated[int, typer.Option(help="Candidates per Ray job (one sandbox each).")]
+    = 4,
 ) -> None:
     """Synthesize a task suite: bugs planted in REPO's functions, kept when its tests notice.
 
     Writes OUT/tasks.jsonl, OUT/repos/*.bundle and OUT/synthesis.json (the counts)."""
     from pydantic import ValidationError
 
+    from agent.executor_config import ExecutorConfig
     from finetune.synthesis import SynthesisError, SynthesisOptions, synthesize
     from tools.sandbox import SandboxError
 
@@ -51,12 +61,14 @@ def synthesize_command(
             max_candidates=max_candidates, seed=seed, test_command=test_cmd,
             split_by=split_by, test_share=test_share, split="test" if eval_only else split,
             kinds=[k.strip() for k in kinds.split(",") if k.strip()] if kinds else None,
-            workers=workers, timeout=timeout, force=force)
+            workers=workers, timeout=timeout, force=force, batch=batch,
+            executor=ExecutorConfig(kind=executor, ray_address=ray_address,  # type: ignore[arg-type]
+                                    episode_cpus=episode_cpus))
     except ValidationError as exc:
         raise _fail("; ".join(e["msg"] for e in exc.errors()), 2) from None
     try:
         report = synthesize(options, log=_note)
-    except (SynthesisError, FileExistsError, SandboxError) as exc:
+    except (SynthesisError, FileExistsError, SandboxError, RuntimeError) as exc:
         raise _fail(str(exc)) from None
     for repo in report["repos"]:
         counts = repo["counts"]
