@@ -2,6 +2,10 @@
 clone of the repository; per candidate, write the buggy file, run the tests that import it, run
 every test if some fail, put the file back.
 
+The clone is mounted into the sandbox, where the repository's own tests run and may plant links
+or swap files; the host reads the report and writes the candidate's file only through
+`WorkspaceFS`, so nothing it reads or writes is ever outside the clone.
+
 A candidate is kept when at least one test that passed (twice) at the original commit fails with
 the bug (FAIL_TO_PASS), the others still pass (PASS_TO_PASS), and with the original file every
 listed test passes when run as the reward runs them (FAIL_TO_PASS first); otherwise it is
@@ -21,6 +25,7 @@ from pathlib import Path
 from finetune.pytest_outcomes import REPORT_ARGS, TestReport, parse_report
 from finetune.synthesis_repo import BASE_BRANCH, RepositoryError
 from tools.sandbox import Sandbox, SandboxConfig, make_sandbox
+from tools.workspace_fs import FileAccessError, WorkspaceFS
 from trajectories.verify import test_invocation
 
 REJECTIONS = {
@@ -33,6 +38,8 @@ REJECTIONS = {
 }
 SCRATCH = ".apprentice-synthesis"
 """Folder in the worker's clone (git-ignored there) where pytest's report is written."""
+MAX_REPORT_BYTES = 64_000_000
+"""Largest pytest report read back from the sandbox."""
 _NOT_FOUND = re.compile(r"^ERROR: not found: (.+?)\s*$", re.M)
 _MISSING_MODULE = re.compile(r"No module named '([^']+)'")
 
@@ -79,6 +86,7 @@ class SynthesisWorker:
         """Clone `origin` (a repository or a git bundle, at BASE_BRANCH) into `folder`, and
         start the sandbox `sandbox_for(folder)` names on it."""
         self.name, self.folder, self.test_command = name, folder, test_command
+        self.files = WorkspaceFS(folder)
         if folder.exists():
             shutil.rmtree(folder)
         subprocess.run(["git", "clone", "--quiet", "--no-hardlinks", "-b", BASE_BRANCH,
@@ -97,8 +105,10 @@ class SynthesisWorker:
         started = time.monotonic()
         result = self.sandbox.run(f"{command} > {out} 2>&1", timeout=timeout)
         duration = time.monotonic() - started
-        path = self.folder / out
-        output = path.read_text(errors="replace") if path.exists() else result.output
+        try:
+            output = self.files.read_bytes(out, MAX_REPORT_BYTES).decode(errors="replace")
+        except (FileNotFoundError, FileAccessError):  # missing, or made a link out of the clone
+            output = result.output
         return TestRun(parse_report(output), result.exit_code, result.timed_out, duration,
                        output)
 
@@ -129,12 +139,12 @@ class SynthesisWorker:
     def validate(self, path: str, original: str, buggy: str, baseline: Baseline,
                  selection: list[str] | None, timeout: float) -> Verdict:
         """Write the buggy file, judge it by the tests, put the original back."""
-        target = self.folder / path
-        target.write_text(buggy)
+        owner = self.files.owner()
+        self.files.write_text(path, buggy, owner)
         try:
             verdict = self._judge(baseline, selection, timeout)
         finally:
-            target.write_text(original)
+            self.files.write_text(path, original, owner)
         if verdict.reason == "kept":  # the gold patch, judged as verify will: lists in order
             gold = self.run_tests([*verdict.fail_to_pass, *verdict.pass_to_pass], timeout)
             verdict.runs += 1

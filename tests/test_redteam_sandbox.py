@@ -347,6 +347,44 @@ def test_the_test_command_guess_reads_nothing_outside(host: Path, tmp_path: Path
     assert suggest_test_command(repo) == "python3 -m pytest -q"
 
 
+@pytest.mark.docker
+def test_synthesis_never_writes_or_reads_through_links_the_tests_plant(
+        resolution: str, host: Path, tmp_path: Path, docker_ready: None) -> None:
+    """A repository's tests run in the worker's sandbox and can turn the file a candidate
+    rewrites, or the report the host reads back, into links to host files."""
+    from finetune.synthesis_repo import BASE_BRANCH
+    from finetune.synthesis_validate import SCRATCH, SynthesisWorker
+
+    repo = tmp_path / "lib"
+    (repo / "lib").mkdir(parents=True)
+    (repo / "lib" / "__init__.py").write_text("")
+    (repo / "lib" / "core.py").write_text("def f():\n    return 1\n")
+    (repo / "test_core.py").write_text("from lib.core import f\n\n\ndef test_f():\n"
+                                       "    assert f() == 1\n")
+    git(repo, "init", "-q", "-b", BASE_BRANCH)
+    git(repo, "add", "-A")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    worker = SynthesisWorker("lib", repo, tmp_path / "worker", "python3 -m pytest",
+                             lambda _: CONFIG)
+    try:
+        baseline = worker.baseline(timeout=60)
+        assert baseline.passing == ["test_core.py::test_f"]
+        secret = host / "secret.txt"
+        worker.sandbox.run(f"rm lib/core.py && ln -s {secret} lib/core.py")
+        with pytest.raises(workspace_fs.FileAccessError):
+            worker.validate("lib/core.py", "def f():\n    return 1\n",
+                            "def f():\n    return 2\n", baseline, None, timeout=60)
+        assert secret.read_text() == "HOST-SECRET-CONTENT\n"  # neither bug nor original
+
+        worker.sandbox.run(f"rm -rf {SCRATCH} && ln -s {host} {SCRATCH}")
+        (host / "out.txt").write_text("test_core.py::test_f PASSED HOST-SECRET-CONTENT\n")
+        run = worker.run_tests([], timeout=60)
+        assert "HOST-SECRET" not in run.output and run.report.outcomes == {}
+    finally:
+        worker.close()
+    assert secret.read_text() == "HOST-SECRET-CONTENT\n" and host.is_dir()
+
+
 def test_a_session_reports_what_git_refuses_and_a_failed_patch(
         example: tuple[Path, Path], scripted, docker_ready: None) -> None:
     """`.GIT` made in the sandbox is reported and the rest of the work kept; when the patch
