@@ -114,12 +114,29 @@ def test_ray_gives_the_rewards_and_trajectories_of_the_local_executor(
     assert not list((tmp_path / "ray").rglob("*.partial"))
 
 
+def _parent(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat[stat.rindex(")") + 2:].split()[1])  # the name may hold spaces
+
+
+def _descends_from_us(pid: int) -> bool:
+    """Whether `pid` was started (through the raylets) by this test process: the workers of
+    this module's cluster, never those of another Ray job on the machine."""
+    ours = os.getpid()
+    while pid > 1:
+        pid = _parent(pid)
+        if pid == ours:
+            return True
+    return False
+
+
 def _running_episode_workers() -> set[int]:
     found = set()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if (entry / "cmdline").read_bytes().startswith(TASK_TITLE):
+                if (entry / "cmdline").read_bytes().startswith(TASK_TITLE) \
+                        and _descends_from_us(int(entry.name)):
                     found.add(int(entry.name))
             except OSError:
                 continue
