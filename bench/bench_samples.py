@@ -23,6 +23,7 @@ to judge with, so `--judge` is ignored there.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import random
@@ -74,6 +75,10 @@ def measure(suite_dir: Path, samples: int, args: argparse.Namespace,
             out: Path | None) -> dict[str, Any]:
     """One `agent eval --samples N` run on one suite, and its figures."""
     suite = load_suite(suite_dir)
+    if args.skip:
+        skipped = {t.instance_id for t in suite.split(args.split)[: args.skip]}
+        suite = dataclasses.replace(suite, tasks=[t for t in suite.tasks
+                                                  if t.instance_id not in skipped])
     model = ORACLE_MODEL if args.noisy_oracle is not None else args.model
     options = EvalOptions(
         model=model, adapter=args.adapter, api_base=args.api_base, split=args.split,
@@ -124,7 +129,10 @@ def main() -> None:
     parser.add_argument("--suite", type=Path, action="append", required=True,
                         help="A suite directory (repeat for several).")
     parser.add_argument("--split", default="test")
-    parser.add_argument("--limit", type=int, default=None, help="Only the first N tasks.")
+    parser.add_argument("--skip", type=int, default=0,
+                        help="Leave out the split's first K tasks (to extend an earlier run).")
+    parser.add_argument("--limit", type=int, default=None, help="Only the first N tasks "
+                        "(after --skip).")
     parser.add_argument("--samples", type=int, nargs="+", default=[4, 8])
     parser.add_argument("--model", default="local/smollm2-135m")
     parser.add_argument("--adapter", default=None)

@@ -1,0 +1,143 @@
+"""Best-of-k from a recorded best-of-N run: the selector, run again on each task's first k attempts.
+
+The first k of N independent attempts are k independent attempts, so an N = 8 run of
+`bench_samples.py` (or `agent eval --samples 8`) also holds an N = 4 run: this bench reads each
+group's recorded attempts (their patches next to their trajectories, their rewards in the
+report), keeps attempts 0 .. k-1, and runs `agent.selection.select_patch` on them for real (the
+visible tests of each candidate in a fresh sandbox, the attempts' own tests against each other,
+the vote, and with --judge the model), so the selected patch is the one a k-attempt run would
+have picked from these attempts. Rewards are the recorded ones (`agent verify`'s, per attempt).
+Wall time per task is not measured here: only the selection's time is.
+
+    python bench/bench_resample.py --suite SUITE --report RUNS/cur-n8/report.json --take 4 \\
+        --model local/apprentice-135m --judge --out results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from git import Repo  # noqa: E402
+
+from agent.episode import task_sandbox  # noqa: E402
+from agent.judge import PatchJudge  # noqa: E402
+from agent.selection import (  # noqa: E402
+    Candidate,
+    SelectionOutcome,
+    VisibleTask,
+    select_patch,
+    selector_signals,
+)
+from finetune.evaluate import EvalOptions  # noqa: E402
+from finetune.suite import checkout_task, load_suite  # noqa: E402
+from tools.sandbox.repo_image import image_for_repository  # noqa: E402
+
+
+def recorded_candidates(selection_file: Path, take: int) -> list[Candidate]:
+    """Attempts 0 .. take-1 of a recorded group: each one's patch (the `.patch` beside its
+    trajectory; none if it was lost) and why it was lost."""
+    event = json.loads(selection_file.read_text().splitlines()[-1])
+    candidates = []
+    for row in sorted(event["candidates"], key=lambda r: r["attempt"])[:take]:
+        patch_file = Path(row["trajectory_path"]).with_suffix(".patch")
+        patch = patch_file.read_text() if patch_file.is_file() and not row["lost"] else ""
+        candidates.append(Candidate(row["attempt"], patch, row["lost"]))
+    if len(candidates) < take:
+        raise SystemExit(f"{selection_file} has {len(candidates)} attempts, fewer than {take}")
+    return candidates
+
+
+def picks(outcome: SelectionOutcome, rewards: dict[int, int]) -> dict[str, int]:
+    """The reward of each selector's pick (tests only, + vote, + judge where asked)."""
+    selectors = {"tests": selector_signals(vote=False), "tests+vote": selector_signals()}
+    if "judge" in outcome.used:
+        selectors["tests+vote+judge"] = outcome.used
+    return {name: 0 if (pick := outcome.pick(used)) is None else rewards[pick]
+            for name, used in selectors.items()}
+
+
+def resample(args: argparse.Namespace) -> dict[str, Any]:
+    suite = load_suite(args.suite)
+    report = json.loads(args.report.read_text())
+    options = EvalOptions(model=args.model, adapter=args.adapter, split=report["split"])
+    judge = PatchJudge(options.llm()) if args.judge else None
+    per_task: dict[str, dict[str, Any]] = {}
+    for group in report["groups"]:
+        if group["broken"] or group["error"]:
+            print(f"{group['instance_id']}: skipped ({group['error']})", file=sys.stderr)
+            continue
+        candidates = recorded_candidates(Path(group["selection_path"]), args.take)
+        rewards = {c.attempt: int(group["rewards"][c.attempt] or 0) for c in candidates}
+        task = suite.task(group["instance_id"])
+        with tempfile.TemporaryDirectory(prefix="apprentice-resample-") as tmp:
+            repo_task = checkout_task(suite, task, Path(tmp) / "repo")
+            base = Repo(repo_task.repo).commit(repo_task.base_commit or "HEAD").hexsha
+            sandbox = image_for_repository(Path(repo_task.repo), base,
+                                           task_sandbox(repo_task, options.episode),
+                                           lambda m: print(m, file=sys.stderr),
+                                           setup=repo_task.setup)
+            started = time.monotonic()
+            outcome = select_patch(VisibleTask.of(repo_task.model_copy(
+                update={"base_commit": base}), base, sandbox), candidates, judge=judge,
+                workers=args.workers)
+        scores = list(rewards.values())
+        per_task[task.instance_id] = {
+            "rewards": scores, "single_pass@1": sum(scores) / len(scores),
+            "selected": outcome.selected,
+            "selected_pass@1": 0 if outcome.selected is None else rewards[outcome.selected],
+            "pass@n": int(any(scores)), "picks": picks(outcome, rewards),
+            "selection_s": round(time.monotonic() - started, 1), "notes": outcome.notes}
+        print(f"{task.instance_id}: {per_task[task.instance_id]}", file=sys.stderr, flush=True)
+    return summarize(per_task, args)
+
+
+def summarize(per_task: dict[str, dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
+    def mean(key: str) -> float:
+        values = [float(t[key]) for t in per_task.values()]
+        return round(sum(values) / len(values), 4) if values else 0.0
+
+    single, selected, best = mean("single_pass@1"), mean("selected_pass@1"), mean("pass@n")
+    names = sorted({n for t in per_task.values() for n in t["picks"]})
+    return {
+        "report": str(args.report), "n": args.take, "tasks": len(per_task),
+        "single_pass@1": single, "selected_pass@1": selected, "pass@n": best,
+        "gap_closed": round((selected - single) / (best - single), 3) if best > single
+        else None,
+        "selectors": {n: round(sum(t["picks"].get(n, 0) for t in per_task.values())
+                               / max(len(per_task), 1), 4) for n in names},
+        "mean_selection_s": mean("selection_s"), "per_task": per_task}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--suite", type=Path, required=True)
+    parser.add_argument("--report", type=Path, required=True,
+                        help="report.json of a recorded `--samples N` evaluation.")
+    parser.add_argument("--take", type=int, default=4, help="Attempts kept per task (k).")
+    parser.add_argument("--model", default="local/apprentice-135m", help="The judge's model.")
+    parser.add_argument("--adapter", default=None)
+    parser.add_argument("--judge", action="store_true")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    if args.take < 1:
+        parser.error("--take must be at least 1")
+    figures = resample(args)
+    print(json.dumps({k: v for k, v in figures.items() if k != "per_task"}, indent=2))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(figures, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
