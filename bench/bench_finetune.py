@@ -348,10 +348,11 @@ def ship_adapter(adapter: Path, rows: list, suite_dir: Path, curriculum: dict,
     def figures(report: dict) -> dict:
         return {k: report["summary"].get(k) for k in ("tasks", "pass@1", "format_error_rate")}
 
-    manifest = read_manifest(adapter)
+    manifest: dict = {}
     stages, folder = [], adapter
     while True:  # the adapter, and the ones it went on training from
         run = read_manifest(folder)
+        manifest = manifest or run
         stages.insert(0, {"adapter": folder.name, "config": run.get("config"),
                           "metrics": run.get("metrics"), "data": run.get("data")})
         parent = (run.get("config") or {}).get("init_adapter")
