@@ -60,6 +60,10 @@ class ModelError(RuntimeError):
     """The model could not be reached or refused the request; the message says why."""
 
 
+class ContextOverflowError(ModelError):
+    """The provider refused the request as longer than the model's context window."""
+
+
 @dataclass
 class LLMReply:
     """One assistant turn with its accounting."""
@@ -122,6 +126,9 @@ class LLMClient:
                     f"{self.config.model} rejected the credentials: {_short(exc)}. Set the "
                     "provider's API key variable (e.g. OPENAI_API_KEY, ANTHROPIC_API_KEY)."
                 ) from exc
+            except litellm.ContextWindowExceededError as exc:
+                raise ContextOverflowError(
+                    f"{self.config.model} refused the request: {_short(exc)}") from exc
             except (litellm.APIError, litellm.BadRequestError, litellm.NotFoundError) as exc:
                 raise ModelError(f"{self.config.model} refused the request: {_short(exc)}") from exc
 

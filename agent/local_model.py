@@ -58,6 +58,7 @@ from litellm.types.utils import GenericStreamingChunk, ModelResponse  # noqa: E4
 
 from agent.models import (  # noqa: E402
     KNOWN_MODELS,
+    LOAD_LOCK,
     known_adapter,
     model_window,
     resolve_model_path,
@@ -113,7 +114,7 @@ class Generation:
 
 
 _loaded: dict[tuple[Path, Path | None], LocalModel] = {}
-_load_lock = threading.Lock()
+_load_lock = LOAD_LOCK
 
 
 def split_model_spec(spec: str, adapter: str | None = None) -> tuple[Path, Path | None]:

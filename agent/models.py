@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -147,6 +148,9 @@ def pull_model(name: str, log: Callable[[str], None] = print) -> Path:
     return target
 
 
+LOAD_LOCK = threading.RLock()
+"""Held while a local model or tokenizer loads: transformers' first import is not thread-safe
+(parallel episodes that import it at once get ImportError)."""
 FALLBACK_CONTEXT_WINDOW = 2048
 """Window of a local model whose config does not say (no max_position_embeddings)."""
 

@@ -7,7 +7,7 @@ It stands in for the LLM only; the agent reaches it through litellm like any pro
 A script is a list of steps; each step is one of:
 - `{"content": "...", "tool_calls": [{"name": ..., "arguments": {...} or "raw json"}]}`
 - `{"status": 500}` / `{"status": 429, "headers": {"Retry-After": "2"}}`: answer that HTTP
-  error instead, with those response headers
+  error instead, with those response headers (and `"message"`, the error's text)
 - `{"hang": seconds}`: wait that long before answering the next step
 - `{"choices_empty": true}`: a well-formed completion (or stream) whose `choices` is empty
 - `{"response": <any JSON>}`: that body verbatim with status 200 (malformed replies)
@@ -96,7 +96,8 @@ class ScriptedModelServer:
                     return self._json(504, {"error": {"message": "hung"}})
                 if "status" in step:
                     return self._json(step["status"], {"error": {
-                        "message": f"scripted error {step['status']}", "type": "server_error"}},
+                        "message": step.get("message", f"scripted error {step['status']}"),
+                        "type": "server_error"}},
                         step.get("headers"))
                 if "response" in step:
                     return self._json(200, step["response"])

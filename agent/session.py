@@ -11,7 +11,7 @@ from typing import Any, Literal
 from agent import __version__
 from agent.context import Compactor, ContextConfig
 from agent.hooks import HookRunner
-from agent.llm import LLMClient, ModelError
+from agent.llm import ContextOverflowError, LLMClient, LLMReply, ModelError
 from agent.prompts import NO_TOOL_CALL_NUDGE, system_prompt, task_message
 from agent.repeat_guard import BLOCKED as REPEAT_BLOCKED
 from agent.repeat_guard import RepeatGuard
@@ -366,13 +366,15 @@ class Session:
 
     def _call_model(self) -> AssistantMessage:
         self._compact_if_needed()
-        self.emit(ModelCallStarted(session_id=self.id, step=self.step,
-                                   prompt_messages=len(self.messages)))
-        reply = self.llm.complete(
-            self.messages, self.toolbox.schemas(), wait=self._wait_or_stop,
-            on_delta=self._on_delta,
-            on_retry=self._on_retry,
-        )
+        try:
+            reply = self._request()
+        except ContextOverflowError as exc:
+            # Our count of the context was under the provider's: cut it and ask once more.
+            if self.compact("requested") is None:
+                raise
+            self.emit(ErrorEvent(session_id=self.id, step=self.step, message=scrub_text(
+                f"{exc}; compacted the context and asked again")))
+            reply = self._request()
         event = AssistantMessage(
             session_id=self.id, step=self.step, content=reply.content,
             tool_calls=reply.tool_calls, prompt_tokens=reply.usage.prompt_tokens,
@@ -381,6 +383,15 @@ class Session:
         )
         self.emit(event)
         return event
+
+    def _request(self) -> LLMReply:
+        self.emit(ModelCallStarted(session_id=self.id, step=self.step,
+                                   prompt_messages=len(self.messages)))
+        return self.llm.complete(
+            self.messages, self.toolbox.schemas(), wait=self._wait_or_stop,
+            on_delta=self._on_delta,
+            on_retry=self._on_retry,
+        )
 
     def _run_tool_calls(self, tool_calls: list[ToolCall]) -> str | None:
         """Run each call in order; return the summary if one of them was finish."""

@@ -84,8 +84,17 @@ class TokenCounter:
         return self._memo[key]
 
 
-@cache
 def _local_tokenizer(spec: str, adapter: str | None) -> Any:
+    """Loaded under `LOAD_LOCK`: a thread that lost transformers' import race would fall back
+    to litellm's estimate for good (20 % under on pytest output), and overflow the window."""
+    from agent.models import LOAD_LOCK
+
+    with LOAD_LOCK:
+        return _load_local_tokenizer(spec, adapter)
+
+
+@cache
+def _load_local_tokenizer(spec: str, adapter: str | None) -> Any:
     from transformers import AutoTokenizer
 
     from agent.local_model import split_model_spec

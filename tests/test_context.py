@@ -27,7 +27,7 @@ from agent.tasks import Task
 from tools.base import ToolBox, ToolContext
 from tools.control import default_tools
 from tools.workspace import Workspace
-from trajectories.events import Compaction, Event
+from trajectories.events import Compaction, ErrorEvent, Event
 from trajectories.reader import apply_compaction, rebuild_calls
 from trajectories.recorder import TrajectoryRecorder
 
@@ -271,3 +271,37 @@ def test_the_window_comes_from_metadata_or_the_flag() -> None:
     assert context_window("gpt-4o", 3000) == 3000
     with pytest.raises(ValidationError, match="below threshold"):
         ContextConfig(threshold=0.5, target=0.6)
+
+
+OVERFLOW = ("This model's maximum context length is 5000 tokens. However, your messages "
+            "resulted in 5210 tokens. Please reduce the length of the messages.")
+
+
+def test_a_provider_that_counts_more_than_we_do_gets_a_compacted_context(big_repo,
+                                                                         model) -> None:
+    """The window is not overflowed by our count, yet the provider refuses the request as too
+    long: the session compacts what it can and asks once more, instead of ending."""
+    repo, issue = big_repo
+    model.script = [*views(3), {"status": 400, "message": OVERFLOW},
+                    {"tool_calls": [tool_call("finish", {"summary": "read them"})]}]
+    events: list[Event] = []
+    session = make_session(repo, issue, model, events, context_window=100_000)
+    result = session.run()
+    assert result.exit_status == "finished", result
+    compaction = next(e for e in events if isinstance(e, Compaction))
+    assert compaction.reason == "requested" and compaction.step == 4
+    [note] = [e for e in events if isinstance(e, ErrorEvent)]
+    assert not note.fatal and "compacted the context and asked again" in note.message
+    retried = model.agent_requests[-1]["messages"]
+    assert len(retried) < len(model.agent_requests[-2]["messages"])
+    assert_pairs_complete(retried)
+
+
+def test_a_request_still_too_long_after_compaction_ends_the_episode(big_repo, model) -> None:
+    repo, issue = big_repo
+    model.script = [*views(2), *[{"status": 400, "message": OVERFLOW}] * 2]
+    events: list[Event] = []
+    session = make_session(repo, issue, model, events, context_window=100_000)
+    result = session.run()
+    assert result.exit_status == "error" and "maximum context length" in (result.error or "")
+    assert sum(isinstance(e, Compaction) for e in events) == 1

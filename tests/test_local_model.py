@@ -134,6 +134,30 @@ def smol_tokenizer(model_ready: Path) -> Any:
     return AutoTokenizer.from_pretrained(model_ready)
 
 
+RACE = """
+import threading
+from agent.token_counter import TokenCounter
+
+counters = [TokenCounter("local/smollm2-135m") for _ in range(4)]
+threads = [threading.Thread(target=lambda c=c: c.tokenizer) for c in counters]
+[t.start() for t in threads]
+[t.join() for t in threads]
+print(sum(c.tokenizer is None for c in counters))
+"""
+
+
+def test_parallel_episodes_all_count_with_the_model_tokenizer(model_ready: Path) -> None:
+    """Episodes that start at once in a fresh process each load the tokenizer (transformers'
+    first import is not thread-safe): none falls back to litellm's estimate."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", RACE], capture_output=True, text=True,
+                          timeout=300, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "0"
+
+
 def test_smollm2_template_has_no_tool_support(smol_tokenizer: Any) -> None:
     assert not template_supports_tools(smol_tokenizer)
     # its template prints any role verbatim, which is why tool results become user turns
