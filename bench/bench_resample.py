@@ -11,6 +11,9 @@ Wall time per task is not measured here: only the selection's time is.
 
     python bench/bench_resample.py --suite SUITE --report RUNS/cur-n8/report.json --take 4 \\
         --model local/apprentice-135m --judge --out results.json
+
+`--report` repeated pools several runs on the same suite (an earlier run and its extension
+with `bench_samples.py --skip K`); `--take N` on every run gives their pooled best-of-N.
 """
 
 from __future__ import annotations
@@ -68,11 +71,11 @@ def picks(outcome: SelectionOutcome, rewards: dict[int, int]) -> dict[str, int]:
 
 def resample(args: argparse.Namespace) -> dict[str, Any]:
     suite = load_suite(args.suite)
-    report = json.loads(args.report.read_text())
-    options = EvalOptions(model=args.model, adapter=args.adapter, split=report["split"])
+    reports = [json.loads(path.read_text()) for path in args.report]
+    options = EvalOptions(model=args.model, adapter=args.adapter, split=reports[0]["split"])
     judge = PatchJudge(options.llm()) if args.judge else None
     per_task: dict[str, dict[str, Any]] = {}
-    for group in report["groups"]:
+    for group in (g for report in reports for g in report["groups"]):
         if group["broken"] or group["error"]:
             print(f"{group['instance_id']}: skipped ({group['error']})", file=sys.stderr)
             continue
@@ -109,7 +112,7 @@ def summarize(per_task: dict[str, dict[str, Any]], args: argparse.Namespace) -> 
     single, selected, best = mean("single_pass@1"), mean("selected_pass@1"), mean("pass@n")
     names = sorted({n for t in per_task.values() for n in t["picks"]})
     return {
-        "report": str(args.report), "n": args.take, "tasks": len(per_task),
+        "reports": [str(path) for path in args.report], "n": args.take, "tasks": len(per_task),
         "single_pass@1": single, "selected_pass@1": selected, "pass@n": best,
         "gap_closed": round((selected - single) / (best - single), 3) if best > single
         else None,
@@ -121,8 +124,9 @@ def summarize(per_task: dict[str, dict[str, Any]], args: argparse.Namespace) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--suite", type=Path, required=True)
-    parser.add_argument("--report", type=Path, required=True,
-                        help="report.json of a recorded `--samples N` evaluation.")
+    parser.add_argument("--report", type=Path, action="append", required=True,
+                        help="report.json of a recorded `--samples N` evaluation (repeat to "
+                             "pool several runs on the same suite).")
     parser.add_argument("--take", type=int, default=4, help="Attempts kept per task (k).")
     parser.add_argument("--model", default="local/apprentice-135m", help="The judge's model.")
     parser.add_argument("--adapter", default=None)
