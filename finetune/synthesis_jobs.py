@@ -13,6 +13,7 @@ before the seam. On Ray each batch gets a worker of its own, closed when the bat
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import threading
 from collections.abc import Callable
@@ -150,8 +151,10 @@ class _Lease:
     def __exit__(self, *exc: object) -> None:
         if self.source.scratch is not None:
             LOCAL_WORKERS.give_back(self.source, self.worker)
-        else:
+        else:  # a remote worker's clone and bundle are in a temporary root of its own
+            root = self.worker.folder.parent
             self.worker.close()
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def run_baseline(source: ValidationSource, timeout: float, *, output_dir: Path,

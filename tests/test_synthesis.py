@@ -292,3 +292,27 @@ def test_synthesis_end_to_end_in_the_sandbox(tmp_path: Path, docker_ready: None)
     evaluation = evaluate(suite, EvalOptions(model="oracle", split="train", workers=2,
                                              output_dir=tmp_path / "eval"))
     assert evaluation.summary["pass@1"] == 1.0, evaluation.episodes
+
+
+@pytest.mark.docker
+def test_a_remote_validation_job_leaves_no_temporary_folder(tmp_path: Path, docker_ready: None,
+                                                            monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    """A job for a worker elsewhere (the repository as a bundle, as Ray sends it) clones into a
+    temporary root of its own, and removes all of it when the job ends."""
+    import tempfile
+
+    from finetune.synthesis_jobs import run_baseline, validation_source
+    from finetune.synthesis_repo import prepare_repository
+    from tools.sandbox import SandboxConfig
+
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    repo = prepare_repository(_calc(tmp_path), tmp_path / "work")
+    source = validation_source(repo.name, repo.path, repo.base, "python3 -m pytest -q",
+                               SandboxConfig(), tmp_path / "scratch", portable=True)
+    result = run_baseline(source, 300, output_dir=tmp_path / "out", pool=None,
+                          on_open=lambda _: None)
+    assert "tests/test_core.py::test_add" in result.baseline.passing
+    assert list(temp.iterdir()) == []
