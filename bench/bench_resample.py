@@ -14,6 +14,9 @@ Wall time per task is not measured here: only the selection's time is.
 
 `--report` repeated pools several runs on the same suite (an earlier run and its extension
 with `bench_samples.py --skip K`); `--take N` on every run gives their pooled best-of-N.
+`--groups DIR` reads the tasks of a run that was cut off before it wrote its report: every
+`DIR/<task>/selection.jsonl`, with each attempt's reward from its trajectory's `verified` event
+(an attempt that has none, because it was lost or never verified, scores 0).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +48,50 @@ from agent.selection import (  # noqa: E402
 from finetune.evaluate import EvalOptions  # noqa: E402
 from finetune.suite import checkout_task, load_suite  # noqa: E402
 from tools.sandbox.repo_image import image_for_repository  # noqa: E402
+from trajectories.events import Verified  # noqa: E402
+from trajectories.reader import read_trajectory  # noqa: E402
+
+
+@dataclass
+class RecordedGroup:
+    """One task's recorded attempts: where its selection event is, and each attempt's reward."""
+
+    instance_id: str
+    selection_path: Path
+    rewards: list[int]
+
+
+def groups_of_report(report: dict[str, Any]) -> list[RecordedGroup]:
+    """The groups of a finished run's report.json (those that ran without error)."""
+    groups = []
+    for group in report["groups"]:
+        if group["broken"] or group["error"]:
+            print(f"{group['instance_id']}: skipped ({group['error']})", file=sys.stderr)
+            continue
+        groups.append(RecordedGroup(group["instance_id"], Path(group["selection_path"]),
+                                    [int(r or 0) for r in group["rewards"]]))
+    return groups
+
+
+def recorded_reward(trajectory_path: Path) -> int:
+    """The reward of an attempt's last `verified` event, 0 without one."""
+    if not trajectory_path.is_file():
+        return 0
+    events = read_trajectory(trajectory_path).events
+    verified = next((e for e in reversed(events) if isinstance(e, Verified)), None)
+    return int(verified.reward or 0) if verified else 0
+
+
+def groups_of_folder(runs: Path) -> list[RecordedGroup]:
+    """The finished groups of a run folder (one sub-folder per task, named by its instance id),
+    also of a run cut off before it wrote its report; a task without its selection is left out."""
+    groups = []
+    for selection_file in sorted(runs.glob("*/selection.jsonl")):
+        event = json.loads(selection_file.read_text().splitlines()[-1])
+        rows = sorted(event["candidates"], key=lambda r: r["attempt"])
+        groups.append(RecordedGroup(selection_file.parent.name, selection_file,
+                                    [recorded_reward(Path(r["trajectory_path"])) for r in rows]))
+    return groups
 
 
 def recorded_candidates(selection_file: Path, take: int) -> list[Candidate]:
@@ -71,17 +119,19 @@ def picks(outcome: SelectionOutcome, rewards: dict[int, int]) -> dict[str, int]:
 
 def resample(args: argparse.Namespace) -> dict[str, Any]:
     suite = load_suite(args.suite)
-    reports = [json.loads(path.read_text()) for path in args.report]
-    options = EvalOptions(model=args.model, adapter=args.adapter, split=reports[0]["split"])
+    groups = [g for path in args.report for g in groups_of_report(json.loads(path.read_text()))]
+    groups += [g for folder in args.groups for g in groups_of_folder(folder)]
+    if not groups:
+        raise SystemExit("no recorded groups: give --report or --groups")
+    options = EvalOptions(model=args.model, adapter=args.adapter)
     judge = PatchJudge(options.llm()) if args.judge else None
     per_task: dict[str, dict[str, Any]] = {}
-    for group in (g for report in reports for g in report["groups"]):
-        if group["broken"] or group["error"]:
-            print(f"{group['instance_id']}: skipped ({group['error']})", file=sys.stderr)
-            continue
-        candidates = recorded_candidates(Path(group["selection_path"]), args.take)
-        rewards = {c.attempt: int(group["rewards"][c.attempt] or 0) for c in candidates}
-        task = suite.task(group["instance_id"])
+    for group in groups:
+        if group.instance_id in per_task:
+            raise SystemExit(f"{group.instance_id} is recorded twice in the pooled runs")
+        candidates = recorded_candidates(group.selection_path, args.take)
+        rewards = {c.attempt: group.rewards[c.attempt] for c in candidates}
+        task = suite.task(group.instance_id)
         with tempfile.TemporaryDirectory(prefix="apprentice-resample-") as tmp:
             repo_task = checkout_task(suite, task, Path(tmp) / "repo")
             base = Repo(repo_task.repo).commit(repo_task.base_commit or "HEAD").hexsha
@@ -112,7 +162,8 @@ def summarize(per_task: dict[str, dict[str, Any]], args: argparse.Namespace) -> 
     single, selected, best = mean("single_pass@1"), mean("selected_pass@1"), mean("pass@n")
     names = sorted({n for t in per_task.values() for n in t["picks"]})
     return {
-        "reports": [str(path) for path in args.report], "n": args.take, "tasks": len(per_task),
+        "reports": [str(path) for path in args.report + args.groups], "n": args.take,
+        "tasks": len(per_task),
         "single_pass@1": single, "selected_pass@1": selected, "pass@n": best,
         "gap_closed": round((selected - single) / (best - single), 3) if best > single
         else None,
@@ -124,9 +175,12 @@ def summarize(per_task: dict[str, dict[str, Any]], args: argparse.Namespace) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--suite", type=Path, required=True)
-    parser.add_argument("--report", type=Path, action="append", required=True,
+    parser.add_argument("--report", type=Path, action="append", default=[],
                         help="report.json of a recorded `--samples N` evaluation (repeat to "
                              "pool several runs on the same suite).")
+    parser.add_argument("--groups", type=Path, action="append", default=[],
+                        help="A run folder whose report was never written (cut off): its "
+                             "tasks' selection.jsonl and trajectories (repeatable).")
     parser.add_argument("--take", type=int, default=4, help="Attempts kept per task (k).")
     parser.add_argument("--model", default="local/apprentice-135m", help="The judge's model.")
     parser.add_argument("--adapter", default=None)
@@ -136,6 +190,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.take < 1:
         parser.error("--take must be at least 1")
+    if not args.report and not args.groups:
+        parser.error("give at least one --report or --groups")
     figures = resample(args)
     print(json.dumps({k: v for k, v in figures.items() if k != "per_task"}, indent=2))
     if args.out:

@@ -33,12 +33,12 @@ def test_best_of_k_from_a_recorded_run_reselects_from_its_first_attempts(tmp_pat
     [group] = report.groups
     assert sorted(group.rewards) == [0, 0, 1]
 
-    def resample(take: int) -> dict:
+    def resample(take: int, source: tuple[str, Path] | None = None) -> dict:
         out = tmp_path / f"k{take}.json"
+        flag, path = source or ("--report", Path(report.output_dir) / "report.json")
         proc = subprocess.run(
             [sys.executable, str(ROOT / "bench" / "bench_resample.py"), "--suite",
-             str(suite_dir), "--report", str(Path(report.output_dir) / "report.json"),
-             "--take", str(take), "--out", str(out)],
+             str(suite_dir), flag, str(path), "--take", str(take), "--out", str(out)],
             capture_output=True, text=True, timeout=600, cwd=ROOT)
         assert proc.returncode == 0, proc.stderr[-2000:]
         return json.loads(out.read_text())
@@ -51,3 +51,9 @@ def test_best_of_k_from_a_recorded_run_reselects_from_its_first_attempts(tmp_pat
     [only] = first["per_task"].values()
     assert only["rewards"] == group.rewards[:1]
     assert first["selected_pass@1"] == first["pass@n"] == group.rewards[0]
+
+    # A run cut off before its report: the same groups, rewards read from the trajectories.
+    (Path(report.output_dir) / "report.json").rename(tmp_path / "report.json")
+    folder = resample(3, ("--groups", Path(report.output_dir)))
+    assert folder["per_task"][task.instance_id]["rewards"] == group.rewards
+    assert folder["selected_pass@1"] == everything["selected_pass@1"]
