@@ -7,7 +7,9 @@ report), keeps attempts 0 .. k-1, and runs `agent.selection.select_patch` on the
 visible tests of each candidate in a fresh sandbox, the attempts' own tests against each other,
 the vote, and with --judge the model), so the selected patch is the one a k-attempt run would
 have picked from these attempts. Rewards are the recorded ones (`agent verify`'s, per attempt).
-Wall time per task is not measured here: only the selection's time is.
+Wall time per task is not measured here, only the selection's; `mean_recorded_task_s` is the
+recorded run's (all N attempts and its selection: the report's, or for --groups from the first
+attempt's first event to the selection event), a figure for k = N only.
 
     python bench/bench_resample.py --suite SUITE --report RUNS/cur-n8/report.json --take 4 \\
         --model local/apprentice-135m --judge --out results.json
@@ -59,6 +61,8 @@ class RecordedGroup:
     instance_id: str
     selection_path: Path
     rewards: list[int]
+    recorded_s: float | None
+    """The recorded run's wall time for the task, all N attempts and the selection."""
 
 
 def groups_of_report(report: dict[str, Any]) -> list[RecordedGroup]:
@@ -69,7 +73,8 @@ def groups_of_report(report: dict[str, Any]) -> list[RecordedGroup]:
             print(f"{group['instance_id']}: skipped ({group['error']})", file=sys.stderr)
             continue
         groups.append(RecordedGroup(group["instance_id"], Path(group["selection_path"]),
-                                    [int(r or 0) for r in group["rewards"]]))
+                                    [int(r or 0) for r in group["rewards"]],
+                                    group.get("duration_s")))
     return groups
 
 
@@ -89,9 +94,18 @@ def groups_of_folder(runs: Path) -> list[RecordedGroup]:
     for selection_file in sorted(runs.glob("*/selection.jsonl")):
         event = json.loads(selection_file.read_text().splitlines()[-1])
         rows = sorted(event["candidates"], key=lambda r: r["attempt"])
+        paths = [Path(r["trajectory_path"]) for r in rows]
+        starts = [first_timestamp(path) for path in paths if path.is_file()]
         groups.append(RecordedGroup(selection_file.parent.name, selection_file,
-                                    [recorded_reward(Path(r["trajectory_path"])) for r in rows]))
+                                    [recorded_reward(path) for path in paths],
+                                    event["timestamp"] - min(starts) if starts else None))
     return groups
+
+
+def first_timestamp(trajectory_path: Path) -> float:
+    """When an attempt started: its first event's timestamp."""
+    with trajectory_path.open() as lines:
+        return float(json.loads(next(lines))["timestamp"])
 
 
 def recorded_candidates(selection_file: Path, take: int) -> list[Candidate]:
@@ -149,7 +163,8 @@ def resample(args: argparse.Namespace) -> dict[str, Any]:
             "selected": outcome.selected,
             "selected_pass@1": 0 if outcome.selected is None else rewards[outcome.selected],
             "pass@n": int(any(scores)), "picks": picks(outcome, rewards),
-            "selection_s": round(time.monotonic() - started, 1), "notes": outcome.notes}
+            "selection_s": round(time.monotonic() - started, 1), "notes": outcome.notes,
+            "recorded_s": None if group.recorded_s is None else round(group.recorded_s, 1)}
         print(f"{task.instance_id}: {per_task[task.instance_id]}", file=sys.stderr, flush=True)
     return summarize(per_task, args)
 
@@ -161,6 +176,7 @@ def summarize(per_task: dict[str, dict[str, Any]], args: argparse.Namespace) -> 
 
     single, selected, best = mean("single_pass@1"), mean("selected_pass@1"), mean("pass@n")
     names = sorted({n for t in per_task.values() for n in t["picks"]})
+    recorded = [t["recorded_s"] for t in per_task.values() if t["recorded_s"] is not None]
     return {
         "reports": [str(path) for path in args.report + args.groups], "n": args.take,
         "tasks": len(per_task),
@@ -169,7 +185,9 @@ def summarize(per_task: dict[str, dict[str, Any]], args: argparse.Namespace) -> 
         else None,
         "selectors": {n: round(sum(t["picks"].get(n, 0) for t in per_task.values())
                                / max(len(per_task), 1), 4) for n in names},
-        "mean_selection_s": mean("selection_s"), "per_task": per_task}
+        "mean_selection_s": mean("selection_s"),
+        "mean_recorded_task_s": round(sum(recorded) / len(recorded), 1) if recorded else None,
+        "per_task": per_task}
 
 
 def main() -> None:

@@ -57,3 +57,5 @@ def test_best_of_k_from_a_recorded_run_reselects_from_its_first_attempts(tmp_pat
     folder = resample(3, ("--groups", Path(report.output_dir)))
     assert folder["per_task"][task.instance_id]["rewards"] == group.rewards
     assert folder["selected_pass@1"] == everything["selected_pass@1"]
+    assert 0 < folder["mean_recorded_task_s"] <= everything["mean_recorded_task_s"] + 1
+    assert everything["mean_recorded_task_s"] == round(group.duration_s, 1)
