@@ -39,6 +39,9 @@ class GRPORunConfig(BaseModel):
     temperature: float = Field(1.0, gt=0, description="Sampling temperature of episodes.")
     episode_max_steps: int = Field(6, ge=1, description="Model calls per episode.")
     max_tokens: int = Field(128, ge=1, description="Tokens per model reply.")
+    repo_map_tokens: int = Field(512, ge=0, description="Repository map in the episodes' "
+                                 "system prompt (tokens; 0: none): as the policy was trained "
+                                 "and will be evaluated.")
     max_completion_tokens: int = Field(3072, ge=16, description="Episode tokens after the "
                                        "prompt that train; longer episodes are cut.")
     workers: int | None = Field(None, ge=1, description="Episodes at once (default: G). "

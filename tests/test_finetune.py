@@ -353,12 +353,17 @@ def test_grpo_redraws_a_task_whose_recent_rewards_are_all_equal(
     out = tmp_path / "grpo"
     metrics = run_grpo(GRPORunConfig(
         suite=suite_dir, limit=2, model=str(tiny_model), output_dir=out, num_generations=2,
-        max_steps=1, episode_max_steps=1, max_tokens=8, task_history=history, seed=0))
+        max_steps=1, episode_max_steps=1, max_tokens=8, task_history=history, seed=0,
+        repo_map_tokens=0))
     assert metrics["steps"] == 1 and metrics["groups_redrawn"] == 1
     assert metrics["groups"] == 1 and metrics["groups_with_signal"] == 0
     trajectories = sorted((out / "rollouts").rglob("*.jsonl"))
     assert len(trajectories) == 2
     assert all(second.instance_id in str(path) for path in trajectories)
+    # The episodes' prompt is the one the policy is trained and evaluated with: no map here.
+    from trajectories.reader import read_trajectory, rebuild_calls
+    system = rebuild_calls(read_trajectory(trajectories[0]).events)[0]["messages"][0]
+    assert system["role"] == "system" and "A map of the repository" not in system["content"]
 
 
 @pytest.mark.model

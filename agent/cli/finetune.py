@@ -250,6 +250,7 @@ def grpo_command(
     temperature: float = config_option(GRPORunConfig, "temperature"),
     episode_max_steps: int = config_option(GRPORunConfig, "episode_max_steps"),
     max_tokens: int = config_option(GRPORunConfig, "max_tokens"),
+    repo_map_tokens: int = config_option(GRPORunConfig, "repo_map_tokens"),
     dynamic_sampling: bool = config_option(GRPORunConfig, "dynamic_sampling"),
     task_history: Path | None = config_option(GRPORunConfig, "task_history"),  # noqa: B008
     lora_r: int = config_option(GRPORunConfig, "lora.r",
