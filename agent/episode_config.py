@@ -31,6 +31,9 @@ class LLMConfig(BaseModel):
     tool_choice: str | None = Field(
         None, description="`required` forces a tool call each turn; default: the model decides."
     )
+    tool_grammar: bool = Field(
+        True, description="Local models: generate each tool call under a grammar of the tools' "
+        "schemas, so it is always a well-formed call of a known tool (`agent.tool_grammar`).")
     token_ids: bool = Field(
         False, description="Ask the OpenAI-compatible server (vLLM 0.10.2 or later) for each "
         "call's token ids and logprobs, recorded for training (GRPO from a served policy); "

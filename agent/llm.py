@@ -169,6 +169,8 @@ class LLMClient:
             kwargs["api_key"] = self.config.api_key
         if self.config.adapter:
             kwargs["adapter"] = self.config.adapter
+        if not self.config.tool_grammar and self.config.model.startswith("local/"):
+            kwargs["tool_grammar"] = False
         if self.config.token_ids:
             from agent.served_tokens import REQUEST_FIELDS
 

@@ -64,6 +64,7 @@ from agent.models import (  # noqa: E402
     resolve_model_path,
     tokenizer_folder,
 )
+from agent.tool_grammar import ToolCallConstraint, tool_call_grammar  # noqa: E402
 from agent.tool_protocol import (  # noqa: E402
     TOOL_CALL_OPEN,
     TOOL_CALL_STOP,
@@ -179,10 +180,13 @@ def generate(
     stop: list[str] | None = None,
     on_text: Callable[[str], None] | None = None,
     prefix: str = "",
+    grammar: str | None = None,
 ) -> Generation:
     """Generate from `prompt_ids`; `on_text` receives the decoded text so far after each token.
-    `prefix` is text already placed at the start of the reply (its tokens end `prompt_ids`)."""
+    `prefix` is text already placed at the start of the reply (its tokens end `prompt_ids`);
+    `grammar` (`agent.tool_grammar`) constrains the reply, prefix included."""
     import torch
+    from transformers import LogitsProcessorList
 
     if prefix and on_text is not None:
         report = on_text
@@ -198,6 +202,10 @@ def generate(
     eos = [i for i in {tokenizer.eos_token_id, *_as_list(_eos_of(local.model))} if i is not None]
     stop_strings = [TOOL_CALL_STOP, *(stop or [])]
     streamer = _TokenStreamer(tokenizer, on_text) if on_text else None
+    processors = []
+    if grammar is not None:
+        prefix_ids = tokenizer.encode(prefix, add_special_tokens=False) if prefix else []
+        processors.append(ToolCallConstraint(tokenizer, grammar, len(prompt_ids), prefix_ids))
     with local.lock, torch.inference_mode():
         if seed is not None:
             torch.manual_seed(seed)
@@ -214,6 +222,7 @@ def generate(
             return_dict_in_generate=True,
             output_logits=True,
             streamer=streamer,
+            logits_processor=LogitsProcessorList(processors),
             top_k=None,
             **sampling,
         )
@@ -320,8 +329,11 @@ def _prepare(
     _register_free(model, local.context_window)
     tools = params.get("tools") if params.get("tool_choice") != "none" else None
     prompt_ids = render_chat_tokens(messages, tools, local.tokenizer)
+    required = bool(tools) and params.get("tool_choice") == "required"
+    grammar = tool_call_grammar(tools, required) if tools and params.pop("tool_grammar", True) \
+        else None
     prefix = ""
-    if tools and params.get("tool_choice") == "required":
+    if required:
         # The template cannot force a call, so the reply is started with the call's open tag.
         prefix = TOOL_CALL_OPEN + "{\"name\": \""
         prompt_ids = prompt_ids + local.tokenizer.encode(prefix, add_special_tokens=False)
@@ -334,6 +346,7 @@ def _prepare(
         "top_p": params.get("top_p"),
         "seed": params.get("seed"),
         "stop": [stop] if isinstance(stop, str) else stop,
+        "grammar": grammar,
     }
     return local, prompt_ids, options
 
