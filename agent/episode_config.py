@@ -6,6 +6,7 @@ options' defaults and help from here; `agent.episode` runs an episode.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -31,9 +32,10 @@ class LLMConfig(BaseModel):
     tool_choice: str | None = Field(
         None, description="`required` forces a tool call each turn; default: the model decides."
     )
-    tool_grammar: bool = Field(
-        True, description="Local models: generate each tool call under a grammar of the tools' "
-        "schemas, so it is always a well-formed call of a known tool (`agent.tool_grammar`).")
+    tool_grammar: Literal["paths", "calls", "off"] = Field(
+        "paths", description="Local models: `calls` generates each tool call under a grammar of "
+        "the tools' schemas, so it is always a well-formed call of a known tool; `paths` also "
+        "keeps path arguments to the workspace's files and folders (`agent.tool_grammar`).")
     token_ids: bool = Field(
         False, description="Ask the OpenAI-compatible server (vLLM 0.10.2 or later) for each "
         "call's token ids and logprobs, recorded for training (GRPO from a served policy); "

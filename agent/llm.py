@@ -17,6 +17,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 import litellm  # noqa: E402
 
 from agent.episode_config import LLMConfig  # noqa: E402
+from agent.tool_grammar import PathChoices  # noqa: E402
 from trajectories.events import ToolCall, Usage, scrub_text  # noqa: E402
 
 litellm.suppress_debug_info = True
@@ -93,10 +94,12 @@ class LLMClient:
         on_delta: Callable[[str], None] | None = None,
         on_retry: RetryListener | None = None,
         wait: Callable[[float], None] = time.sleep,
+        paths: PathChoices | None = None,
     ) -> LLMReply:
         """Call the model, retrying transient errors (`on_retry` hears of each, `wait` sleeps
         between them: the session's wait ends early when the user interrupts); raise
-        ModelError when it cannot answer."""
+        ModelError when it cannot answer. `paths`: the workspace's, which a local model's path
+        arguments are kept to (`agent.tool_grammar`)."""
         attempts = self.config.retries + 1
         attempt = 0
         while True:
@@ -104,7 +107,7 @@ class LLMClient:
             started = time.monotonic()
             try:
                 try:
-                    response = self._call(messages, tools, on_delta)
+                    response = self._call(messages, tools, on_delta, paths)
                     return self._reply(response, time.monotonic() - started)
                 except litellm.APIError as exc:
                     if getattr(exc, "status_code", None) in OVERLOADED_STATUSES:
@@ -149,7 +152,12 @@ class LLMClient:
         status = getattr(exc, "status_code", None)
         return f"{model} failed ({type(exc).__name__}{f' {status}' if status else ''})"
 
-    def _call(self, messages, tools, on_delta) -> Any:
+    @property
+    def constrains_paths(self) -> bool:
+        """Whether this model's calls are decoded under the tool grammar (local models)."""
+        return self.config.tool_grammar == "paths" and self.config.model.startswith("local/")
+
+    def _call(self, messages, tools, on_delta, paths: PathChoices | None = None) -> Any:
         kwargs: dict[str, Any] = {
             "model": self.config.model,
             "messages": messages,
@@ -169,8 +177,9 @@ class LLMClient:
             kwargs["api_key"] = self.config.api_key
         if self.config.adapter:
             kwargs["adapter"] = self.config.adapter
-        if not self.config.tool_grammar and self.config.model.startswith("local/"):
-            kwargs["tool_grammar"] = False
+        if self.config.model.startswith("local/") and tools:
+            kwargs["tool_grammar"] = (paths.as_dict() if paths else True) \
+                if self.config.tool_grammar != "off" else False
         if self.config.token_ids:
             from agent.served_tokens import REQUEST_FIELDS
 

@@ -64,7 +64,7 @@ from agent.models import (  # noqa: E402
     resolve_model_path,
     tokenizer_folder,
 )
-from agent.tool_grammar import ToolCallConstraint, tool_call_grammar  # noqa: E402
+from agent.tool_grammar import PathChoices, ToolCallConstraint, tool_call_grammar  # noqa: E402
 from agent.tool_protocol import (  # noqa: E402
     TOOL_CALL_OPEN,
     TOOL_CALL_STOP,
@@ -330,8 +330,11 @@ def _prepare(
     tools = params.get("tools") if params.get("tool_choice") != "none" else None
     prompt_ids = render_chat_tokens(messages, tools, local.tokenizer)
     required = bool(tools) and params.get("tool_choice") == "required"
-    grammar = tool_call_grammar(tools, required) if tools and params.pop("tool_grammar", True) \
-        else None
+    grammar = None
+    constrain = params.pop("tool_grammar", True)
+    if tools and constrain:
+        paths = PathChoices.from_dict(constrain) if isinstance(constrain, dict) else None
+        grammar = tool_call_grammar(tools, required, paths)
     prefix = ""
     if required:
         # The template cannot force a call, so the reply is started with the call's open tag.

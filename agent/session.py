@@ -16,9 +16,13 @@ from agent.prompts import NO_TOOL_CALL_NUDGE, system_prompt, task_message
 from agent.repeat_guard import BLOCKED as REPEAT_BLOCKED
 from agent.repeat_guard import RepeatGuard
 from agent.tasks import Task
+from agent.tool_grammar import MAX_PATH_CHOICES, PathChoices
 from tools.base import Observation, ToolBox, ToolContext
+from tools.files import LINES, READ
 from tools.repo_map import render_repo_map
+from tools.search import workspace_files
 from tools.workspace import Workspace
+from tools.workspace_fs import WorkspaceFS
 from trajectories.events import (
     AssistantDelta,
     AssistantMessage,
@@ -124,6 +128,8 @@ class Session:
         self._started = False
         self.context = context or ContextConfig()
         self.compactor = Compactor(self.context, llm, toolbox.schemas(), workspace.path)
+        self._shown_lines: dict[str, set[int]] = {}
+        """Lines of files the model was shown (views), from the events: the edits it may make."""
         self.repeat_guard = RepeatGuard(
             name for name, tool in toolbox.tools.items() if tool.read_only) if repeat_guard \
             else None
@@ -169,6 +175,10 @@ class Session:
         self.compactor.observe(event)
         if self.repeat_guard is not None:
             self.repeat_guard.observe(event)
+        if isinstance(event, ToolResult) and not event.is_error and event.data:
+            shown, lines = event.data.get(READ), event.data.get(LINES)
+            if isinstance(shown, str) and isinstance(lines, list) and len(lines) == 2:
+                self._shown_lines.setdefault(shown, set()).update(range(lines[0], lines[1] + 1))
         if isinstance(event, AssistantMessage | Compaction):
             self._calls_usage += event.usage
         elif isinstance(event, ToolResult) and "subagent" in event.data:
@@ -391,7 +401,26 @@ class Session:
             self.messages, self.toolbox.schemas(), wait=self._wait_or_stop,
             on_delta=self._on_delta,
             on_retry=self._on_retry,
+            paths=self._path_choices(),
         )
+
+    def _path_choices(self) -> PathChoices | None:
+        """The workspace's paths as they are now, for a model whose path arguments are kept to
+        them (a local one)."""
+        arguments = self.toolbox.path_arguments()
+        if not arguments or not self.llm.constrains_paths:
+            return None
+        files = workspace_files(self.workspace.path)
+        if len(files) > MAX_PATH_CHOICES:
+            return None
+        fs = WorkspaceFS(self.workspace.path)
+        read = {}
+        for name, lines in sorted(self._shown_lines.items()):
+            try:
+                read[name] = (fs.read_text(name), lines)
+            except (OSError, UnicodeDecodeError):  # gone, or not text: nothing to edit there
+                continue
+        return PathChoices.of_files(arguments, files, self.toolbox.edit_arguments(), read)
 
     def _run_tool_calls(self, tool_calls: list[ToolCall]) -> str | None:
         """Run each call in order; return the summary if one of them was finish."""

@@ -8,7 +8,17 @@ with tools is either one `<tool_call>{"name": ..., "arguments": {...}}</tool_cal
 tool's and whose arguments match that tool's schema (required keys present, types right, no
 unknown keys, keys in the schema's order), or, when the model may answer in prose
 (`tool_choice` auto), text that does not start a call. With `tool_choice: required` only the call
-is allowed. What the model writes inside the strings (a path, an `old_str`) stays its own.
+is allowed. Given the workspace's paths (`PathChoices`), an argument that names an existing file
+or directory (`Tool.path_arguments`: view's, str_replace's, insert's, grep's `path`) can only be
+one of them, as monitor-guided decoding keeps identifiers to those in scope: the 135M model
+otherwise views `test_utils.py` for `toolz/tests/test_utils.py` or `weather/reads.py` for
+`weather/readings.py` and loses the step. An edit (`Tool.edit_arguments`: str_replace's `path`
+and `old_str`) goes to a file the model has read in this session, and replaces a run of the whole
+lines it was shown, as they are now (Claude Code's editor likewise refuses to edit a file not read
+first; the tool still refuses a run that occurs twice, with a hint); the model otherwise edits
+the test file after reading the module, or an `old_str` it never saw. The lines are a chain of
+rules, one per line, so the grammar grows with the lines shown. What the model writes in the
+other strings (`new_str`, a command) stays its own.
 
 The mask applies to sampling only: the logprobs recorded for training stay those of the raw
 distribution, and the text is rendered and parsed by `agent.tool_protocol` as before, so the
@@ -19,39 +29,192 @@ from __future__ import annotations
 
 import json
 import threading
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import Any
 
 from agent.tool_protocol import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
+
+JSON_LAYOUT = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+"""Calls are laid out as `json.dumps` writes them, which is how `agent.tool_protocol` renders
+them for training: the same tokens, and no room for a weak model to loop on whitespace."""
+MAX_PATH_CHOICES = 5_000
+"""Past this many workspace paths, path arguments are left free (the grammar stays small)."""
+MAX_EDIT_LINES = 600
+"""Past this many lines shown in all, edits are left free (the grammar's parser has a limit)."""
 
 _tokenizers: dict[int, Any] = {}
 _tokenizers_lock = threading.Lock()
 
 
-def call_schema(tools: list[dict[str, Any]]) -> dict[str, Any]:
-    """JSON schema of one call object `{"name": ..., "arguments": {...}}` of any of `tools`."""
-    variants = []
-    for tool in tools:
+@dataclass
+class PathChoices:
+    """The workspace's paths, and which arguments of which tools must be one of them."""
+
+    arguments: dict[str, tuple[str, ...]]
+    """Tool name -> its arguments naming an existing path."""
+    paths: list[str]
+    """Files and directories, relative to the workspace root (`.` for the root)."""
+    edit_arguments: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """Editing tool -> its (file, replaced text) arguments; such a tool may only edit `edits`."""
+    edits: dict[str, list[list[str]]] = field(default_factory=dict)
+    """File the model has read -> runs of consecutive lines it was shown (newlines kept), as
+    the file is now."""
+
+    @classmethod
+    def of_files(cls, arguments: dict[str, tuple[str, ...]], files: list[str],
+                 edit_arguments: dict[str, tuple[str, str]] | None = None,
+                 read: dict[str, tuple[str, set[int]]] | None = None) -> PathChoices:
+        """From the workspace's files (those, every folder holding them, and `.`) and, per file
+        the model has read, its text and the numbers of the lines it was shown."""
+        folders = {str(parent) for name in files for parent in PurePosixPath(name).parents}
+        edits = {name: shown_runs(text, lines) for name, (text, lines) in (read or {}).items()}
+        return cls(arguments, sorted(folders | set(files) | {"."}), edit_arguments or {},
+                   {name: runs for name, runs in edits.items() if runs})
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"arguments": {name: list(args) for name, args in self.arguments.items()},
+                "paths": self.paths,
+                "edit_arguments": {name: list(a) for name, a in self.edit_arguments.items()},
+                "edits": self.edits}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PathChoices:
+        return cls({name: tuple(args) for name, args in data.get("arguments", {}).items()},
+                   list(data.get("paths", [])),
+                   {name: (args[0], args[1])
+                    for name, args in data.get("edit_arguments", {}).items()},
+                   {name: [list(run) for run in runs]
+                    for name, runs in data.get("edits", {}).items()})
+
+
+def shown_runs(text: str, shown: set[int]) -> list[list[str]]:
+    """The runs of consecutive lines of `text` whose numbers (1-based) are in `shown`."""
+    runs: list[list[str]] = []
+    previous = -1
+    for number, line in enumerate(text.splitlines(keepends=True), 1):
+        if number not in shown:
+            continue
+        if number != previous + 1 or not runs:
+            runs.append([])
+        runs[-1].append(line)
+        previous = number
+    return runs
+
+
+def _only_paths(schema: dict[str, Any], paths: list[str]) -> dict[str, Any]:
+    """A string argument's schema narrowed to `paths` (`null` stays allowed where it was)."""
+    if "anyOf" in schema:
+        return {**schema, "anyOf": [_only_paths(item, paths) for item in schema["anyOf"]]}
+    if schema.get("type") == "string":
+        return {key: value for key, value in schema.items() if key != "type"} | {"enum": paths}
+    return schema
+
+
+def _constrains_edits(paths: PathChoices | None) -> bool:
+    return paths is not None and bool(paths.edit_arguments) and \
+        sum(len(run) for runs in paths.edits.values() for run in runs) <= MAX_EDIT_LINES
+
+
+def _literal(text: str) -> str:
+    """A Lark string literal matching `text` exactly."""
+    return json.dumps(text, ensure_ascii=False)
+
+
+QUOTE = _literal('"')
+"""The Lark literal of one double quote."""
+
+
+def _value(schema: dict[str, Any]) -> str:
+    """A JSON value matching `schema`, laid out as `json.dumps` writes it."""
+    return f"%json {json.dumps({**schema, 'x-guidance': JSON_LAYOUT}, ensure_ascii=False)}"
+
+
+def _line_runs(prefix: str, runs: list[list[str]]) -> list[str]:
+    """Rules of a run of whole lines as written inside a JSON string: `{prefix}` starts at any
+    line; the rule of a line is its text, then optionally the rule of the next line."""
+    rules, starts = [], []
+    for r, run in enumerate(runs):
+        for i, line in enumerate(run):
+            follow = f" {prefix}_{r}_{i + 1}?" if i + 1 < len(run) else ""
+            rules.append(f"{prefix}_{r}_{i}: "
+                         f"{_literal(json.dumps(line, ensure_ascii=False)[1:-1])}{follow}")
+            starts.append(f"{prefix}_{r}_{i}")
+    return [f"{prefix}: " + " | ".join(starts), *rules]
+
+
+def _call_rule(rule: str, name: str, properties: dict[str, Any], required: list[str],
+               values: dict[str, str]) -> str | None:
+    """`{"name": ..., "arguments": {...}}` with the arguments in schema order (optional ones may
+    be left out); `values` overrides an argument's value. None when the first argument is
+    optional (the caller falls back to the tool's whole schema)."""
+    names = list(properties)
+    if names and names[0] not in required:
+        return None
+    parts = [_literal(f'{{"name": {json.dumps(name)}, "arguments": {{')]
+    for position, argument in enumerate(names):
+        key = _literal(("" if position == 0 else ", ") + f"{json.dumps(argument)}: ")
+        value = values.get(argument) or _value(properties[argument])
+        parts.append(f"{key} {value}" if argument in required else f"({key} {value})?")
+    parts.append(_literal("}}"))
+    return f"{rule}: " + " ".join(parts)
+
+
+def call_rules(tools: list[dict[str, Any]],
+               paths: PathChoices | None) -> tuple[list[str], list[str]]:
+    """(rule names, rules): one rule per call shape allowed. Path arguments are kept to `paths`
+    (when not too many); an editing tool, when edits are constrained, gets one rule per file
+    read, whose replaced text is a run of the lines shown, and none before a file is read."""
+    narrow = paths is not None and 0 < len(paths.paths) <= MAX_PATH_CHOICES
+    edits = _constrains_edits(paths)
+    names: list[str] = []
+    rules: list[str] = []
+    for index, tool in enumerate(tools):
         function = tool.get("function", tool)
-        parameters = dict(function.get("parameters") or {"type": "object", "properties": {}})
-        parameters.setdefault("type", "object")
-        parameters.setdefault("additionalProperties", False)
-        variants.append({
-            "type": "object",
-            "properties": {"name": {"const": function["name"]}, "arguments": parameters},
-            "required": ["name", "arguments"],
-            "additionalProperties": False,
-        })
-    return {"anyOf": variants}
+        name = function["name"]
+        parameters = function.get("parameters") or {}
+        properties = dict(parameters.get("properties") or {})
+        required = list(parameters.get("required") or [])
+        if narrow and paths is not None:
+            for argument in paths.arguments.get(name, ()):
+                if argument in properties:
+                    properties[argument] = _only_paths(properties[argument], paths.paths)
+        shapes: list[dict[str, str]] = [{}]
+        if edits and paths is not None and name in paths.edit_arguments:
+            file_argument, text_argument = paths.edit_arguments[name]
+            shapes = []
+            for number, (file, runs) in enumerate(sorted(paths.edits.items())):
+                lines = f"t{index}_f{number}"
+                rules += _line_runs(lines, runs)
+                shapes.append({file_argument: _literal(json.dumps(file, ensure_ascii=False)),
+                               text_argument: f"{QUOTE} {lines} {QUOTE}"})
+        for number, values in enumerate(shapes):
+            rule = f"t{index}_c{number}"
+            built = _call_rule(rule, name, properties, required, values)
+            if built is None:  # not expressible argument by argument: the tool's whole schema
+                built = f"{rule}: " + _value({
+                    "type": "object", "required": ["name", "arguments"],
+                    "properties": {"name": {"const": name}, "arguments": parameters},
+                    "additionalProperties": False})
+            rules.append(built)
+            names.append(rule)
+    return names, rules
 
 
-def tool_call_grammar(tools: list[dict[str, Any]], required: bool) -> str:
+def tool_call_grammar(tools: list[dict[str, Any]], required: bool,
+                      paths: PathChoices | None = None) -> str:
     """The grammar (llguidance's Lark syntax) of a reply: one call, or (unless `required`) prose
-    that does not begin with `<`."""
-    call = f"call: {json.dumps(TOOL_CALL_OPEN)} %json {json.dumps(call_schema(tools))} " \
-           f"{json.dumps(TOOL_CALL_CLOSE)}"
+    that does not begin with `<`. Each call shape is spelled out with literal text between the
+    argument values (each a JSON schema), so no two shapes share a lexeme that could be cut two
+    ways."""
+    names, rules = call_rules(tools, paths)
+    if not names:  # only editing tools, and no file read yet: leave the edits free
+        names, rules = call_rules(tools, None)
+    lines = [f"call: {_literal(TOOL_CALL_OPEN)} body {_literal(TOOL_CALL_CLOSE)}",
+             "body: " + " | ".join(names), *rules]
     if required:
-        return f"start: call\n{call}\n"
-    return f"start: call | PROSE\nPROSE: /[^<\\s][^\\x00]*/\n{call}\n"
+        return "\n".join(["start: call", *lines]) + "\n"
+    return "\n".join(["start: call | PROSE", "PROSE: /[^<\\s][^\\x00]*/", *lines]) + "\n"
 
 
 def _ll_tokenizer(tokenizer: Any) -> Any:

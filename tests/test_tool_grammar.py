@@ -5,14 +5,21 @@ random Llama, which otherwise writes garbage) only ever writes a call of a known
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from agent.tool_grammar import ToolCallConstraint, tool_call_grammar
+from agent.tool_grammar import (
+    MAX_PATH_CHOICES,
+    PathChoices,
+    ToolCallConstraint,
+    tool_call_grammar,
+)
 from agent.tool_protocol import TOOL_CALL_OPEN, parse_tool_calls
 from tests.test_local_model import TOOLS, litellm_local, tiny_model  # noqa: F401  (fixtures)
+from tools.base import ToolBox
 from tools.control import select_tools
 
 CORE = [tool.schema() for tool in select_tools("core")]
@@ -94,3 +101,75 @@ def test_a_random_model_under_the_grammar_only_calls_known_tools(
         assert call["function"]["name"] in names
         arguments = call["function"]["arguments"]
         assert arguments.lstrip().startswith("{")  # a JSON object, cut only by max_tokens
+
+
+FILES = ["README.md", "toolz/itertoolz.py", "toolz/tests/test_utils.py"]
+
+
+def test_path_arguments_are_kept_to_the_workspaces_paths(tokenizer: Any) -> None:
+    paths = PathChoices.of_files(ToolBox(select_tools("core")).path_arguments(), FILES)
+    assert paths.paths == [".", "README.md", "toolz", "toolz/itertoolz.py", "toolz/tests",
+                           "toolz/tests/test_utils.py"]
+    grammar = tool_call_grammar(CORE, required=True, paths=paths)
+    assert _accepted(tokenizer, grammar, _call("view", {"path": "toolz/tests/test_utils.py"}))
+    assert _accepted(tokenizer, grammar, _call("view", {"path": "toolz/tests"}))
+    assert not _accepted(tokenizer, grammar, _call("view", {"path": "test_utils.py"}))
+    assert not _accepted(tokenizer, grammar, _call("str_replace", {
+        "path": "toolz/itertools.py", "old_str": "a", "new_str": "b"}))
+    assert _accepted(tokenizer, grammar, _call("create", {"path": "toolz/new.py",
+                                                          "file_text": "x = 1\n"}))
+    assert _accepted(tokenizer, grammar, _call("grep", {"pattern": "def f", "path": "toolz"}))
+    assert _accepted(tokenizer, grammar, _call("grep", {"pattern": "def f"}))
+    too_many = PathChoices(paths.arguments, [f"f{i}.py" for i in range(MAX_PATH_CHOICES + 1)])
+    loose = tool_call_grammar(CORE, required=True, paths=too_many)
+    assert _accepted(tokenizer, loose, _call("view", {"path": "test_utils.py"}))
+
+
+def test_a_random_model_under_the_grammar_names_only_existing_paths(
+        tiny_model: Path, litellm_local: Any) -> None:  # noqa: F811
+    paths = PathChoices.of_files(ToolBox(select_tools("core")).path_arguments(), FILES)
+    view_only = [schema for schema in CORE if schema["function"]["name"] == "view"]
+    named = []
+    for seed in range(4):
+        response = litellm_local.completion(
+            model=f"local/{tiny_model}", messages=[{"role": "user", "content": "Show a file."}],
+            tools=view_only, tool_choice="required", max_tokens=40, temperature=1.0, seed=seed,
+            tool_grammar=paths.as_dict())
+        (call,) = parse_tool_calls(TOOL_CALL_OPEN + _reply_text(response))[1]
+        found = re.search(r'"path"\s*:\s*"([^"]*)"', call["function"]["arguments"])
+        assert found, call
+        named.append(found.group(1))
+    assert set(named) <= set(paths.paths), named
+
+
+MODULE = 'def add(a, b):\n    """Return the "sum" of a and b."""\n    return a - b\n\n\n' \
+         'def subtract(a, b):\n    return a - b\n'
+
+
+def test_an_edit_replaces_whole_lines_the_model_was_shown_of_a_file_it_read(
+        tokenizer: Any) -> None:
+    box = ToolBox(select_tools("core"))
+    files = ["calc.py", "tests/test_calc.py"]
+
+    def grammar(read: dict[str, tuple[str, set[int]]]) -> str:
+        return tool_call_grammar(CORE, required=True, paths=PathChoices.of_files(
+            box.path_arguments(), files, box.edit_arguments(), read))
+
+    def edit(path: str, old: str) -> str:
+        return _call("str_replace", {"path": path, "old_str": old, "new_str": "    return a + b\n"})
+
+    nothing_read = grammar({})
+    assert not _accepted(tokenizer, nothing_read, edit("calc.py", "    return a - b\n"))
+    assert _accepted(tokenizer, nothing_read, _call("view", {"path": "calc.py"}))
+    shown = grammar({"calc.py": (MODULE, {1, 2, 3})})  # `add` only
+    assert _accepted(tokenizer, shown, edit("calc.py", "    return a - b\n"))
+    assert _accepted(tokenizer, shown, edit("calc.py", 'def add(a, b):\n    """Return the "sum" '
+                                                       'of a and b."""\n    return a - b\n'))
+    assert not _accepted(tokenizer, shown, edit("calc.py", "return a - b"))  # part of a line
+    assert not _accepted(tokenizer, shown, edit("calc.py", "def subtract(a, b):\n"))  # not shown
+    assert not _accepted(tokenizer, shown, edit("calc.py", "    return a * b\n"))  # never there
+    assert not _accepted(tokenizer, shown, edit("tests/test_calc.py", "    return a - b\n"))
+    assert _accepted(tokenizer, shown, _call("create", {"path": "notes.md", "file_text": "x"}))
+    assert PathChoices.of_files({}, files, box.edit_arguments(),
+                                {"calc.py": (MODULE, {1, 2, 6, 7})}).edits == {
+        "calc.py": [MODULE.splitlines(keepends=True)[:2], MODULE.splitlines(keepends=True)[5:7]]}

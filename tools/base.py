@@ -61,6 +61,12 @@ class Tool:
     Args: ClassVar[type[BaseModel]]
     read_only: ClassVar[bool] = False
     """True when a call cannot change the workspace (viewing, searching, planning)."""
+    path_arguments: ClassVar[tuple[str, ...]] = ()
+    """Arguments that name a file or directory that exists in the workspace (a local model's
+    decoding keeps them to such paths, `agent.tool_grammar`)."""
+    edit_arguments: ClassVar[tuple[str, str] | None] = None
+    """(file, text) arguments of an edit that replaces text occurring once in a file the model
+    has read (a local model's decoding keeps them to such text)."""
 
     def run(self, args: Any, ctx: ToolContext) -> Observation:
         raise NotImplementedError
@@ -90,6 +96,16 @@ class ToolBox:
 
     def schemas(self) -> list[dict[str, Any]]:
         return [tool.schema() for tool in self.tools.values()]
+
+    def path_arguments(self) -> dict[str, tuple[str, ...]]:
+        """Per tool, its arguments that name an existing workspace path."""
+        return {name: tool.path_arguments for name, tool in self.tools.items()
+                if tool.path_arguments}
+
+    def edit_arguments(self) -> dict[str, tuple[str, str]]:
+        """Per editing tool, its (file, replaced text) arguments."""
+        return {name: tool.edit_arguments for name, tool in self.tools.items()
+                if tool.edit_arguments}
 
     def call(self, name: str, raw_arguments: str | dict | None, ctx: ToolContext) -> Observation:
         """Run one call. Bad names, bad JSON and bad arguments become error observations; any

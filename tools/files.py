@@ -68,6 +68,12 @@ def _write_checked(fs: WorkspaceFS, relative: str, old: str | None, new: str,
     _history(ctx).setdefault(relative, []).append(old)
 
 
+READ = "read"
+"""`Observation.data` key: the file a view showed the model..."""
+LINES = "lines"
+"""... and the first and last of its lines shown whole."""
+
+
 def _target(path: str, ctx: ToolContext) -> tuple[WorkspaceFS, str]:
     return WorkspaceFS(ctx.workspace), workspace_relative(path)
 
@@ -103,6 +109,7 @@ class View(Tool):
     name = "view"
     read_only = True
     Args = ViewArgs
+    path_arguments = ("path",)
 
     def run(self, args: ViewArgs, ctx: ToolContext) -> Observation:
         fs, shown = _target(args.path, ctx)
@@ -120,8 +127,10 @@ class View(Tool):
                                 f"{len(lines)} lines.")
         body = _numbered(lines[first - 1 : last], first)
         if len(body) > MAX_VIEW_CHARS:
-            body = body[:MAX_VIEW_CHARS] + "\n... [cut: use view_range to see the rest]"
-        return Observation(body or f"{shown} is empty.")
+            body = body[:MAX_VIEW_CHARS]
+            last = first + body.count("\n") - 1  # the last line shown whole
+            body += "\n... [cut: use view_range to see the rest]"
+        return Observation(body or f"{shown} is empty.", data={READ: shown, LINES: [first, last]})
 
 
 def _listing(fs: WorkspaceFS, shown: str) -> str:
@@ -171,6 +180,8 @@ class StrReplace(Tool):
 
     name = "str_replace"
     Args = StrReplaceArgs
+    path_arguments = ("path",)
+    edit_arguments = ("path", "old_str")
 
     def run(self, args: StrReplaceArgs, ctx: ToolContext) -> Observation:
         fs, shown = _target(args.path, ctx)
@@ -211,6 +222,7 @@ class Insert(Tool):
 
     name = "insert"
     Args = InsertArgs
+    path_arguments = ("path",)
 
     def run(self, args: InsertArgs, ctx: ToolContext) -> Observation:
         fs, shown = _target(args.path, ctx)
@@ -224,7 +236,8 @@ class Insert(Tool):
         block = args.new_str if args.new_str.endswith("\n") else args.new_str + "\n"
         new_text = "".join(lines[: args.insert_line]) + block + "".join(lines[args.insert_line :])
         _write_checked(fs, shown, text, new_text, ctx)
-        return Observation(_snippet(new_text, args.insert_line + 1, shown), data={"path": shown})
+        return Observation(_snippet(new_text, args.insert_line + 1, shown),
+                           data={"path": shown})
 
 
 class UndoEditArgs(BaseModel):

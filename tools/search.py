@@ -62,6 +62,7 @@ class Grep(Tool):
     name = "grep"
     read_only = True
     Args = GrepArgs
+    path_arguments = ("path",)
 
     def run(self, args: GrepArgs, ctx: ToolContext) -> Observation:
         if len(args.pattern) > MAX_PATTERN_CHARS:

@@ -92,8 +92,8 @@ def eval_command(
     temperature: float | None = config_option(EvalOptions, "temperature"),
     episode_repeat_guard: bool = config_option(EvalOptions, "episode.repeat_guard",
                                                "--repeat-guard/--no-repeat-guard"),
-    episode_llm_tool_grammar: bool = config_option(EvalOptions, "episode.llm.tool_grammar",
-                                                   "--tool-grammar/--no-tool-grammar"),
+    episode_llm_tool_grammar: str = config_option(EvalOptions, "episode.llm.tool_grammar",
+                                                  "--tool-grammar"),
     episode_context_repo_map_tokens: int = config_option(
         EvalOptions, "episode.context.repo_map_tokens", "--repo-map-tokens"),
     output_dir: Path | None = config_option(EvalOptions, "output_dir"),  # noqa: B008
