@@ -34,8 +34,9 @@ class LLMConfig(BaseModel):
     )
     tool_grammar: Literal["paths", "calls", "off"] = Field(
         "paths", description="Local models: `calls` generates each tool call under a grammar of "
-        "the tools' schemas, so it is always a well-formed call of a known tool; `paths` also "
-        "keeps path arguments to the workspace's files and folders (`agent.tool_grammar`).")
+        "the tools' schemas (always a well-formed call of a known tool); `paths` also keeps path "
+        "arguments to the workspace's files and folders, and an edit to whole lines the model "
+        "was shown of a file it viewed (`agent.tool_grammar`); `off` decodes freely.")
     token_ids: bool = Field(
         False, description="Ask the OpenAI-compatible server (vLLM 0.10.2 or later) for each "
         "call's token ids and logprobs, recorded for training (GRPO from a served policy); "

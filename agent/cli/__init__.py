@@ -26,7 +26,7 @@ from agent.cli.options import (
 )
 from agent.cli.sessions import rewind_command, sessions_app, undo_command
 from agent.cli.trajectories import replay_command, trajectories_app, verify_command
-from agent.episode_config import DEFAULT_MODEL
+from agent.episode_config import DEFAULT_MODEL, LLMConfig
 from agent.executor_config import EXECUTOR_KINDS, ExecutorConfig
 from agent.samples_config import SAMPLED_TEMPERATURE, SamplesConfig, samples_problem
 
@@ -152,6 +152,7 @@ def solve(
         help="Sampling temperature; default 0 (greedy) for one attempt, "
         f"{SAMPLED_TEMPERATURE} for --samples N > 1.")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds per model call.")] = 300.0,
+    tool_grammar: str = config_option(LLMConfig, "tool_grammar", "--tool-grammar"),
     context_window: ContextWindowOption = None,
     repo_map_tokens: RepoMapTokensOption = 512,
     compact_at: CompactAtOption = 0.8,
@@ -246,6 +247,7 @@ def solve(
                 llm=LLMConfig(model=model, api_base=api_base, adapter=adapter,
                               max_tokens=max_tokens, temperature=temperature, timeout=timeout,
                               tool_choice="required" if model.startswith("local/") else None,
+                              tool_grammar=tool_grammar,
                               **({"stream": True} if deltas else {})),
                 sandbox=SandboxConfig(kind=sandbox, network=network),
                 max_steps=max_steps, output_dir=output_dir,
