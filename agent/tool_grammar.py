@@ -130,15 +130,23 @@ def _value(schema: dict[str, Any]) -> str:
     return f"%json {json.dumps({**schema, 'x-guidance': JSON_LAYOUT}, ensure_ascii=False)}"
 
 
+def _in_string(text: str) -> str:
+    """The Lark literal of `text` as written inside a JSON string."""
+    return _literal(json.dumps(text, ensure_ascii=False)[1:-1])
+
+
 def _line_runs(prefix: str, runs: list[list[str]]) -> list[str]:
     """Rules of a run of whole lines as written inside a JSON string: `{prefix}` starts at any
-    line; the rule of a line is its text, then optionally the rule of the next line."""
+    line; the rule of a line is its text, then optionally its line break and, after that,
+    optionally the rule of the next line (so the run may end with or without a break)."""
     rules, starts = [], []
     for r, run in enumerate(runs):
         for i, line in enumerate(run):
+            text = line.rstrip("\r\n")
+            ending = line[len(text):]
             follow = f" {prefix}_{r}_{i + 1}?" if i + 1 < len(run) else ""
-            rules.append(f"{prefix}_{r}_{i}: "
-                         f"{_literal(json.dumps(line, ensure_ascii=False)[1:-1])}{follow}")
+            tail = f" ({_in_string(ending)}{follow})?" if ending else ""
+            rules.append(f"{prefix}_{r}_{i}: {_in_string(text)}{tail}")
             starts.append(f"{prefix}_{r}_{i}")
     return [f"{prefix}: " + " | ".join(starts), *rules]
 
@@ -146,8 +154,12 @@ def _line_runs(prefix: str, runs: list[list[str]]) -> list[str]:
 def _call_rule(rule: str, name: str, properties: dict[str, Any], required: list[str],
                values: dict[str, str]) -> str | None:
     """`{"name": ..., "arguments": {...}}` with the arguments in schema order (optional ones may
-    be left out); `values` overrides an argument's value. None when the first argument is
-    optional (the caller falls back to the tool's whole schema)."""
+    be left out, unless `values` overrides some: an edit spells out every argument, so that
+    leaving out `new_str` cannot delete the lines by accident); `values` overrides an argument's
+    value. None when the first argument is optional (the caller falls back to the tool's whole
+    schema)."""
+    if values:
+        required = list(properties)
     names = list(properties)
     if names and names[0] not in required:
         return None

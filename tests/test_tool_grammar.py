@@ -165,7 +165,10 @@ def test_an_edit_replaces_whole_lines_the_model_was_shown_of_a_file_it_read(
     assert _accepted(tokenizer, shown, edit("calc.py", "    return a - b\n"))
     assert _accepted(tokenizer, shown, edit("calc.py", 'def add(a, b):\n    """Return the "sum" '
                                                        'of a and b."""\n    return a - b\n'))
+    assert _accepted(tokenizer, shown, edit("calc.py", "    return a - b"))  # no last break
     assert not _accepted(tokenizer, shown, edit("calc.py", "return a - b"))  # part of a line
+    assert not _accepted(tokenizer, shown, _call("str_replace", {  # new_str left out
+        "path": "calc.py", "old_str": "    return a - b\n"}))
     assert not _accepted(tokenizer, shown, edit("calc.py", "def subtract(a, b):\n"))  # not shown
     assert not _accepted(tokenizer, shown, edit("calc.py", "    return a * b\n"))  # never there
     assert not _accepted(tokenizer, shown, edit("tests/test_calc.py", "    return a - b\n"))
