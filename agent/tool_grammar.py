@@ -49,7 +49,8 @@ _tokenizers_lock = threading.Lock()
 
 @dataclass
 class PathChoices:
-    """The workspace's paths, and which arguments of which tools must be one of them."""
+    """What a session's calls may name: the workspace's paths (for the tools' path arguments)
+    and, per file the model has viewed, the lines it was shown (for the editing tools)."""
 
     arguments: dict[str, tuple[str, ...]]
     """Tool name -> its arguments naming an existing path."""

@@ -1,0 +1,91 @@
+"""Constrained decoding of tool calls (`agent.tool_grammar`), measured: the same model and
+tasks, one greedy episode per task, with `--tool-grammar off`, `calls` and `paths`.
+
+    python bench/bench_tool_grammar.py --suite curriculum=SUITE --suite toolz=SUITE \\
+        [--adapter agent/adapters/apprentice-135m] [--modes off,calls,paths] [--out DIR]
+
+Each (suite, mode) is an `agent eval` run of the suite's test split (6 calls of at most 256
+tokens, no repository map: how the shipped model is measured) saved as DIR/<suite>-<mode>.json
+and skipped when it is there. Prints pass@1, the format-error rate (replies without a valid
+call of a known tool), calls refused by a tool (a path that does not exist, an `old_str` not
+in the file), mean steps and seconds per episode, and writes DIR/results.md.
+Needs Docker, the sandbox image and the pulled model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from agent.episode import EpisodeConfig  # noqa: E402
+from agent.episode_config import ContextConfig  # noqa: E402
+from agent.llm import LLMConfig  # noqa: E402
+from finetune.evaluate import EvalOptions, evaluate  # noqa: E402
+from finetune.suite import load_suite  # noqa: E402
+
+REFUSALS = ("does not exist", "was not found in", "occurs", "Not run: this exact")
+
+
+def refused_calls(report: dict) -> tuple[int, int]:
+    """(tool calls a tool refused, tool calls) over the report's recorded episodes."""
+    refused = total = 0
+    for episode in report["episodes"]:
+        path = episode.get("trajectory_path")
+        if not path or not Path(path).is_file():
+            continue
+        for line in Path(path).read_text().splitlines():
+            event = json.loads(line)
+            if event.get("type") == "tool_result":
+                total += 1
+                output = event.get("output", "")
+                refused += bool(event.get("is_error") and any(r in output for r in REFUSALS))
+    return refused, total
+
+
+def run(suite_dir: Path, mode: str, adapter: str | None, save: Path) -> dict:
+    if not save.is_file():
+        options = EvalOptions(
+            model="local/smollm2-135m", adapter=adapter, split="test", workers=1,
+            episode=EpisodeConfig(max_steps=6, llm=LLMConfig(max_tokens=256, tool_grammar=mode),
+                                  context=ContextConfig(repo_map_tokens=0)),
+            output_dir=save.parent / save.stem)
+        evaluate(load_suite(suite_dir), options, on_episode=lambda e: print(
+            f"   {e.instance_id}: reward {e.reward} {e.steps} steps "
+            f"{e.format_errors}/{e.model_calls} format errors {e.duration_s:.0f}s", flush=True)
+        ).save(save)
+    return json.loads(save.read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--suite", action="append", required=True, metavar="NAME=DIR")
+    parser.add_argument("--adapter", default="agent/adapters/apprentice-135m")
+    parser.add_argument("--modes", default="off,calls,paths")
+    parser.add_argument("--out", type=Path, default=Path("/tmp/apprentice-bench-grammar"))
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = ["| suite | tool grammar | pass@1 | format errors | calls refused | mean steps | "
+            "s per episode |", "|---|---|---|---|---|---|---|"]
+    for spec in args.suite:
+        name, _, folder = spec.partition("=")
+        for mode in args.modes.split(","):
+            print(f"== {name}, --tool-grammar {mode}", flush=True)
+            report = run(Path(folder), mode, args.adapter, args.out / f"{name}-{mode}.json")
+            summary = report["summary"]
+            refused, calls = refused_calls(report)
+            seconds = summary["wall_time_s"] / max(1, summary["episodes"])
+            rows.append(f"| {name} ({summary['tasks']}) | {mode} | {summary['pass@1']:.3f} | "
+                        f"{summary['format_error_rate']:.3f} | {refused}/{calls} | "
+                        f"{summary['mean_steps']:.1f} | {seconds:.0f} |")
+    table = "\n".join(rows)
+    print(table)
+    (args.out / "results.md").write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
