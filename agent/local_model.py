@@ -41,6 +41,7 @@ Cost is 0: every `local/...` model is registered with litellm as free, with its 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import queue
 import threading
@@ -72,6 +73,7 @@ from agent.tool_protocol import (  # noqa: E402
     render_chat_tokens,
 )
 
+logger = logging.getLogger(__name__)
 PROVIDER = "local"
 TOKENS_FIELD = "local_tokens"
 DEFAULT_MAX_TOKENS = 512
@@ -205,7 +207,10 @@ def generate(
     processors = []
     if grammar is not None:
         prefix_ids = tokenizer.encode(prefix, add_special_tokens=False) if prefix else []
-        processors.append(ToolCallConstraint(tokenizer, grammar, len(prompt_ids), prefix_ids))
+        try:
+            processors.append(ToolCallConstraint(tokenizer, grammar, len(prompt_ids), prefix_ids))
+        except ValueError as exc:  # a grammar that does not compile must not end the episode
+            logger.warning("tool-call grammar not used: %s", str(exc)[:300])
     with local.lock, torch.inference_mode():
         if seed is not None:
             torch.manual_seed(seed)

@@ -126,9 +126,12 @@ QUOTE = _literal('"')
 """The Lark literal of one double quote."""
 
 
-def _value(schema: dict[str, Any]) -> str:
-    """A JSON value matching `schema`, laid out as `json.dumps` writes it."""
-    return f"%json {json.dumps({**schema, 'x-guidance': JSON_LAYOUT}, ensure_ascii=False)}"
+def _value(schema: dict[str, Any], definitions: dict[str, Any] | None = None) -> str:
+    """A JSON value matching `schema` (whose `$ref`s point into `definitions`, the tool's
+    `$defs`), laid out as `json.dumps` writes it."""
+    full = {**schema, **({"$defs": definitions} if definitions else {}),
+            "x-guidance": JSON_LAYOUT}
+    return f"%json {json.dumps(full, ensure_ascii=False)}"
 
 
 def _in_string(text: str) -> str:
@@ -153,7 +156,7 @@ def _line_runs(prefix: str, runs: list[list[str]]) -> list[str]:
 
 
 def _call_rule(rule: str, name: str, properties: dict[str, Any], required: list[str],
-               values: dict[str, str]) -> str | None:
+               values: dict[str, str], definitions: dict[str, Any] | None = None) -> str | None:
     """`{"name": ..., "arguments": {...}}` with the arguments in schema order (optional ones may
     be left out, unless `values` overrides some: an edit spells out every argument, so that
     leaving out `new_str` cannot delete the lines by accident); `values` overrides an argument's
@@ -167,7 +170,7 @@ def _call_rule(rule: str, name: str, properties: dict[str, Any], required: list[
     parts = [_literal(f'{{"name": {json.dumps(name)}, "arguments": {{')]
     for position, argument in enumerate(names):
         key = _literal(("" if position == 0 else ", ") + f"{json.dumps(argument)}: ")
-        value = values.get(argument) or _value(properties[argument])
+        value = values.get(argument) or _value(properties[argument], definitions)
         parts.append(f"{key} {value}" if argument in required else f"({key} {value})?")
     parts.append(_literal("}}"))
     return f"{rule}: " + " ".join(parts)
@@ -203,12 +206,14 @@ def call_rules(tools: list[dict[str, Any]],
                                text_argument: f"{QUOTE} {lines} {QUOTE}"})
         for number, values in enumerate(shapes):
             rule = f"t{index}_c{number}"
-            built = _call_rule(rule, name, properties, required, values)
+            definitions = parameters.get("$defs")
+            built = _call_rule(rule, name, properties, required, values, definitions)
             if built is None:  # not expressible argument by argument: the tool's whole schema
+                arguments = {key: value for key, value in parameters.items() if key != "$defs"}
                 built = f"{rule}: " + _value({
                     "type": "object", "required": ["name", "arguments"],
-                    "properties": {"name": {"const": name}, "arguments": parameters},
-                    "additionalProperties": False})
+                    "properties": {"name": {"const": name}, "arguments": arguments},
+                    "additionalProperties": False}, definitions)
             rules.append(built)
             names.append(rule)
     return names, rules

@@ -176,3 +176,17 @@ def test_an_edit_replaces_whole_lines_the_model_was_shown_of_a_file_it_read(
     assert PathChoices.of_files({}, files, box.edit_arguments(),
                                 {"calc.py": (MODULE, {1, 2, 6, 7})}).edits == {
         "calc.py": [MODULE.splitlines(keepends=True)[:2], MODULE.splitlines(keepends=True)[5:7]]}
+
+
+def test_every_tool_of_the_full_set_compiles_refs_included(tokenizer: Any) -> None:
+    full = [tool.schema() for tool in select_tools("full")]
+    assert any("$defs" in schema["function"]["parameters"] for schema in full)  # plan's items
+    box = ToolBox(select_tools("full"))
+    paths = PathChoices.of_files(box.path_arguments(), FILES, box.edit_arguments(),
+                                 {"toolz/itertoolz.py": ("def f():\n    return 1\n", {1, 2})})
+    for grammar in (tool_call_grammar(full, required=True),
+                    tool_call_grammar(full, required=False, paths=paths)):
+        ToolCallConstraint(tokenizer, grammar, prompt_length=0)  # raises if it does not compile
+    plan = next(s for s in full if "$defs" in s["function"]["parameters"])["function"]["name"]
+    todo = {"items": [{"content": "fix add", "status": "pending"}]}
+    assert _accepted(tokenizer, tool_call_grammar(full, required=True), _call(plan, todo))
