@@ -33,7 +33,7 @@ class LLMConfig(BaseModel):
         None, description="`required` forces a tool call each turn; default: the model decides."
     )
     tool_grammar: Literal["paths", "calls", "off"] = Field(
-        "paths", description="Local models: `calls` generates each tool call under a grammar of "
+        "calls", description="Local models: `calls` generates each tool call under a grammar of "
         "the tools' schemas (always a well-formed call of a known tool); `paths` also keeps path "
         "arguments to the workspace's files and folders, and an edit to whole lines the model "
         "was shown of a file it viewed (`agent.tool_grammar`); `off` decodes freely.")
