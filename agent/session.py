@@ -16,13 +16,11 @@ from agent.prompts import NO_TOOL_CALL_NUDGE, system_prompt, task_message
 from agent.repeat_guard import BLOCKED as REPEAT_BLOCKED
 from agent.repeat_guard import RepeatGuard
 from agent.tasks import Task
-from agent.tool_grammar import MAX_PATH_CHOICES, PathChoices
+from agent.tool_grammar import PathChoices
 from tools.base import Observation, ToolBox, ToolContext
 from tools.files import LINES, READ
 from tools.repo_map import render_repo_map
-from tools.search import workspace_files
 from tools.workspace import Workspace
-from tools.workspace_fs import WorkspaceFS
 from trajectories.events import (
     AssistantDelta,
     AssistantMessage,
@@ -407,20 +405,9 @@ class Session:
     def _path_choices(self) -> PathChoices | None:
         """The workspace's paths as they are now, for a model whose path arguments are kept to
         them (a local one)."""
-        arguments = self.toolbox.path_arguments()
-        if not arguments or not self.llm.constrains_paths:
+        if not self.llm.constrains_paths or not self.toolbox.path_arguments():
             return None
-        files = workspace_files(self.workspace.path)
-        if len(files) > MAX_PATH_CHOICES:
-            return None
-        fs = WorkspaceFS(self.workspace.path)
-        read = {}
-        for name, lines in sorted(self._shown_lines.items()):
-            try:
-                read[name] = (fs.read_text(name), lines)
-            except (OSError, UnicodeDecodeError):  # gone, or not text: nothing to edit there
-                continue
-        return PathChoices.of_files(arguments, files, self.toolbox.edit_arguments(), read)
+        return PathChoices.of_workspace(self.workspace.path, self.toolbox, self._shown_lines)
 
     def _run_tool_calls(self, tool_calls: list[ToolCall]) -> str | None:
         """Run each call in order; return the summary if one of them was finish."""

@@ -30,10 +30,13 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from agent.tool_protocol import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
+from tools.base import ToolBox
+from tools.search import workspace_files
+from tools.workspace_fs import WorkspaceFS
 
 JSON_LAYOUT = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 """Calls are laid out as `json.dumps` writes them, which is how `agent.tool_protocol` renders
@@ -61,6 +64,25 @@ class PathChoices:
     edits: dict[str, list[list[str]]] = field(default_factory=dict)
     """File the model has read -> runs of consecutive lines it was shown (newlines kept), as
     the file is now."""
+
+    @classmethod
+    def of_workspace(cls, root: Path, toolbox: ToolBox,
+                     shown: dict[str, set[int]]) -> PathChoices | None:
+        """From the workspace at `root` as it is now (None past `MAX_PATH_CHOICES` files) and the
+        lines of files the model was shown. Files are listed without reading the workspace's
+        git configuration and read through `WorkspaceFS`, so a link the sandbox plants in place
+        of a file shown is not followed: that file has nothing to edit."""
+        files = workspace_files(root)
+        if len(files) > MAX_PATH_CHOICES:
+            return None
+        fs = WorkspaceFS(root)
+        read = {}
+        for name, lines in sorted(shown.items()):
+            try:
+                read[name] = (fs.read_text(name), lines)
+            except (OSError, UnicodeDecodeError):  # gone, a link, or not text
+                continue
+        return cls.of_files(toolbox.path_arguments(), files, toolbox.edit_arguments(), read)
 
     @classmethod
     def of_files(cls, arguments: dict[str, tuple[str, ...]], files: list[str],
@@ -204,9 +226,9 @@ def call_rules(tools: list[dict[str, Any]],
                 rules += _line_runs(lines, runs)
                 shapes.append({file_argument: _literal(json.dumps(file, ensure_ascii=False)),
                                text_argument: f"{QUOTE} {lines} {QUOTE}"})
+        definitions = parameters.get("$defs")
         for number, values in enumerate(shapes):
             rule = f"t{index}_c{number}"
-            definitions = parameters.get("$defs")
             built = _call_rule(rule, name, properties, required, values, definitions)
             if built is None:  # not expressible argument by argument: the tool's whole schema
                 arguments = {key: value for key, value in parameters.items() if key != "$defs"}

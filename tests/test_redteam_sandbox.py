@@ -443,3 +443,30 @@ def test_a_failing_listener_is_recorded_before_it_propagates(
     assert isinstance(events[-1], Finished) and events[-1].exit_status == "error"
     assert any(isinstance(e, ErrorEvent) and e.fatal and "listener bug" in e.message
                for e in events)
+
+
+def test_the_tool_grammar_reads_no_link_and_runs_no_git_config_of_the_workspace(
+        resolution: str, box: ToolBox, host: Path, tmp_path: Path) -> None:
+    """A local model's path choices (`agent.tool_grammar`) list and read the workspace from
+    the host at every turn: a file the model was shown, swapped for a link out, gives nothing
+    to edit, and the workspace's git configuration never runs."""
+    from agent.tool_grammar import PathChoices
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "lib.py").write_text("def add(a, b):\n    return a - b\n")
+    (ws / "docs").symlink_to(host)
+    pwned = tmp_path / "pwned"
+    subprocess.run(["git", "init", "-q", str(ws)], check=True, timeout=60)
+    git(ws, "config", "core.fsmonitor", f"touch {pwned}; false")
+    shown = {"lib.py": {1, 2}}
+    before = PathChoices.of_workspace(ws, box, shown)
+    assert before is not None and before.edits == {"lib.py": [["def add(a, b):\n",
+                                                               "    return a - b\n"]]}
+    (ws / "lib.py").unlink()
+    (ws / "lib.py").symlink_to(host / "secret.py")  # the sandbox swaps the file shown
+    after = PathChoices.of_workspace(ws, box, shown)
+    assert after is not None and after.edits == {}
+    assert "docs" in after.paths and "docs/secret.txt" not in after.paths  # a link, not followed
+    assert "host_only_function" not in json.dumps(after.as_dict())
+    assert not pwned.exists()

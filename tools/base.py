@@ -65,8 +65,8 @@ class Tool:
     """Arguments that name a file or directory that exists in the workspace (a local model's
     decoding keeps them to such paths, `agent.tool_grammar`)."""
     edit_arguments: ClassVar[tuple[str, str] | None] = None
-    """(file, text) arguments of an edit that replaces text occurring once in a file the model
-    has read (a local model's decoding keeps them to such text)."""
+    """(file, text) arguments of an edit that replaces text in a file (a local model's decoding
+    keeps them to whole lines it was shown of a file it viewed)."""
 
     def run(self, args: Any, ctx: ToolContext) -> Observation:
         raise NotImplementedError

@@ -236,8 +236,7 @@ class Insert(Tool):
         block = args.new_str if args.new_str.endswith("\n") else args.new_str + "\n"
         new_text = "".join(lines[: args.insert_line]) + block + "".join(lines[args.insert_line :])
         _write_checked(fs, shown, text, new_text, ctx)
-        return Observation(_snippet(new_text, args.insert_line + 1, shown),
-                           data={"path": shown})
+        return Observation(_snippet(new_text, args.insert_line + 1, shown), data={"path": shown})
 
 
 class UndoEditArgs(BaseModel):
