@@ -190,3 +190,15 @@ def test_every_tool_of_the_full_set_compiles_refs_included(tokenizer: Any) -> No
     plan = next(s for s in full if "$defs" in s["function"]["parameters"])["function"]["name"]
     todo = {"items": [{"content": "fix add", "status": "pending"}]}
     assert _accepted(tokenizer, tool_call_grammar(full, required=True), _call(plan, todo))
+
+
+def test_a_grammar_that_does_not_compile_is_logged_and_the_reply_decoded_freely(
+        tiny_model: Path, caplog: pytest.LogCaptureFixture) -> None:  # noqa: F811
+    from agent.local_model import generate, load_local_model
+
+    local = load_local_model(str(tiny_model))
+    prompt = local.tokenizer.encode("List the files.", add_special_tokens=False)
+    with caplog.at_level("WARNING"):
+        reply = generate(local, prompt, max_tokens=4, temperature=0,
+                         grammar="start: %json {not a schema")
+    assert reply.completion_ids and "tool-call grammar not used" in caplog.text
