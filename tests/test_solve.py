@@ -90,7 +90,7 @@ def test_scripted_fix_gives_reward_1_and_leaves_the_checkout_alone(example, scri
     # The model was sent the contract's tools, then the observation of its view call.
     names = [t["function"]["name"] for t in scripted.requests[0]["tools"]]
     assert names == ["bash", "view", "create", "str_replace", "insert", "undo_edit", "grep",
-                     "glob", "repo_map", "todo", "task", "finish"]
+                     "glob", "locate", "repo_map", "todo", "task", "finish"]
     assert "def add(a, b):" in scripted.requests[1]["messages"][-1]["content"]
     system = scripted.requests[0]["messages"][0]["content"]
     assert "A map of the repository" in system and "def add(a, b):" in system

@@ -38,7 +38,7 @@ def call(box: ToolBox, ctx: ToolContext, name: str, **args):
 def test_schemas_have_the_contract_names(box: ToolBox) -> None:
     names = [s["function"]["name"] for s in box.schemas()]
     assert names == ["bash", "view", "create", "str_replace", "insert", "undo_edit", "grep",
-                     "glob", "repo_map", "todo", "task", "finish"]
+                     "glob", "locate", "repo_map", "todo", "task", "finish"]
     view = next(s for s in box.schemas() if s["function"]["name"] == "view")
     assert view["function"]["parameters"]["required"] == ["path"]
     assert view["function"]["description"]

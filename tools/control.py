@@ -94,12 +94,13 @@ SmolLM2, the `task` tool's 290 included)."""
 def default_tools() -> list[Tool]:
     """The tool set of a coding session, in the order the model is shown them."""
     from tools.files import Create, Insert, StrReplace, UndoEdit, View
+    from tools.locate import Locate
     from tools.repo_map import RepoMapTool
     from tools.search import Glob, Grep
     from tools.subagent_tool import Subagent
 
     return [Bash(), View(), Create(), StrReplace(), Insert(), UndoEdit(), Grep(), Glob(),
-            RepoMapTool(), Todo(), Subagent(), Finish()]
+            Locate(), RepoMapTool(), Todo(), Subagent(), Finish()]
 
 
 def select_tools(spec: str = "full") -> list[Tool]:

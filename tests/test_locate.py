@@ -1,0 +1,137 @@
+"""The `locate` tool: fault localisation by the tests' line coverage, in a real Docker sandbox."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from finetune.synthesis_oracle import locate_first
+from tools.base import ToolBox, ToolContext
+from tools.control import select_tools
+from tools.locate import Locate
+from tools.sandbox import DockerSandbox, SandboxConfig
+
+LIBRARY = '''\
+def scale(values, factor):
+    return [v * factor for v in values]
+
+
+def mean(values):
+    total = 0
+    for v in values:
+        total += v
+    return total / (len(values) + 1)
+
+
+def describe(values):
+    return {"mean": mean(values), "n": len(values)}
+'''
+
+TESTS = '''\
+from stats.core import describe, mean, scale
+
+
+def test_scale():
+    assert scale([1, 2], 3) == [3, 6]
+
+
+def test_describe_counts():
+    assert describe([5])["n"] == 1
+
+
+def test_mean():
+    assert mean([2, 4]) == 3
+
+
+def test_scale_empty():
+    assert scale([], 2) == []
+'''
+
+
+def make_repo(root: Path, src_layout: bool = False) -> Path:
+    package = root / ("src/stats" if src_layout else "stats")
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "core.py").write_text(LIBRARY)
+    (root / "tests").mkdir()
+    (root / "tests" / "test_core.py").write_text(TESTS)
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
+    root.chmod(0o777)
+    for path in root.rglob("*"):
+        path.chmod(0o777 if path.is_dir() else 0o666)
+    return root
+
+
+@pytest.fixture
+def sandbox_for(docker_ready):
+    started: list[DockerSandbox] = []
+
+    def start(root: Path) -> ToolContext:
+        sandbox = DockerSandbox(SandboxConfig(), root)
+        sandbox.start()
+        started.append(sandbox)
+        return ToolContext(workspace=root, sandbox=sandbox)
+
+    yield start
+    for sandbox in started:
+        sandbox.close()
+
+
+@pytest.mark.parametrize("src_layout", [False, True])
+def test_locate_ranks_the_function_the_failing_test_runs_first(tmp_path, sandbox_for,
+                                                                     src_layout):
+    root = make_repo(tmp_path / "repo", src_layout)
+    ctx = sandbox_for(root)
+    observation = ToolBox([Locate()]).call("locate", {"test": "tests/test_core.py::test_mean"},
+                                           ctx)
+    assert not observation.is_error, observation.output
+    assert "4 tests of tests/test_core.py: 1 failed, 3 passed" in observation.output
+    first = observation.data["suspects"][0]
+    prefix = "src/" if src_layout else ""
+    assert (first["path"], first["def_line"], first["function"]) == \
+        (f"{prefix}stats/core.py", 5, "mean")
+    assert first["score"] == pytest.approx(2 ** -0.5, abs=1e-4)  # a passing test runs it too
+    assert f"{prefix}stats/core.py:5 mean (score 0.71" in observation.output.splitlines()[1]
+    assert all("test_core" not in s["path"] for s in observation.data["suspects"])
+
+
+def test_locate_bad_input_gets_a_clear_error_and_changes_nothing(tmp_path, sandbox_for):
+    root = make_repo(tmp_path / "repo")
+    ctx = sandbox_for(root)
+    box = ToolBox([Locate()])
+    before = sorted(p.name for p in root.rglob("*"))
+    missing = box.call("locate", {"test": "tests/test_core.py::test_nope"}, ctx)
+    assert missing.is_error and "no test tests/test_core.py::test_nope ran" in missing.output
+    not_a_file = box.call("locate", {"test": "../etc/passwd::x"}, ctx)
+    assert not_a_file.is_error and "not a test file of the workspace" in not_a_file.output
+    passing = box.call("locate", {"test": "tests/test_core.py::test_scale"}, ctx)
+    assert not passing.is_error and "passed: nothing to locate" in passing.output
+    assert box.call("locate", {}, ctx).is_error
+    assert sorted(p.name for p in root.rglob("*")) == before
+
+
+def test_locate_is_in_the_full_tool_set_and_can_be_added_to_core():
+    assert "locate" in [tool.name for tool in select_tools("full")]
+    assert [tool.name for tool in select_tools("core,locate")] == \
+        ["bash", "view", "create", "str_replace", "grep", "locate", "finish"]
+    assert "locate" not in [tool.name for tool in select_tools("core")]
+
+
+def test_locate_first_oracle_replaces_the_search_and_keeps_the_fix():
+    calls = [{"name": "view", "arguments": {"path": "tests/test_core.py", "view_range": [1, 30]}},
+             {"name": "grep", "arguments": {"pattern": r"def mean\(", "include": "*.py"}},
+             {"name": "view", "arguments": {"path": "stats/core.py", "view_range": [5, 35]}},
+             {"name": "str_replace", "arguments": {"path": "stats/core.py", "old_str": "a",
+                                                   "new_str": "b"}},
+             {"name": "finish", "arguments": {"summary": "done"}}]
+    plain = locate_first(calls, "tests/test_core.py::test_mean", "stats/core.py")
+    assert [c["name"] for c in plain] == ["locate", "view", "str_replace", "finish"]
+    assert plain[0]["arguments"] == {"test": "tests/test_core.py::test_mean"}
+    assert plain[1:] == calls[2:]
+    ranked_second = locate_first(calls, "tests/test_core.py::test_mean", "stats/core.py",
+                                 ("stats/core.py", 13))
+    assert ranked_second[1]["arguments"]["view_range"][0] == 13
+    with pytest.raises(ValueError, match="never views"):
+        locate_first(calls, "tests/test_core.py::test_mean", "other.py")

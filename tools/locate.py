@@ -1,0 +1,103 @@
+"""`locate`: spectrum-based fault localisation for a failing test.
+
+The tests of the failing test's file run once in the sandbox with line tracing
+(`tools/locate_probe.py`); a line of the repository's code scores by Ochiai: run by the failing
+tests and by few passing ones means suspicious. Functions are ranked by their best line, and
+the model reads `path:def_line name` (what to view) with that line. For small mutations of a
+library (the synthesized tasks), the changed function is usually among the first few.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from tools.base import Observation, Tool, ToolContext, ToolError
+from tools.sandbox.base import WORKSPACE
+from tools.workspace_fs import WorkspaceFS
+
+PROBE = Path(__file__).with_name("locate_probe.py")
+MARKER = "APPRENTICE-LOCATE "
+DEFAULT_TIMEOUT_S = 120.0
+TRACE_BUDGET_S = 60.0
+"""After this many seconds of traced tests, the probe runs no more of them."""
+SHOWN = 5
+
+
+class LocateArgs(BaseModel):
+    test: str = Field(description="A failing test's pytest id, e.g. 'tests/test_x.py::test_y'.",
+                      min_length=1, max_length=1_000)
+
+
+def parse_probe(output: str) -> dict | None:
+    """The probe's report from its output, or None when it printed none."""
+    for line in reversed(output.splitlines()):
+        if line.startswith(MARKER):
+            try:
+                return json.loads(line[len(MARKER):])
+            except json.JSONDecodeError:
+                return None
+    return None
+
+
+class Locate(Tool):
+    """Find the code a failing test most likely fails in: runs the tests of its file with line
+    tracing and lists functions by suspicion (run by the failing test, by few passing ones)."""
+
+    # Not read_only: the tests it runs are the repository's code, which may write files.
+
+    name = "locate"
+    Args = LocateArgs
+
+    def run(self, args: LocateArgs, ctx: ToolContext) -> Observation:
+        if ctx.sandbox is None:
+            raise ToolError("no sandbox is running, so tests cannot run.")
+        target = args.test.strip().removeprefix("./")
+        test_file = target.split("::")[0]
+        if not test_file.endswith(".py") or WorkspaceFS(ctx.workspace).kind(test_file) != "file":
+            raise ToolError(f"{test_file} is not a test file of the workspace; give a pytest "
+                            "id such as tests/test_x.py::test_y.")
+        root = str(ctx.sandbox.host_workspace) if _is_local(ctx) else WORKSPACE
+        command = (f"(cd {shlex.quote(root)} && python3 - {shlex.quote(target)} "
+                   f"{TRACE_BUDGET_S:g} <<'APPRENTICE_LOCATE_EOF'\n{PROBE.read_text()}\n"
+                   "APPRENTICE_LOCATE_EOF\n)")
+        result = ctx.sandbox.run(command, timeout=DEFAULT_TIMEOUT_S)
+        report = parse_probe(result.output)
+        if report is None:
+            tail = "\n".join(result.output.splitlines()[-15:])
+            raise ToolError(f"the tests of {test_file} did not run under tracing "
+                            f"(exit code {result.exit_code}):\n{tail}")
+        return describe(report, target)
+
+
+def _is_local(ctx: ToolContext) -> bool:
+    from tools.sandbox.local_sandbox import LocalSandbox
+
+    return isinstance(ctx.sandbox, LocalSandbox)
+
+
+def describe(report: dict, target: str) -> Observation:
+    """What the model reads: where the failing test most likely fails."""
+    outcome = report.get("outcome")
+    if outcome is None:
+        raise ToolError(f"no test {target} ran; give the id pytest prints, e.g. "
+                        "tests/test_x.py::TestClass::test_y.")
+    failed, passed = report["failed"], report["passed"]
+    ran = f"Ran {failed + passed} tests of {target.split('::')[0]}: {failed} failed, " \
+          f"{passed} passed"
+    if report.get("stopped"):
+        ran += " (stopped early: out of time)"
+    suspects = report["suspects"][:SHOWN]
+    if outcome != "failed":
+        return Observation(f"{ran}. {target} {outcome}: nothing to locate.",
+                           data={"suspects": []})
+    if not suspects:
+        return Observation(f"{ran}. The failing test ran no code of the repository outside "
+                           "the tests.", data={"suspects": []})
+    rows = [f"{s['path']}:{s['def_line']} {s['function']} (score {s['score']:.2f}, "
+            f"line {s['line']})" for s in suspects]
+    head = f"{ran}. Most suspicious functions (path:def_line name):"
+    return Observation("\n".join([head, *rows]), data={"suspects": suspects})
