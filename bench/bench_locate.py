@@ -11,8 +11,13 @@ Measured (2 CPU cores; rank of the changed function, 1 = first):
 
 | suite | tasks | rank 1 | top 3 | top 5 | not listed | mean s/task |
 |---|---|---|---|---|---|---|
-| train-suite (5 libraries, 16 tasks each) | 80 | 0.65 | 0.80 | 0.86 | 11 | 2.2 |
-| toolz-suite (held-out library) | 13 | 0.31 | 0.62 | 0.77 | 3 | 1.6 |
+| train-suite (5 libraries, 16 tasks each) | 80 | 0.66 | 0.80 | 0.88 | 10 | 2.3 |
+| toolz-suite (held-out library) | 13 | 0.54 | 0.69 | 0.77 | 3 | 1.9 |
+
+The failing test runs last: run first, it was charged with code that runs once (toolz's lazy
+module `__getattr__` ranked first in 9 of 13 toolz tasks), and rank 1 was 0.31 on toolz, 0.65
+on train. The misses are bugs in code the failing test does not run while it runs (an import
+hook, a registry filled at import) and in functions nearly every test of the file runs.
 
 The suites: `agent finetune synthesize SDIST --split train --max-tasks 16 --seed 3` for the
 five, and `agent finetune synthesize toolz-1.2.0 --max-tasks 13 --eval-only --seed 1`.

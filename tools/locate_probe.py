@@ -3,10 +3,11 @@
     python3 - TEST_ID [DEADLINE_S] < locate_probe.py
 
 Runs every test of TEST_ID's file in-process with line tracing of the repository's own code
-(test files and installed packages left out), the given test first, scores each traced line by
-Ochiai, `failed(line) / sqrt(failed_total * (failed(line) + passed(line)))`, ranks functions by
-their best line and prints one line `APPRENTICE-LOCATE <json>` with the counts and the first
-suspects. The host side (`tools/locate.py`) formats it.
+(test files and installed packages left out), the given test last (code that runs once, such
+as a lazy import or a cache filled on first use, is then not charged to it), scores each traced
+line by Ochiai, `failed(line) / sqrt(failed_total * (failed(line) + passed(line)))`, ranks
+functions by their best line and prints one line `APPRENTICE-LOCATE <json>` with the counts and
+the first suspects. The host side (`tools/locate.py`) formats it.
 """
 
 import json
@@ -73,13 +74,10 @@ class Recorder:
         return local
 
     def pytest_collection_modifyitems(self, items):
-        items.sort(key=lambda item: item.nodeid != self.target)
+        items.sort(key=lambda item: item.nodeid == self.target)
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_protocol(self, item, nextitem):
-        if time.monotonic() > self.deadline and item.nodeid != self.target:
-            self.stopped = True
-            item.session.shouldstop = "locate: out of time"
         self.current = set()
         sys.settrace(self._trace)
         threading.settrace(self._trace)
@@ -122,6 +120,20 @@ class Recorder:
                 "failed": failed_total, "passed": passed_total, "suspects": suspects}
 
 
+class Deadline:
+    """Out of time: the other tests are passed over, never the given one."""
+
+    def __init__(self, recorder):
+        self.recorder = recorder
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_protocol(self, item, nextitem):
+        if time.monotonic() > self.recorder.deadline and item.nodeid != self.recorder.target:
+            self.recorder.stopped = True
+            return True
+        return None
+
+
 def main():
     target = sys.argv[1]
     deadline_s = float(sys.argv[2]) if len(sys.argv) > 2 else 60.0
@@ -131,7 +143,7 @@ def main():
             sys.path.insert(0, os.path.abspath(folder))
     test_file = target.split("::")[0]
     exit_code = pytest.main([test_file, "-q", "-p", "no:cacheprovider", "--no-header", "-rN",
-                             "--tb=no"], plugins=[recorder])
+                             "--tb=no"], plugins=[Deadline(recorder), recorder])
     sys.stdout.write("\n" + MARKER + json.dumps(recorder.report(exit_code)) + "\n")
 
 
