@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from agent.episode import EpisodeConfig
 from finetune.evaluate import EvalOptions, evaluate
+from finetune.locate_oracles import locate_suite, with_locate_oracles
 from finetune.mutations import KINDS, apply_site, find_sites
 from finetune.pytest_outcomes import parse_report, split_node_id
 from finetune.statements import Failure, excerpt, write_statement
@@ -291,6 +293,22 @@ def test_synthesis_end_to_end_in_the_sandbox(tmp_path: Path, docker_ready: None)
 
     evaluation = evaluate(suite, EvalOptions(model="oracle", split="train", workers=2,
                                              output_dir=tmp_path / "eval"))
+    assert evaluation.summary["pass@1"] == 1.0, evaluation.episodes
+
+    # Oracles that find the bug with `locate` (in a fresh sandbox per task) still pass.
+    runs = locate_suite(suite, workers=2)
+    assert {r.instance_id for r in runs} == {t.instance_id for t in suite.tasks}
+    assert next(r for r in runs if r.instance_id == add.instance_id).rank == 1
+    relocated, changed = with_locate_oracles(suite, runs, tmp_path / "suite-locate")
+    assert changed == sum(r.rank is not None for r in runs) >= 1
+    moved = load_suite(relocated)
+    assert not moved.problems
+    first = next(t for t in moved.tasks if t.instance_id == add.instance_id).oracle[0]
+    assert first == {"name": "locate", "arguments": {"test": "tests/test_core.py::test_add"}}
+    episode = EpisodeConfig(tools="core,locate")
+    evaluation = evaluate(moved, EvalOptions(model="oracle", split="train", workers=2,
+                                             output_dir=tmp_path / "eval-locate",
+                                             episode=episode))
     assert evaluation.summary["pass@1"] == 1.0, evaluation.episodes
 
 

@@ -172,6 +172,32 @@ def oracle_command(
     print(f"{len(rows)} verified conversations: {Path(output) / SFT_FILE}")
 
 
+@finetune_app.command("locate-oracles")
+def locate_oracles_command(
+    suite: Annotated[Path, typer.Argument(help="A synthesized suite (its tasks name the "
+                                          "changed path and function).")],
+    out: Annotated[Path, typer.Option(help="The suite with locate-first oracles goes here.")],
+    max_rank: Annotated[int, typer.Option(help="Rewrite the oracle when `locate` ranks the "
+                                          "changed function at most this far down.")] = 5,
+    workers: Annotated[int, typer.Option(help="Sandboxes at once.")] = 2,
+) -> None:
+    """Oracles that find the bug with `locate` (fault localisation) instead of a grep for a
+    name the statement may not give; train with `--tools core,locate`."""
+    from finetune.locate_oracles import locate_suite, with_locate_oracles
+
+    loaded = _load_suite(suite)
+
+    def show(run: Any) -> None:
+        print(f"{run.instance_id}: rank {run.rank}  {run.seconds:.1f}s  {run.error[:120]}",
+              flush=True)
+
+    runs = locate_suite(loaded, workers=workers, on_task=show)
+    folder, changed = with_locate_oracles(loaded, runs, out, max_rank)
+    listed = [r.rank for r in runs if r.rank is not None]
+    print(f"{len(runs)} tasks: rank 1 {listed.count(1)}, listed {len(listed)}; "
+          f"{changed} oracles now start with locate: {folder}")
+
+
 @finetune_app.command("sft")
 def sft_command(
     ctx: typer.Context,
