@@ -41,6 +41,7 @@ Cost is 0: every `local/...` model is registered with litellm as free, with its 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import queue
@@ -65,7 +66,12 @@ from agent.models import (  # noqa: E402
     resolve_model_path,
     tokenizer_folder,
 )
-from agent.tool_grammar import PathChoices, ToolCallConstraint, tool_call_grammar  # noqa: E402
+from agent.tool_grammar import (  # noqa: E402
+    PathChoices,
+    TestChoices,
+    ToolCallConstraint,
+    tool_call_grammar,
+)
 from agent.tool_protocol import (  # noqa: E402
     TOOL_CALL_OPEN,
     TOOL_CALL_STOP,
@@ -339,7 +345,8 @@ def _prepare(
     constrain = params.pop("tool_grammar", True)
     if tools and constrain:
         paths = PathChoices.from_dict(constrain) if isinstance(constrain, dict) else None
-        grammar = tool_call_grammar(tools, required, paths)
+        tests = TestChoices.of_messages(_test_arguments(), messages)
+        grammar = tool_call_grammar(tools, required, paths, tests)
     prefix = ""
     if required:
         # The template cannot force a call, so the reply is started with the call's open tag.
@@ -501,3 +508,11 @@ def _as_list(value: Any) -> list[Any]:
     if value is None:
         return []
     return list(value) if isinstance(value, list | tuple) else [value]
+
+
+@functools.cache
+def _test_arguments() -> dict[str, tuple[str, ...]]:
+    """Per tool of the agent's, its arguments naming a test (`Tool.test_arguments`)."""
+    from tools.control import default_tools
+
+    return {tool.name: tool.test_arguments for tool in default_tools() if tool.test_arguments}

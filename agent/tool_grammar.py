@@ -28,6 +28,7 @@ same tokens are seen in training and at inference.
 from __future__ import annotations
 
 import json
+import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -45,6 +46,11 @@ MAX_PATH_CHOICES = 5_000
 """Past this many workspace paths, path arguments are left free (the grammar stays small)."""
 MAX_EDIT_LINES = 600
 """Past this many lines shown in all, edits are left free (the grammar's parser has a limit)."""
+
+MAX_TEST_CHOICES = 200
+PYTEST_ID = re.compile(r"(?<![\w./-])([\w./-]+\.py(?:::[A-Za-z_]\w*)+"
+                       r"(?:\[(?:[^\[\]\n`'\"]|\[[^\[\]\n]*\])*\])?)")
+"""A pytest node id as issues, logs and tracebacks write it: `path.py::Class::test[param]`."""
 
 _tokenizers: dict[int, Any] = {}
 _tokenizers_lock = threading.Lock()
@@ -111,6 +117,30 @@ class PathChoices:
                     for name, runs in data.get("edits", {}).items()})
 
 
+@dataclass
+class TestChoices:
+    """The tests a call may name: per tool its test arguments, and the pytest ids shown."""
+
+    arguments: dict[str, tuple[str, ...]]
+    ids: list[str]
+
+    @classmethod
+    def of_messages(cls, arguments: dict[str, tuple[str, ...]],
+                    messages: list[dict[str, Any]]) -> TestChoices | None:
+        """The ids in the task and the tool results (not the system prompt, whose tool
+        descriptions hold examples); None when there is no test argument or no id."""
+        if not arguments:
+            return None
+        ids: dict[str, None] = {}
+        for message in messages:
+            content = message.get("content")
+            if message.get("role") == "system" or not isinstance(content, str):
+                continue
+            for match in PYTEST_ID.finditer(content):
+                ids.setdefault(match.group(1), None)
+        return cls(arguments, list(ids)[-MAX_TEST_CHOICES:]) if ids else None
+
+
 def shown_runs(text: str, shown: set[int]) -> list[list[str]]:
     """The runs of consecutive lines of `text` whose numbers (1-based) are in `shown`."""
     runs: list[list[str]] = []
@@ -125,12 +155,14 @@ def shown_runs(text: str, shown: set[int]) -> list[list[str]]:
     return runs
 
 
-def _only_paths(schema: dict[str, Any], paths: list[str]) -> dict[str, Any]:
-    """A string argument's schema narrowed to `paths` (`null` stays allowed where it was)."""
+def _only_values(schema: dict[str, Any], values: list[str]) -> dict[str, Any]:
+    """A string argument's schema narrowed to `values` (`null` stays allowed where it was)."""
     if "anyOf" in schema:
-        return {**schema, "anyOf": [_only_paths(item, paths) for item in schema["anyOf"]]}
+        return {**schema, "anyOf": [_only_values(item, values) for item in schema["anyOf"]]}
     if schema.get("type") == "string":
-        return {key: value for key, value in schema.items() if key != "type"} | {"enum": paths}
+        kept = {key: value for key, value in schema.items()
+                if key not in ("type", "minLength", "maxLength")}
+        return kept | {"enum": values}
     return schema
 
 
@@ -198,8 +230,8 @@ def _call_rule(rule: str, name: str, properties: dict[str, Any], required: list[
     return f"{rule}: " + " ".join(parts)
 
 
-def call_rules(tools: list[dict[str, Any]],
-               paths: PathChoices | None) -> tuple[list[str], list[str]]:
+def call_rules(tools: list[dict[str, Any]], paths: PathChoices | None,
+               tests: TestChoices | None = None) -> tuple[list[str], list[str]]:
     """(rule names, rules): one rule per call shape allowed. Path arguments are kept to `paths`
     (when not too many); an editing tool, when edits are constrained, gets one rule per file
     read, whose replaced text is a run of the lines shown, and none before a file is read."""
@@ -216,7 +248,11 @@ def call_rules(tools: list[dict[str, Any]],
         if narrow and paths is not None:
             for argument in paths.arguments.get(name, ()):
                 if argument in properties:
-                    properties[argument] = _only_paths(properties[argument], paths.paths)
+                    properties[argument] = _only_values(properties[argument], paths.paths)
+        if tests is not None:
+            for argument in tests.arguments.get(name, ()):
+                if argument in properties:
+                    properties[argument] = _only_values(properties[argument], tests.ids)
         shapes: list[dict[str, str]] = [{}]
         if edits and paths is not None and name in paths.edit_arguments:
             file_argument, text_argument = paths.edit_arguments[name]
@@ -242,14 +278,14 @@ def call_rules(tools: list[dict[str, Any]],
 
 
 def tool_call_grammar(tools: list[dict[str, Any]], required: bool,
-                      paths: PathChoices | None = None) -> str:
+                      paths: PathChoices | None = None, tests: TestChoices | None = None) -> str:
     """The grammar (llguidance's Lark syntax) of a reply: one call, or (unless `required`) prose
     that does not begin with `<`. Each call shape is spelled out with literal text between the
     argument values (each a JSON schema), so no two shapes share a lexeme that could be cut two
     ways."""
-    names, rules = call_rules(tools, paths)
+    names, rules = call_rules(tools, paths, tests)
     if not names:  # only editing tools, and no file read yet: leave the edits free
-        names, rules = call_rules(tools, None)
+        names, rules = call_rules(tools, None, tests)
     lines = [f"call: {_literal(TOOL_CALL_OPEN)} body {_literal(TOOL_CALL_CLOSE)}",
              "body: " + " | ".join(names), *rules]
     if required:

@@ -14,6 +14,7 @@ import pytest
 from agent.tool_grammar import (
     MAX_PATH_CHOICES,
     PathChoices,
+    TestChoices,
     ToolCallConstraint,
     tool_call_grammar,
 )
@@ -202,3 +203,26 @@ def test_a_grammar_that_does_not_compile_is_logged_and_the_reply_decoded_freely(
         reply = generate(local, prompt, max_tokens=4, temperature=0,
                          grammar="start: %json {not a schema")
     assert reply.completion_ids and "tool-call grammar not used" in caplog.text
+
+
+def test_a_test_argument_names_only_a_test_the_conversation_shows(tokenizer: Any) -> None:
+    tools = [tool.schema() for tool in select_tools("core,locate")]
+    messages = [
+        {"role": "system", "content": "locate: a failing test's id, e.g. 'tests/test_x.py::t'"},
+        {"role": "user", "content": "CI is red: FAILED toolz/tests/test_utils.py::test_raises "
+                                    "and `tests/test_number.py::test_metric[[0]-0.00]` fail."}]
+    tests = TestChoices.of_messages(ToolBox(select_tools("core,locate")).test_arguments(),
+                                    messages)
+    assert tests is not None and tests.ids == ["toolz/tests/test_utils.py::test_raises",
+                                               "tests/test_number.py::test_metric[[0]-0.00]"]
+    grammar = tool_call_grammar(tools, required=True, tests=tests)
+    assert _accepted(tokenizer, grammar, _call("locate", {"test": tests.ids[0]}))
+    assert _accepted(tokenizer, grammar, _call("locate", {"test": tests.ids[1]}))
+    for made_up in ("tests/test_utils.py::test_raises",  # the folder dropped
+                    "tests/test_x.py::t",  # the system prompt's example
+                    "toolz/tests/test_utils.py::test_raise"):
+        assert not _accepted(tokenizer, grammar, _call("locate", {"test": made_up})), made_up
+    assert _accepted(tokenizer, grammar, _call("bash", {"command": "ls"}))  # others stay free
+    assert TestChoices.of_messages({"locate": ("test",)}, messages[:1]) is None  # no id shown
+    free = tool_call_grammar(tools, required=True)
+    assert _accepted(tokenizer, free, _call("locate", {"test": "tests/test_x.py::t"}))

@@ -67,6 +67,9 @@ class Tool:
     edit_arguments: ClassVar[tuple[str, str] | None] = None
     """(file, text) arguments of an edit that replaces text in a file (a local model's decoding
     keeps them to whole lines it was shown of a file it viewed)."""
+    test_arguments: ClassVar[tuple[str, ...]] = ()
+    """Arguments that name a test by its pytest id (a local model's decoding keeps them to ids
+    the conversation shows, when it shows any)."""
 
     def run(self, args: Any, ctx: ToolContext) -> Observation:
         raise NotImplementedError
@@ -106,6 +109,11 @@ class ToolBox:
         """Per editing tool, its (file, replaced text) arguments."""
         return {name: tool.edit_arguments for name, tool in self.tools.items()
                 if tool.edit_arguments}
+
+    def test_arguments(self) -> dict[str, tuple[str, ...]]:
+        """Per tool, its arguments that name a test by its pytest id."""
+        return {name: tool.test_arguments for name, tool in self.tools.items()
+                if tool.test_arguments}
 
     def call(self, name: str, raw_arguments: str | dict | None, ctx: ToolContext) -> Observation:
         """Run one call. Bad names, bad JSON and bad arguments become error observations; any

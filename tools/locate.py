@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 
 from tools.base import Observation, Tool, ToolContext, ToolError
 from tools.sandbox.base import WORKSPACE
+from tools.search import workspace_files
 from tools.workspace_fs import WorkspaceFS
 
 PROBE = Path(__file__).with_name("locate_probe.py")
@@ -51,6 +52,7 @@ class Locate(Tool):
 
     name = "locate"
     Args = LocateArgs
+    test_arguments = ("test",)
 
     def run(self, args: LocateArgs, ctx: ToolContext) -> Observation:
         if ctx.sandbox is None:
@@ -58,8 +60,8 @@ class Locate(Tool):
         target = args.test.strip().removeprefix("./")
         test_file = target.split("::")[0]
         if not test_file.endswith(".py") or WorkspaceFS(ctx.workspace).kind(test_file) != "file":
-            raise ToolError(f"{test_file} is not a test file of the workspace; give a pytest "
-                            "id such as tests/test_x.py::test_y.")
+            raise ToolError(f"{test_file} is not a test file of the workspace; give the failing "
+                            f"test's pytest id (file::name).{_same_name(ctx.workspace, test_file)}")
         root = str(ctx.sandbox.host_workspace) if _is_local(ctx) else WORKSPACE
         command = (f"(cd {shlex.quote(root)} && python3 - {shlex.quote(target)} "
                    f"{TRACE_BUDGET_S:g} <<'APPRENTICE_LOCATE_EOF'\n{PROBE.read_text()}\n"
@@ -73,6 +75,16 @@ class Locate(Tool):
         return describe(report, target)
 
 
+def _same_name(workspace: Path, test_file: str) -> str:
+    """A hint naming the workspace's files called like `test_file`, if any."""
+    name = Path(test_file).name
+    try:
+        files = [f for f in workspace_files(workspace) if Path(f).name == name][:5]
+    except OSError:
+        return ""
+    return f" Files named {name}: {', '.join(files)}." if files else ""
+
+
 def _is_local(ctx: ToolContext) -> bool:
     from tools.sandbox.local_sandbox import LocalSandbox
 
@@ -83,8 +95,10 @@ def describe(report: dict, target: str) -> Observation:
     """What the model reads: where the failing test most likely fails."""
     outcome = report.get("outcome")
     if outcome is None:
-        raise ToolError(f"no test {target} ran; give the id pytest prints, e.g. "
-                        "tests/test_x.py::TestClass::test_y.")
+        failing = report.get("failed_tests") or []
+        hint = f" Its failing tests: {', '.join(failing)}." if failing else \
+            f" No test of {target.split('::')[0]} failed."
+        raise ToolError(f"no test {target} ran; give the id pytest prints.{hint}")
     failed, passed = report["failed"], report["passed"]
     ran = f"Ran {failed + passed} tests of {target.split('::')[0]}: {failed} failed, " \
           f"{passed} passed"

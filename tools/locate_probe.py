@@ -117,7 +117,8 @@ class Recorder:
                     for (filename, first), (score, line, failed, passed) in ranked[:KEPT]]
         return {"target": self.target, "outcome": self.outcomes.get(self.target),
                 "exit_code": int(exit_code), "stopped": self.stopped,
-                "failed": failed_total, "passed": passed_total, "suspects": suspects}
+                "failed": failed_total, "passed": passed_total, "suspects": suspects,
+                "failed_tests": sorted(t for t, o in self.outcomes.items() if o == "failed")[:5]}
 
 
 class Deadline:
