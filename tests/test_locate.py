@@ -104,8 +104,12 @@ def test_locate_bad_input_gets_a_clear_error_and_changes_nothing(tmp_path, sandb
     before = sorted(p.name for p in root.rglob("*"))
     missing = box.call("locate", {"test": "tests/test_core.py::test_nope"}, ctx)
     assert missing.is_error and "no test tests/test_core.py::test_nope ran" in missing.output
+    assert "Its failing tests: tests/test_core.py::test_mean." in missing.output
     not_a_file = box.call("locate", {"test": "../etc/passwd::x"}, ctx)
     assert not_a_file.is_error and "not a test file of the workspace" in not_a_file.output
+    folder_dropped = box.call("locate", {"test": "test_core.py::test_mean"}, ctx)
+    assert folder_dropped.is_error
+    assert "Files named test_core.py: tests/test_core.py." in folder_dropped.output
     passing = box.call("locate", {"test": "tests/test_core.py::test_scale"}, ctx)
     assert not passing.is_error and "passed: nothing to locate" in passing.output
     assert box.call("locate", {}, ctx).is_error
