@@ -107,6 +107,8 @@ def test_locate_bad_input_gets_a_clear_error_and_changes_nothing(tmp_path, sandb
     assert "Its failing tests: tests/test_core.py::test_mean." in missing.output
     not_a_file = box.call("locate", {"test": "../etc/passwd::x"}, ctx)
     assert not_a_file.is_error and "not a test file of the workspace" in not_a_file.output
+    by_name = box.call("locate", {"test": "test_mean"}, ctx)  # a test's bare name: its id
+    assert not by_name.is_error and by_name.data["suspects"][0]["function"] == "mean"
     folder_dropped = box.call("locate", {"test": "test_core.py::test_mean"}, ctx)
     assert folder_dropped.is_error
     assert "Files named test_core.py: tests/test_core.py." in folder_dropped.output

@@ -10,6 +10,7 @@ library (the synthesized tasks), the changed function is usually among the first
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from pathlib import Path
 
@@ -58,6 +59,8 @@ class Locate(Tool):
         if ctx.sandbox is None:
             raise ToolError("no sandbox is running, so tests cannot run.")
         target = args.test.strip().removeprefix("./")
+        if "::" not in target and not target.endswith(".py"):
+            target = _by_name(ctx.workspace, target) or target
         test_file = target.split("::")[0]
         if not test_file.endswith(".py") or WorkspaceFS(ctx.workspace).kind(test_file) != "file":
             raise ToolError(f"{test_file} is not a test file of the workspace; give the failing "
@@ -73,6 +76,31 @@ class Locate(Tool):
             raise ToolError(f"the tests of {test_file} did not run under tracing "
                             f"(exit code {result.exit_code}):\n{tail}")
         return describe(report, target)
+
+
+def _by_name(workspace: Path, name: str) -> str | None:
+    """`file::[Class::]name` of the one test function called `name`, or None."""
+    if not name.isidentifier():
+        return None
+    fs = WorkspaceFS(workspace)
+    found: list[str] = []
+    definition = re.compile(rf"^(\s*)(?:async\s+)?def {re.escape(name)}\(", re.MULTILINE)
+    for file in workspace_files(workspace):
+        base = Path(file).name
+        if not (base.startswith("test_") or base.endswith("_test.py")) \
+                or not base.endswith(".py"):
+            continue
+        try:
+            text = fs.read_text(file, limit=2_000_000)
+        except (OSError, UnicodeDecodeError):
+            continue
+        for match in definition.finditer(text):
+            owner = ""
+            if match.group(1):  # a method: the class above it at the margin
+                classes = re.findall(r"^class (\w+)", text[:match.start()], re.MULTILINE)
+                owner = f"{classes[-1]}::" if classes else ""
+            found.append(f"{file}::{owner}{name}")
+    return found[0] if len(found) == 1 else None
 
 
 def _same_name(workspace: Path, test_file: str) -> str:
