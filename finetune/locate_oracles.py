@@ -4,7 +4,8 @@ A synthesized task's stored oracle greps the changed function by name, a name th
 often does not give (it names the failing test). Here `locate` runs on each task's failing test
 in a fresh sandbox at `base_commit`; where it lists the changed function among its first
 `max_rank` suspects, the oracle's search becomes `locate` (`synthesis_oracle.locate_first`),
-viewing the first suspect before the right one when that ranks second. Other tasks keep their
+viewing the first suspect before the right one when that ranks second, and not viewing the
+right one when it ranks first and `locate` showed the lines the fix replaces. Other tasks keep their
 oracle: a policy cannot be taught to jump to a function the tool did not name.
 
     agent finetune locate-oracles SUITE --out SUITE-LOCATE   # then: oracle, sft --tools core,locate
@@ -24,6 +25,7 @@ from pathlib import Path
 from finetune.suite import Suite, SuiteTask, write_suite
 from finetune.synthesis_oracle import locate_first
 from tools.base import ToolContext, ToolError
+from tools.files import LINES
 from tools.host_git import isolated_env
 from tools.locate import Locate, LocateArgs
 from tools.sandbox import SandboxConfig, make_sandbox
@@ -45,6 +47,8 @@ class LocateRun:
     """[path, def_line, function] of each suspect, most suspicious first."""
     seconds: float = 0.0
     error: str = ""
+    shown: list[int] = field(default_factory=list)
+    """[first, last] lines of the first suspect's source that `locate` showed."""
 
 
 def rank_of(suspects: list[list], path: str, function: str) -> int | None:
@@ -74,14 +78,26 @@ def locate_task(suite: Suite, task: SuiteTask, sandbox: SandboxConfig | None = N
             observation = Locate().run(LocateArgs(test=task.FAIL_TO_PASS[0]),
                                        ToolContext(workspace=tree, sandbox=box))
             found, error = observation.data.get("suspects", []), ""
+            shown = list(observation.data.get(LINES) or [])
         except ToolError as exc:
-            found, error = [], str(exc)[:500]
+            found, error, shown = [], str(exc)[:500], []
         finally:
             box.close()
     suspects = [[s["path"], s["def_line"], s["function"]] for s in found]
     return LocateRun(task.instance_id,
                      rank_of(suspects, str(extra.get("path")), str(extra.get("function"))),
-                     suspects, round(time.monotonic() - started, 2), error)
+                     suspects, round(time.monotonic() - started, 2), error, shown)
+
+
+def _shows_fix(run: LocateRun, task: SuiteTask) -> bool:
+    """Whether `locate`'s source of its first suspect holds every line the oracle's edit
+    replaces (so the oracle needs no view before it)."""
+    if run.rank != 1 or len(run.shown) != 2:
+        return False
+    line = int((task.model_extra or {}).get("line") or 0)
+    edits = [c["arguments"].get("old_str", "") for c in task.oracle if c["name"] == "str_replace"]
+    span = max((text.count("\n") for text in edits), default=0)
+    return run.shown[0] <= line - span and line + span <= run.shown[1]
 
 
 def locate_suite(suite: Suite, workers: int = 2, sandbox: SandboxConfig | None = None,
@@ -113,7 +129,7 @@ def with_locate_oracles(suite: Suite, runs: list[LocateRun], out_dir: Path,
             first = tuple(run.suspects[0][:2]) if run.rank == 2 else None
             try:
                 oracle = locate_first(task.oracle, task.FAIL_TO_PASS[0], str(extra["path"]),
-                                      first)  # type: ignore[arg-type]
+                                      first, view=not _shows_fix(run, task))  # type: ignore[arg-type]
             except ValueError:
                 oracle = None
             if oracle is not None:

@@ -112,11 +112,13 @@ def oracle_script(path: str, buggy: str, original: str, function: str, test_id: 
 
 
 def locate_first(calls: list[dict[str, Any]], test_id: str, path: str,
-                 first_suspect: tuple[str, int] | None = None) -> list[dict[str, Any]]:
+                 first_suspect: tuple[str, int] | None = None,
+                 view: bool = True) -> list[dict[str, Any]]:
     """An oracle's calls with its search (grep, the test viewed or run) replaced by `locate` on
     the failing test: from the first view of `path` (the changed file) on, they are kept.
     `first_suspect` (path, def line): a function `locate` ranks above the changed one, viewed
-    first, as a policy that trusts the ranking would."""
+    first, as a policy that trusts the ranking would. `view` False: that view is left out too
+    (`locate` showed the changed function's source)."""
     start = next((i for i, call in enumerate(calls)
                   if call["name"] == "view" and call["arguments"].get("path") == path), None)
     if start is None:
@@ -124,7 +126,7 @@ def locate_first(calls: list[dict[str, Any]], test_id: str, path: str,
     steps: list[dict[str, Any]] = [{"name": "locate", "arguments": {"test": test_id}}]
     if first_suspect is not None:
         steps.append(_view(first_suspect[0], first_suspect[1]))
-    return [*steps, *calls[start:]]
+    return [*steps, *calls[start + (0 if view else 1):]]
 
 
 def choose_style(rng: random.Random, recovery_share: float) -> str:

@@ -95,6 +95,11 @@ def test_locate_ranks_the_function_the_failing_test_runs_first(tmp_path, sandbox
     assert first["score"] == pytest.approx(2 ** -0.5, abs=1e-4)  # a passing test runs it too
     assert f"{prefix}stats/core.py:5 mean (score 0.71" in observation.output.splitlines()[1]
     assert all("test_core" not in s["path"] for s in observation.data["suspects"])
+    # The first suspect's source is shown, to its end, and counts as shown for the edit grammar.
+    assert f"{prefix}stats/core.py, lines 5-9:\n     5\tdef mean(values):" in observation.output
+    assert observation.output.endswith("     9\t    return total / (len(values) + 1)")
+    assert (observation.data["read"], observation.data["lines"]) == (f"{prefix}stats/core.py",
+                                                                     [5, 9])
 
 
 def test_locate_bad_input_gets_a_clear_error_and_changes_nothing(tmp_path, sandbox_for):
@@ -139,5 +144,23 @@ def test_locate_first_oracle_replaces_the_search_and_keeps_the_fix():
     ranked_second = locate_first(calls, "tests/test_core.py::test_mean", "stats/core.py",
                                  ("stats/core.py", 13))
     assert ranked_second[1]["arguments"]["view_range"][0] == 13
+    shown = locate_first(calls, "tests/test_core.py::test_mean", "stats/core.py", view=False)
+    assert [c["name"] for c in shown] == ["locate", "str_replace", "finish"]
     with pytest.raises(ValueError, match="never views"):
         locate_first(calls, "tests/test_core.py::test_mean", "other.py")
+
+
+def test_function_source_covers_decorators_signature_and_body_only(tmp_path):
+    from tools.locate import SOURCE_LINES, function_source
+
+    (tmp_path / "m.py").write_text(
+        "import functools\n\n\n@functools.cache\ndef f(\n    a,\n) -> int:\n    if a:\n"
+        "        return 1\n\n    return 2\n\n\ndef g():\n    pass\n"
+        + "def long():\n" + "    x = 1\n" * (SOURCE_LINES + 10))
+    assert function_source(tmp_path, "m.py", 4) == (11, [
+        "@functools.cache", "def f(", "    a,", ") -> int:", "    if a:", "        return 1", "",
+        "    return 2"])
+    last, lines = function_source(tmp_path, "m.py", 16)
+    assert len(lines) == SOURCE_LINES and last == 16 + SOURCE_LINES - 1
+    assert function_source(tmp_path, "m.py", 999) == (999, [])
+    assert function_source(tmp_path, "missing.py", 1) == (1, [])

@@ -17,6 +17,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from tools.base import Observation, Tool, ToolContext, ToolError
+from tools.files import LINES, READ
 from tools.sandbox.base import WORKSPACE
 from tools.search import workspace_files
 from tools.workspace_fs import WorkspaceFS
@@ -27,6 +28,9 @@ DEFAULT_TIMEOUT_S = 120.0
 TRACE_BUDGET_S = 60.0
 """After this many seconds of traced tests, the probe runs no more of them."""
 SHOWN = 5
+SOURCE_LINES = 40
+"""The first suspect's source is shown (from its def, at most this many lines), so the model
+can edit it without a view first."""
 
 
 class LocateArgs(BaseModel):
@@ -75,7 +79,7 @@ class Locate(Tool):
             tail = "\n".join(result.output.splitlines()[-15:])
             raise ToolError(f"the tests of {test_file} did not run under tracing "
                             f"(exit code {result.exit_code}):\n{tail}")
-        return describe(report, target)
+        return describe(report, target, ctx.workspace)
 
 
 def _by_name(workspace: Path, name: str) -> str | None:
@@ -119,7 +123,34 @@ def _is_local(ctx: ToolContext) -> bool:
     return isinstance(ctx.sandbox, LocalSandbox)
 
 
-def describe(report: dict, target: str) -> Observation:
+def function_source(workspace: Path, path: str, def_line: int) -> tuple[int, list[str]]:
+    """(last line, lines) of the function at `def_line` of `path` (decorators and signature
+    included) up to its end or `SOURCE_LINES` lines; no lines when it cannot be read."""
+    try:
+        lines = WorkspaceFS(workspace).read_text(path, limit=2_000_000).splitlines()
+    except (OSError, UnicodeDecodeError, ToolError):
+        return def_line, []
+    if not 1 <= def_line <= len(lines):
+        return def_line, []
+    first = lines[def_line - 1]
+    indent = len(first) - len(first.lstrip())
+    body = def_line
+    while body < len(lines) and not lines[body - 1].lstrip().startswith(("def ", "async def ",
+                                                                          "class ")):
+        body += 1  # past decorators
+    last = body
+    for number in range(body + 1, min(len(lines), def_line + SOURCE_LINES - 1) + 1):
+        line = lines[number - 1]
+        if line.strip() and len(line) - len(line.lstrip()) <= indent \
+                and not line.lstrip().startswith((")", "]", "}")):
+            break
+        last = number
+    while last > def_line and not lines[last - 1].strip():
+        last -= 1
+    return last, lines[def_line - 1:last]
+
+
+def describe(report: dict, target: str, workspace: Path | None = None) -> Observation:
     """What the model reads: where the failing test most likely fails."""
     outcome = report.get("outcome")
     if outcome is None:
@@ -142,4 +173,13 @@ def describe(report: dict, target: str) -> Observation:
     rows = [f"{s['path']}:{s['def_line']} {s['function']} (score {s['score']:.2f}, "
             f"line {s['line']})" for s in suspects]
     head = f"{ran}. Most suspicious functions (path:def_line name):"
-    return Observation("\n".join([head, *rows]), data={"suspects": suspects})
+    data: dict = {"suspects": suspects}
+    text = "\n".join([head, *rows])
+    top = suspects[0]
+    last, lines = function_source(workspace, top["path"], top["def_line"]) if workspace \
+        else (0, [])
+    if lines:
+        numbered = "\n".join(f"{n:6d}\t{line}" for n, line in enumerate(lines, top["def_line"]))
+        text += f"\n\n{top['path']}, lines {top['def_line']}-{last}:\n{numbered}"
+        data |= {READ: top["path"], LINES: [top["def_line"], last]}
+    return Observation(text, data=data)
