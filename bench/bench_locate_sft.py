@@ -106,6 +106,48 @@ def evaluate_adapter(adapter: Path, suite_dir: Path, save: Path) -> dict:
     return report.summary
 
 
+def ship_locate(adapter: Path, sources: dict[str, Path], suites: dict[str, Path],
+                figures: dict[str, dict], demo: dict) -> Path:
+    """Install `adapter` as `local/apprentice-135m`: its manifest names the base, every SFT
+    source (rows, sha256), the suites' digests, every training stage and the figures."""
+    from bench_transfer import SHIPPED, ship
+
+    from agent.models import ADAPTERS_DIR
+    from finetune.run_dir import read_manifest
+    from finetune.sft_data import rows_digest
+
+    rows, counts = [], {}
+    for name, path in sources.items():
+        loaded = load_rows(path)
+        rows += loaded
+        counts[name] = len(loaded)
+    stages: list[dict] = []
+    folder: Path | None = adapter
+    while folder is not None:  # the adapter, and those it went on training from
+        if folder.resolve() == (ADAPTERS_DIR / SHIPPED).resolve():
+            previous = json.loads((folder / "manifest.json").read_text())
+            stages.insert(0, {"adapter": "previous local/apprentice-135m",
+                              "adapter_sha256": previous.get("adapter_sha256"),
+                              "training_minutes": previous.get("training_minutes")})
+            break
+        run = read_manifest(folder)
+        stages.insert(0, {"adapter": folder.name, "config": run.get("config"),
+                          "metrics": run.get("metrics"), "data": run.get("data")})
+        parent = (run.get("config") or {}).get("init_adapter")
+        folder = Path(parent) if parent else None
+    minutes = sum((s.get("metrics") or {}).get("seconds", 0) / 60 or s.get("training_minutes")
+                  or 0 for s in stages)
+    last = read_manifest(adapter)
+    return ship(adapter, {
+        "name": SHIPPED, "base_model": "smollm2-135m", "trained_by": "bench/bench_locate_sft.py",
+        "tools": TOOLS, "data_sha256": rows_digest(rows), "sft_sources": counts,
+        "suite": "synthesized tasks of 7 training libraries (locate-first oracles) + "
+                 "finetune.curriculum",
+        "suite_sha256": {name: load_suite(path).digest() for name, path in suites.items()},
+        "config": last.get("config"), "metrics": last.get("metrics"), "stages": stages,
+        "training_minutes": round(minutes, 1), "figures": {**figures, "demo": demo}})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sdists", type=Path, required=True)
