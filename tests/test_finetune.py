@@ -300,10 +300,11 @@ def test_grpo_step_scores_sandboxed_episodes_and_masks_tool_outputs(
     from finetune.grpo import ROLLOUT_ADAPTER, GRPORunConfig, run_grpo
     from trajectories.reader import read_trajectory, rebuild_calls
 
-    def length_reward(prompts: list[Any], completions: list[Any], completion_ids: list[Any],
-                      **kwargs: Any) -> list[float]:
-        """Differs within the group, so the step has an advantage to follow."""
-        return [len(ids) / 100 for ids in completion_ids]
+    def token_reward(prompts: list[Any], completions: list[Any], completion_ids: list[Any],
+                     **kwargs: Any) -> list[float]:
+        """Differs within the group (two sampled episodes, two token sequences; their lengths
+        may be equal), so the step has an advantage to follow."""
+        return [(len(ids) + sum(ids) % 97) / 100 for ids in completion_ids]
 
     from finetune.suite import SuiteError
 
@@ -313,7 +314,7 @@ def test_grpo_step_scores_sandboxed_episodes_and_masks_tool_outputs(
                            learning_rate=0.01)
     with pytest.raises(SuiteError, match="after skipping 3"):
         run_grpo(config.model_copy(update={"skip": 3}))
-    metrics = run_grpo(config, extra_rewards=[length_reward])
+    metrics = run_grpo(config, extra_rewards=[token_reward])
     assert metrics["steps"] == 1 and metrics["episodes"] == 2
     assert metrics["groups"] == 1 and metrics["groups_all_equal"] == 1  # both failed the tests
     assert lora_b_norm(out / ROLLOUT_ADAPTER) == 0 < lora_b_norm(out)
