@@ -27,6 +27,14 @@ Measured on 2 CPU cores (toolz: `agent finetune synthesize toolz-1.2.0 --max-tas
 |---|---|---|---|---|---|
 | shipped before (curriculum only) | core | 0.000 | 0.429 | 1 | 83 min |
 | + SFT, 5 libraries + curriculum, 64 steps, lr 5e-4 (stage A) | core,locate | 0.000 | | | +41 min |
+| + SFT, 7 libraries + curriculum, 48 steps (stage B) | core,locate | 0.000 | | | +24 min |
+
+Stage A's data came from the probe before the failing test ran last (same format, other
+ranks); this script makes stage B's data. Both call `locate` first with the right id (the
+grammar keeps `test` to ids shown) in every toolz episode whose statement spells the id out;
+then they view the test id as a path (9 and 7 of 13 episodes), or the test file at the
+suspect's lines. Curriculum figures for the stages were not measured (out of time). Reports:
+`bench/results/locate/`.
 """
 
 from __future__ import annotations
