@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -164,3 +165,14 @@ def test_function_source_covers_decorators_signature_and_body_only(tmp_path):
     assert len(lines) == SOURCE_LINES and last == 16 + SOURCE_LINES - 1
     assert function_source(tmp_path, "m.py", 999) == (999, [])
     assert function_source(tmp_path, "missing.py", 1) == (1, [])
+
+
+def test_a_probe_report_of_the_wrong_shape_is_no_report():
+    from tools.locate import MARKER, parse_probe
+
+    good = {"outcome": "failed", "failed": 1, "passed": 0, "suspects": [
+        {"path": "a.py", "def_line": 1, "function": "f", "line": 2, "score": 1.0}]}
+    assert parse_probe(f"noise\n{MARKER}{json.dumps(good)}\n") == good
+    for bad in ("{}", "[1]", "{not json", json.dumps({**good, "failed": "1"}),
+                json.dumps({**good, "suspects": [{"path": 1}]})):
+        assert parse_probe(f"{MARKER}{bad}") is None, bad

@@ -39,14 +39,27 @@ class LocateArgs(BaseModel):
 
 
 def parse_probe(output: str) -> dict | None:
-    """The probe's report from its output, or None when it printed none."""
+    """The probe's report from its output, or None when it printed none or one of the wrong
+    shape (the output is the sandbox's: the repository's tests may print anything)."""
     for line in reversed(output.splitlines()):
         if line.startswith(MARKER):
             try:
-                return json.loads(line[len(MARKER):])
+                report = json.loads(line[len(MARKER):])
             except json.JSONDecodeError:
                 return None
+            return report if _well_formed(report) else None
     return None
+
+
+def _well_formed(report: object) -> bool:
+    if not isinstance(report, dict) or not isinstance(report.get("suspects"), list):
+        return False
+    if not all(isinstance(report.get(key), int) for key in ("failed", "passed")):
+        return False
+    keys: dict[str, type | tuple[type, ...]] = {"path": str, "def_line": int, "function": str,
+                                                 "line": int, "score": (int, float)}
+    return all(isinstance(s, dict) and all(isinstance(s.get(k), t) for k, t in keys.items())
+               for s in report["suspects"])
 
 
 class Locate(Tool):
