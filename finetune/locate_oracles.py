@@ -27,7 +27,7 @@ from finetune.synthesis_oracle import locate_first
 from tools.base import ToolContext, ToolError
 from tools.files import LINES
 from tools.host_git import isolated_env
-from tools.locate import Locate, LocateArgs
+from tools.locate import Locate, LocateArgs, function_source
 from tools.sandbox import SandboxConfig, make_sandbox
 from trajectories.verify import export_tree
 
@@ -49,6 +49,8 @@ class LocateRun:
     error: str = ""
     shown: list[int] = field(default_factory=list)
     """[first, last] lines of the first suspect's source that `locate` showed."""
+    source: str = ""
+    """Those lines' text (what an edit can replace without a view)."""
 
 
 def rank_of(suspects: list[list], path: str, function: str) -> int | None:
@@ -79,24 +81,29 @@ def locate_task(suite: Suite, task: SuiteTask, sandbox: SandboxConfig | None = N
                                        ToolContext(workspace=tree, sandbox=box))
             found, error = observation.data.get("suspects", []), ""
             shown = list(observation.data.get(LINES) or [])
+            source = "\n".join(function_source(tree, found[0]["path"], found[0]["def_line"])[1]) \
+                if shown else ""
         except ToolError as exc:
-            found, error, shown = [], str(exc)[:500], []
+            found, error, shown, source = [], str(exc)[:500], [], ""
         finally:
             box.close()
     suspects = [[s["path"], s["def_line"], s["function"]] for s in found]
     return LocateRun(task.instance_id,
                      rank_of(suspects, str(extra.get("path")), str(extra.get("function"))),
-                     suspects, round(time.monotonic() - started, 2), error, shown)
+                     suspects, round(time.monotonic() - started, 2), error, shown, source)
 
 
 def _shows_fix(run: LocateRun, task: SuiteTask) -> bool:
-    """Whether `locate`'s source of its first suspect holds every line the oracle's edit
-    replaces (so the oracle needs no view before it)."""
+    """Whether `locate`'s source of its first suspect holds every text the oracle's edits
+    replace (so the oracle needs no view before it). Runs saved without the source fall back
+    to the mutated line and the edits' extent."""
     if run.rank != 1 or len(run.shown) != 2:
         return False
-    line = int((task.model_extra or {}).get("line") or 0)
     edits = [c["arguments"].get("old_str", "") for c in task.oracle if c["name"] == "str_replace"]
-    span = max((text.count("\n") for text in edits), default=0)
+    if run.source:
+        return all(text.rstrip("\n") in run.source for text in edits)
+    line = int((task.model_extra or {}).get("line") or 0)
+    span = max((text.rstrip("\n").count("\n") for text in edits), default=0)
     return run.shown[0] <= line - span and line + span <= run.shown[1]
 
 

@@ -151,6 +151,30 @@ def test_locate_first_oracle_replaces_the_search_and_keeps_the_fix():
         locate_first(calls, "tests/test_core.py::test_mean", "other.py")
 
 
+def test_an_oracle_skips_the_view_only_when_locate_showed_every_text_it_replaces():
+    from finetune.locate_oracles import LocateRun, _shows_fix
+    from finetune.suite import SuiteTask
+
+    def task(old: str) -> SuiteTask:
+        return SuiteTask(instance_id="t", problem_statement="p", base_commit="abcd",
+                         repo_path="r", line=4, oracle=[
+                             {"name": "view", "arguments": {"path": "m.py"}},
+                             {"name": "str_replace", "arguments": {"path": "m.py",
+                                                                   "old_str": old,
+                                                                   "new_str": "x"}}])
+
+    source = "def total(a, b):\n    s = a - b\n    return s"
+    shown = LocateRun("t", 1, [["m.py", 3, "total"]], shown=[3, 5], source=source)
+    assert _shows_fix(shown, task("    s = a - b\n"))
+    assert not _shows_fix(shown, task("    s = a - b\n    return s\n    # after\n"))
+    second = LocateRun("t", 2, [["m.py", 9, "other"], ["m.py", 3, "total"]], shown=[9, 12],
+                       source=source)
+    assert not _shows_fix(second, task("    s = a - b\n"))
+    # Runs saved before the source was kept: the mutated line and the edit's extent decide.
+    assert _shows_fix(LocateRun("t", 1, [], shown=[3, 4]), task("    s = a - b\n"))
+    assert not _shows_fix(LocateRun("t", 1, [], shown=[3, 4]), task("a\nb\nc\n"))
+
+
 def test_function_source_covers_decorators_signature_and_body_only(tmp_path):
     from tools.locate import SOURCE_LINES, function_source
 
