@@ -470,3 +470,24 @@ def test_the_tool_grammar_reads_no_link_and_runs_no_git_config_of_the_workspace(
     assert "docs" in after.paths and "docs/secret.txt" not in after.paths  # a link, not followed
     assert "host_only_function" not in json.dumps(after.as_dict())
     assert not pwned.exists()
+
+
+def test_locate_shows_no_source_through_links_or_paths_the_sandbox_reports(
+        resolution: str, host: Path, tmp_path: Path) -> None:
+    """The probe's report comes from the sandbox, so a hostile repository decides its suspect
+    paths: a link in the workspace to a host file, a path up and out, an absolute one. The host
+    side shows the first suspect's source only through the workspace's own files."""
+    from tools.files import READ
+    from tools.locate import describe
+
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    (workspace / "lib.py").symlink_to(host / "secret.py")
+    outside = os.path.relpath(host / "secret.py", workspace)
+    for path in ("lib.py", outside, str(host / "secret.py")):
+        report = {"outcome": "failed", "failed": 1, "passed": 0, "suspects": [
+            {"path": path, "def_line": 1, "function": "host_only_function", "line": 2,
+             "score": 1.0}]}
+        observation = describe(report, "tests/test_x.py::test_x", workspace)
+        assert "HOST-SECRET" not in observation.output, path
+        assert READ not in observation.data, path
