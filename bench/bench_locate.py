@@ -20,6 +20,12 @@ module `__getattr__` ranked first in 9 of 13 toolz tasks), and rank 1 was 0.31 o
 on train. The misses are bugs in code the failing test does not run while it runs (an import
 hook, a registry filled at import) and in functions nearly every test of the file runs.
 
+Tried and dropped: breaking ties (common when the file has one test, so every function it runs
+scores 1.0) by how directly the failing test calls a function (fewest frames of the
+repository's code in between) instead of by path and line. It moved 5 toolz and 11 train ranks,
+half up and half down: rank 1 stayed 7/13 and 53/80, top 5 went from 70 to 69 of 80. The bug is
+as often in the helper as in the function the test calls.
+
 The suites: `agent finetune synthesize SDIST --split train --max-tasks 16 --seed 3` for the
 five, and `agent finetune synthesize toolz-1.2.0 --max-tasks 13 --eval-only --seed 1`.
 Per-task ranks and suspects: `bench/results/locate/ranks.json`.
