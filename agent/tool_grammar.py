@@ -51,6 +51,9 @@ MAX_TEST_CHOICES = 200
 PYTEST_ID = re.compile(r"(?<![\w./-])([\w./-]+\.py(?:::[A-Za-z_]\w*)+"
                        r"(?:\[(?:[^\[\]\n`'\"]|\[[^\[\]\n]*\])*\])?)")
 """A pytest node id as issues, logs and tracebacks write it: `path.py::Class::test[param]`."""
+NAMED_TEST = re.compile(r"`([A-Za-z_]\w*(?:::[A-Za-z_]\w*)*(?:\[[^`\n]*\])?)` in "
+                        r"`([\w./-]+\.py)`")
+"""A test named apart from its file, as bug reports write it: "`test_x` in `tests/test_a.py`"."""
 
 _tokenizers: dict[int, Any] = {}
 _tokenizers_lock = threading.Lock()
@@ -128,7 +131,8 @@ class TestChoices:
     def of_messages(cls, arguments: dict[str, tuple[str, ...]],
                     messages: list[dict[str, Any]]) -> TestChoices | None:
         """The ids in the task and the tool results (not the system prompt, whose tool
-        descriptions hold examples); None when there is no test argument or no id."""
+        descriptions hold examples), written out or as a name in a file; None when there is
+        no test argument or no id."""
         if not arguments:
             return None
         ids: dict[str, None] = {}
@@ -138,6 +142,8 @@ class TestChoices:
                 continue
             for match in PYTEST_ID.finditer(content):
                 ids.setdefault(match.group(1), None)
+            for match in NAMED_TEST.finditer(content):
+                ids.setdefault(f"{match.group(2)}::{match.group(1)}", None)
         return cls(arguments, list(ids)[-MAX_TEST_CHOICES:]) if ids else None
 
 

@@ -224,5 +224,10 @@ def test_a_test_argument_names_only_a_test_the_conversation_shows(tokenizer: Any
         assert not _accepted(tokenizer, grammar, _call("locate", {"test": made_up})), made_up
     assert _accepted(tokenizer, grammar, _call("bash", {"command": "ls"}))  # others stay free
     assert TestChoices.of_messages({"locate": ("test",)}, messages[:1]) is None  # no id shown
+    named = TestChoices.of_messages({"locate": ("test",)}, [
+        {"role": "user", "content": "`test_tlz` in `toolz/tests/test_tlz.py` fails, and so "
+                                    "does `TestDict::test_get` in `tests/test_d.py`."}])
+    assert named is not None and named.ids == ["toolz/tests/test_tlz.py::test_tlz",
+                                               "tests/test_d.py::TestDict::test_get"]
     free = tool_call_grammar(tools, required=True)
     assert _accepted(tokenizer, free, _call("locate", {"test": "tests/test_x.py::t"}))
