@@ -147,3 +147,23 @@ def test_todo_and_finish(box, ctx) -> None:
     assert ctx.todo[1]["status"] == "pending"
     done = call(box, ctx, "finish", summary="fixed it")
     assert done.finished and done.data["summary"] == "fixed it"
+
+
+def test_a_test_file_pytest_did_not_find_gets_a_hint_naming_files_called_like_it(tmp_path):
+    from tools.control import missing_file_hint
+
+    (tmp_path / "toolz" / "tests").mkdir(parents=True)
+    (tmp_path / "toolz" / "tests" / "test_utils.py").write_text("def test_raises():\n    pass\n")
+    (tmp_path / "test_here.py").write_text("def test_a():\n    pass\n")
+    dropped = "ERROR: file or directory not found: tests/test_utils.py::test_raises\n"
+    assert missing_file_hint(dropped, tmp_path) == (
+        "\n[hint: the workspace has no tests/test_utils.py; files named test_utils.py: "
+        "toolz/tests/test_utils.py]")
+    absolute = "ERROR: not found: /workspace/tests/test_utils.py::test_raises\n"
+    assert "toolz/tests/test_utils.py" in missing_file_hint(absolute, tmp_path)
+    # A file that exists (the test name was wrong), no such file anywhere, or a path out: nothing.
+    for output in ("ERROR: not found: /workspace/test_here.py::test_b\n",
+                   "ERROR: file or directory not found: tests/test_nothing.py\n",
+                   "ERROR: file or directory not found: ../../etc/test_utils.py\n",
+                   "1 passed\n"):
+        assert missing_file_hint(output, tmp_path) == "", output

@@ -3,11 +3,19 @@ default tool set."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
 from tools.base import Observation, Tool, ToolContext, ToolError
+from tools.sandbox.base import WORKSPACE
+from tools.search import workspace_files
+from tools.workspace_fs import WorkspaceFS
+
+MISSING_FILE = re.compile(r"(?:file or directory not found|ERROR: not found): (\S+)")
+"""pytest's complaint about a path it was given that does not exist."""
 
 
 class BashArgs(BaseModel):
@@ -30,13 +38,37 @@ class Bash(Tool):
         if not args.command.strip():
             raise ToolError("command is empty.")
         result = ctx.sandbox.run(args.command, timeout=args.timeout)
+        hint = missing_file_hint(result.output, ctx.workspace) if result.exit_code else ""
         return Observation(
-            result.describe(),
+            result.describe() + hint,
             is_error=result.exit_code != 0,
             data={"exit_code": result.exit_code, "timed_out": result.timed_out,
                   "shell_restarted": result.shell_restarted,
                   "duration_s": round(result.duration_s, 4)},
         )
+
+
+def missing_file_hint(output: str, workspace: Path) -> str:
+    """A hint naming the workspace's files called like the test file pytest did not find (a
+    folder left out of the path is the usual slip), or ""."""
+    fs = WorkspaceFS(workspace)
+    for match in MISSING_FILE.finditer(output):
+        path = match.group(1).split("::")[0].removeprefix(WORKSPACE + "/")
+        if not path.endswith(".py") or path.startswith("/") or ".." in path.split("/"):
+            continue
+        try:
+            if fs.kind(path) == "file":
+                continue
+        except (ToolError, OSError):
+            continue
+        name = PurePosixPath(path).name
+        try:
+            same = [f for f in workspace_files(workspace) if PurePosixPath(f).name == name][:5]
+        except OSError:
+            return ""
+        if same:
+            return f"\n[hint: the workspace has no {path}; files named {name}: {', '.join(same)}]"
+    return ""
 
 
 class TodoItem(BaseModel):
