@@ -81,6 +81,10 @@ def test_str_replace_requires_a_unique_match(box, ctx) -> None:
     assert missing.is_error and "not found" in missing.output
     twice = call(box, ctx, "str_replace", path="notes.txt", old_str="alpha", new_str="x")
     assert twice.is_error and "2 times" in twice.output and "[1, 3]" in twice.output
+    before = (ctx.workspace / "pkg/mod.py").read_text()
+    same = call(box, ctx, "str_replace", path="pkg/mod.py", old_str="x + 1", new_str="x + 1")
+    assert same.is_error and "nothing would change" in same.output
+    assert (ctx.workspace / "pkg/mod.py").read_text() == before
     ok = call(box, ctx, "str_replace", path="pkg/mod.py", old_str="x + 1", new_str="x + 2")
     assert not ok.is_error and "x + 2" in ok.output
     assert "x + 2" in (ctx.workspace / "pkg/mod.py").read_text()

@@ -188,6 +188,9 @@ class StrReplace(Tool):
         text = _read_text(fs, shown)
         if not args.old_str:
             raise ToolError("old_str is empty; give the exact text to replace.")
+        if args.new_str == args.old_str:
+            raise ToolError("new_str is the same as old_str, so nothing would change; write the "
+                            "corrected text in new_str.")
         count = text.count(args.old_str)
         if count == 0:
             raise ToolError(f"old_str was not found in {shown}. View the file and copy the text "
