@@ -28,6 +28,8 @@ Measured on 2 CPU cores (toolz: `agent finetune synthesize toolz-1.2.0 --max-tas
 | shipped before (curriculum only) | core | 0.000 | 0.429 | 1 | 83 min |
 | + SFT, 5 libraries + curriculum, 64 steps, lr 5e-4 (stage A) | core,locate | 0.000 | | | +41 min |
 | + SFT, 7 libraries + curriculum, 48 steps (stage B) | core,locate | 0.000 | | | +24 min |
+| + SFT on the `locate`-first episodes only, 94 steps, lr 2e-4 (stage C) | core,locate, paths grammar | 0.000 | | | +55 min |
+| + SFT on a fresh draw (seed 5), 64 steps, lr 2e-4 (stage D) | core,locate, paths grammar | 0.000 | | | +32 min |
 
 Stage A's data came from the probe before the failing test ran last (same format, other
 ranks); this script makes stage B's data. Both call `locate` first with the right id (the
@@ -35,6 +37,17 @@ grammar keeps `test` to ids shown) in every toolz episode whose statement spells
 then they view the test id as a path (9 and 7 of 13 episodes), or the test file at the
 suspect's lines. Curriculum figures for the stages were not measured (out of time). Reports:
 `bench/results/locate/`.
+
+Stages C and D were run by hand from this script's pieces, not by `main` (its stages make
+stage B). C: `locate_suite` + `with_locate_oracles` again on the same 7-library draw (an oracle
+now skips its view when its edits replace only text `locate` showed: 39 of 53 first-ranked
+tasks), oracle episodes, then SFT from stage B on the 86 episodes that start with `locate` plus
+8 curriculum ones, one pass. D: `synthesize` the 7 libraries again (24 tasks each, seed 5), drop
+tasks drawn before (144 left), set 20 aside (unseen, for GRPO), and SFT from C on the 95
+`locate`-first episodes of the rest plus 8 other curriculum episodes, 64 steps. Both at lr 2e-4,
+LoRA r 16 on the last 10 layers; training times on a CPU shared with synthesis or evaluation.
+D goes from `locate` straight to an edit of the first suspect's file in 12 of 13 toolz episodes
+(2 % malformed calls), and its edits are wrong: 8 of 13 change nothing.
 """
 
 from __future__ import annotations
