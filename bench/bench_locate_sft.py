@@ -28,8 +28,8 @@ Measured on 2 CPU cores (toolz: `agent finetune synthesize toolz-1.2.0 --max-tas
 | shipped before (curriculum only) | core | 0.000 | 0.429 | 1 | 83 min |
 | + SFT, 5 libraries + curriculum, 64 steps, lr 5e-4 (stage A) | core,locate | 0.000 | | | +41 min |
 | + SFT, 7 libraries + curriculum, 48 steps (stage B) | core,locate | 0.000 | | | +24 min |
-| + SFT on the `locate`-first episodes only, 94 steps, lr 2e-4 (stage C) | core,locate, paths grammar | 0.000 | | | +55 min |
-| + SFT on a fresh draw (seed 5), 64 steps, lr 2e-4 (stage D) | core,locate, paths grammar | 0.000 | | | +32 min |
+| + SFT, `locate`-first episodes only, 94 steps (stage C) | + paths grammar | 0.000 | | | +55 min |
+| + SFT, a fresh draw (seed 5), 64 steps (stage D) | + paths grammar | 0.000 | | | +32 min |
 
 Stage A's data came from the probe before the failing test ran last (same format, other
 ranks); this script makes stage B's data. Both call `locate` first with the right id (the
