@@ -95,16 +95,11 @@ def locate_task(suite: Suite, task: SuiteTask, sandbox: SandboxConfig | None = N
 
 def _shows_fix(run: LocateRun, task: SuiteTask) -> bool:
     """Whether `locate`'s source of its first suspect holds every text the oracle's edits
-    replace (so the oracle needs no view before it). Runs saved without the source fall back
-    to the mutated line and the edits' extent."""
-    if run.rank != 1 or len(run.shown) != 2:
+    replace (so the oracle needs no view before it)."""
+    if run.rank != 1 or not run.source:
         return False
     edits = [c["arguments"].get("old_str", "") for c in task.oracle if c["name"] == "str_replace"]
-    if run.source:
-        return all(text.rstrip("\n") in run.source for text in edits)
-    line = int((task.model_extra or {}).get("line") or 0)
-    span = max((text.rstrip("\n").count("\n") for text in edits), default=0)
-    return run.shown[0] <= line - span and line + span <= run.shown[1]
+    return all(text.rstrip("\n") in run.source for text in edits)
 
 
 def locate_suite(suite: Suite, workers: int = 2, sandbox: SandboxConfig | None = None,
