@@ -32,11 +32,14 @@ class LLMConfig(BaseModel):
     tool_choice: str | None = Field(
         None, description="`required` forces a tool call each turn; default: the model decides."
     )
-    tool_grammar: Literal["paths", "calls", "off"] = Field(
+    tool_grammar: Literal["edits", "paths", "calls", "off"] = Field(
         "calls", description="Local models: `calls` generates each tool call under a grammar of "
         "the tools' schemas (always a well-formed call of a known tool); `paths` also keeps path "
         "arguments to the workspace's files and folders, and an edit to whole lines the model "
-        "was shown of a file it viewed (`agent.tool_grammar`); `off` decodes freely.")
+        "was shown of a file it viewed (`agent.tool_grammar`); `edits` also chooses an edit's "
+        "replaced lines by the model's probability of the whole run among those the tool "
+        "accepts, and makes the replacement change them (`agent.edit_choice`); `off` decodes "
+        "freely.")
     token_ids: bool = Field(
         False, description="Ask the OpenAI-compatible server (vLLM 0.10.2 or later) for each "
         "call's token ids and logprobs, recorded for training (GRPO from a served policy); "

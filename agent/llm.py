@@ -155,7 +155,8 @@ class LLMClient:
     @property
     def constrains_paths(self) -> bool:
         """Whether this model's calls are decoded under the tool grammar (local models)."""
-        return self.config.tool_grammar == "paths" and self.config.model.startswith("local/")
+        return self.config.tool_grammar in ("paths", "edits") and \
+            self.config.model.startswith("local/")
 
     def _call(self, messages, tools, on_delta, paths: PathChoices | None = None) -> Any:
         kwargs: dict[str, Any] = {
@@ -180,6 +181,8 @@ class LLMClient:
         if self.config.model.startswith("local/") and tools:
             kwargs["tool_grammar"] = (paths.as_dict() if paths else True) \
                 if self.config.tool_grammar != "off" else False
+            if self.config.tool_grammar == "edits":
+                kwargs["edit_choice"] = True
         if self.config.token_ids:
             from agent.served_tokens import REQUEST_FIELDS
 

@@ -58,6 +58,7 @@ import litellm  # noqa: E402
 from litellm import CustomLLM  # noqa: E402
 from litellm.types.utils import GenericStreamingChunk, ModelResponse  # noqa: E402
 
+from agent.edit_choice import EditChoices, refine_edit  # noqa: E402
 from agent.models import (  # noqa: E402
     KNOWN_MODELS,
     LOAD_LOCK,
@@ -301,7 +302,7 @@ class LocalProvider(CustomLLM):
 
     def completion(self, model: str, messages: list, *args: Any, **kwargs: Any) -> ModelResponse:
         local, prompt_ids, options = _prepare(model, messages, kwargs)
-        gen = generate(local, prompt_ids, **options)
+        gen = _reply(local, prompt_ids, options)
         return _fill_response(kwargs["model_response"], model, local, gen)
 
     async def acompletion(  # type: ignore[override]
@@ -343,8 +344,11 @@ def _prepare(
     required = bool(tools) and params.get("tool_choice") == "required"
     grammar = None
     constrain = params.pop("tool_grammar", True)
+    edit_choices = None
     if tools and constrain:
         paths = PathChoices.from_dict(constrain) if isinstance(constrain, dict) else None
+        if paths is not None and params.pop("edit_choice", False) and paths.unique:
+            edit_choices = EditChoices.of_tools(tools, paths.edit_arguments, paths.unique)
         tests = TestChoices.of_messages(_test_arguments(), messages)
         grammar = tool_call_grammar(tools, required, paths, tests)
     prefix = ""
@@ -362,8 +366,24 @@ def _prepare(
         "seed": params.get("seed"),
         "stop": [stop] if isinstance(stop, str) else stop,
         "grammar": grammar,
+        "edit_choices": edit_choices,
     }
     return local, prompt_ids, options
+
+
+def _reply(local: LocalModel, prompt_ids: list[int], options: dict[str, Any],
+           on_text: Callable[[str], None] | None = None) -> Generation:
+    """`generate`, then (with `edit_choices`) the edit it wrote re-decided whole
+    (`agent.edit_choice`)."""
+    generating = {key: value for key, value in options.items() if key != "edit_choices"}
+    gen = generate(local, prompt_ids, on_text=on_text, **generating)
+    choices = options.get("edit_choices")
+    if choices is None:
+        return gen
+    prefix = options.get("prefix") or ""
+    base_ids = prompt_ids[: len(prompt_ids) - len(local.tokenizer.encode(
+        prefix, add_special_tokens=False))] if prefix else list(prompt_ids)
+    return refine_edit(local, base_ids, gen, choices, generating)
 
 
 def _stream(
@@ -375,7 +395,9 @@ def _stream(
 
     def run() -> None:
         try:
-            result["gen"] = generate(local, prompt_ids, on_text=texts.put, **options)
+            # A reply whose edit is re-decided is sent whole at the end, not streamed.
+            on_text = None if options.get("edit_choices") else texts.put
+            result["gen"] = _reply(local, prompt_ids, options, on_text)
         except BaseException as exc:  # re-raised in the consumer
             result["error"] = exc
         finally:
