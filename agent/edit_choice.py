@@ -8,24 +8,25 @@ the model, scored as a whole, prefers. On held-out toolz the SFT model wrote the
 to change best in five tasks, yet sent it in one, and then copied it unchanged in most of its
 edits. Here, once a generated call is an edit of a file the model was shown:
 
-1. each run of shown lines that occurs once in the file (per shown line, the shortest such run
-   starting there, or else ending there: what `str_replace` accepts) is scored by the model's
-   log-probability of writing it, up to the opening of the replacement; the best is taken
-   (greedy) or one is drawn (temperature above 0, at that temperature);
+1. each run of shown lines (up to `MAX_RUN_LINES`) that occurs once in the file (what
+   `str_replace` accepts) is scored by the model's log-probability of writing it and ending
+   the string there; the best is taken (greedy) or one is drawn (temperature above 0, at that
+   temperature);
 2. the rest of the call is generated after it, under the grammar;
 3. if the replacement copies the run, the reply diverges where the model is least sure of the
    copy (the largest log-probability of another token over the copied one, among tokens that
    keep the JSON string open and do change the text), and the rest is generated after that.
 
-Scoring reuses the prompt's key/value cache (cropped back after each run), so it costs one short
-forward pass per run. The reply's token ids and log-probabilities are those of the final text
-under the raw distribution, as for any other reply.
+Scoring reuses the prompt's key/value cache (cropped back after each pass) and scores every
+run from one start line in one short forward pass. The reply's token ids and log-probabilities
+are those of the final text under the raw distribution, as for any other reply.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -46,12 +47,12 @@ class EditChoices:
 
     edit_arguments: dict[str, tuple[str, str, str]]
     """Editing tool -> its (file, replaced text, replacement) arguments."""
-    runs: dict[str, list[str]]
-    """File -> the runs of shown lines the tool accepts (each occurs once in the file)."""
+    starts: dict[str, list[tuple[list[str], int]]]
+    """File -> where the runs of shown lines the tool accepts start (`edit_starts`)."""
 
     @classmethod
     def of_tools(cls, tools: list[dict[str, Any]], edit_arguments: dict[str, tuple[str, str]],
-                 runs: dict[str, list[str]]) -> EditChoices:
+                 starts: dict[str, list[tuple[list[str], int]]]) -> EditChoices:
         """For the editing tools among `tools` whose replaced text is followed, in the schema,
         by the replacement (the argument after it)."""
         found = {}
@@ -62,47 +63,67 @@ class EditChoices:
             if text_argument in names[:-1]:
                 found[function["name"]] = (file_argument, text_argument,
                                            names[names.index(text_argument) + 1])
-        return cls(found, runs)
+        return cls(found, starts)
+
+    def stops(self) -> list[str]:
+        """Where a generated edit is cut short: the opening of its replaced text, which is
+        decided here instead."""
+        return [f"{json.dumps(text)}: \"" for _, text, _ in self.edit_arguments.values()]
 
 
-def unique_runs(text: str, shown_runs: list[list[str]]) -> list[str]:
-    """Per shown line (blank ones aside), the shortest run of shown lines that starts there and
-    occurs once in `text`, or failing that the shortest that ends there; at most
-    `MAX_RUN_LINES` long."""
-    found: list[str] = []
+def edit_starts(text: str, shown_runs: list[list[str]]) -> list[tuple[list[str], int]]:
+    """Per shown line (blank ones aside) that starts a run of shown lines occurring once in
+    `text`: the shown lines from it (at most `MAX_RUN_LINES`) and how many of them the
+    shortest such run takes. Every longer run from there occurs once too."""
+    starts = []
     for run in shown_runs:
         for index, line in enumerate(run):
             if not line.strip():
                 continue
-            forward = ["".join(run[index:end])
-                       for end in range(index + 1, min(len(run), index + MAX_RUN_LINES) + 1)]
-            backward = ["".join(run[start:index + 1])
-                        for start in range(index - 1, max(-1, index - MAX_RUN_LINES), -1)]
-            found.extend(next(([c] for c in forward + backward if text.count(c) == 1), []))
-    return list(dict.fromkeys(found))
+            lines = run[index:index + MAX_RUN_LINES]
+            shortest = next((n for n in range(1, len(lines) + 1)
+                             if text.count("".join(lines[:n])) == 1), None)
+            if shortest is not None:
+                starts.append((lines, shortest))
+    return starts
 
 
 def _in_string(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)[1:-1]
 
 
-def refine_edit(local: LocalModel, base_ids: list[int], gen: Generation, choices: EditChoices,
-                options: dict[str, Any]) -> Generation:
-    """`gen` with its edit re-decided as the module says; `gen` itself when it is not an edit
-    of a file with runs to choose from. `base_ids` is the prompt without the reply's prefix;
-    `options` are `generate`'s."""
+def generate_with_edit_choice(local: LocalModel, base_ids: list[int], prompt_ids: list[int],
+                              choices: EditChoices, options: dict[str, Any],
+                              on_text: Callable[[str], None] | None = None) -> Generation:
+    """`generate` (`options` are its arguments), with an edit of a file with runs re-decided
+    as the module says. The reply stops at the opening of an edit's replaced text; a reply cut
+    there that is not such an edit (its text only looked like one) is generated again whole.
+    `base_ids` is `prompt_ids` without the reply's prefix."""
+    from agent.local_model import generate
+
+    stops = [*(options.get("stop") or []), *choices.stops()]
+    gen = generate(local, prompt_ids, on_text=on_text, **{**options, "stop": stops})
+    for stop in ("", *choices.stops()):
+        edit = _edit_head(gen.text + stop, choices)
+        if edit is not None:
+            return _refine_edit(local, base_ids, edit, options)
+    cut = local.tokenizer.decode(gen.completion_ids, skip_special_tokens=True)
+    if any(stop in cut for stop in choices.stops()):
+        return generate(local, prompt_ids, on_text=on_text, **options)
+    return gen
+
+
+def _refine_edit(local: LocalModel, base_ids: list[int],
+                 edit: tuple[str, list[tuple[list[str], int]], str],
+                 options: dict[str, Any]) -> Generation:
     from agent.local_model import Generation, generate
 
-    edit = _edit_head(gen.text, choices)
-    if edit is None:
-        return gen
-    head, runs, replacement = edit
+    head, starts, replacement = edit
     opening = f"\", {json.dumps(replacement)}: \""
     tokenizer = local.tokenizer
     temperature = options.get("temperature") or 0.0
     with local.lock:
-        scores = _score_continuations(local, base_ids + _ids(tokenizer, head),
-                                      [_in_string(run) + opening for run in runs])
+        runs, scores = _score_runs(local, base_ids + _ids(tokenizer, head), starts)
     run = runs[_pick(scores, temperature, options.get("seed"))]
     start = head + _in_string(run) + opening
     rest = {**options, "on_text": None}
@@ -124,7 +145,8 @@ def refine_edit(local: LocalModel, base_ids: list[int], gen: Generation, choices
     return Generation(refined.text, prompt_ids, completion, logprobs, refined.finish_reason)
 
 
-def _edit_head(text: str, choices: EditChoices) -> tuple[str, list[str], str] | None:
+def _edit_head(text: str, choices: EditChoices
+               ) -> tuple[str, list[tuple[list[str], int]], str] | None:
     """(the reply up to the opening of an edit's replaced text, the runs it may be, the
     replacement's argument) when `text` starts an edit of a file with runs; else None. The
     rest of the reply does not matter: it may be cut short."""
@@ -139,9 +161,9 @@ def _edit_head(text: str, choices: EditChoices) -> tuple[str, list[str], str] | 
         except json.JSONDecodeError:
             continue
         file = before.get(file_argument) if isinstance(before, dict) else None
-        runs = choices.runs.get(file) if isinstance(file, str) else None
-        if runs and list(before)[-1] == text_argument:
-            return head, runs, replacement
+        starts = choices.starts.get(file) if isinstance(file, str) else None
+        if starts and list(before)[-1] == text_argument:
+            return head, starts, replacement
     return None
 
 
@@ -196,28 +218,47 @@ def _prompt_cache(local: LocalModel, prompt_ids: list[int]) -> tuple[Any, Any]:
 
 
 def _forward(local: LocalModel, cache: Any, ids: list[int], last: Any) -> Any:
-    """Log-probabilities of each of `ids` (rows) after the cached prompt; the cache is cut back
-    to the prompt afterwards."""
+    """Log-probabilities of the next token after the cached prompt and after each of `ids`
+    (len(ids) + 1 rows); the cache is cut back to the prompt afterwards."""
     import torch
 
     with torch.inference_mode():
         out = local.model(torch.tensor([ids]), past_key_values=cache, use_cache=True)
     cache.crop(-len(ids))  # transformers 5: a negative count of tokens to drop
-    return torch.log_softmax(torch.cat([last, out.logits[0, :-1].float()]), dim=-1)
+    return torch.log_softmax(torch.cat([last, out.logits[0].float()]), dim=-1)
 
 
-def _score_continuations(local: LocalModel, prompt_ids: list[int],
-                         continuations: list[str]) -> list[float]:
-    """log P(continuation | prompt) for each, one short pass each on the prompt's cache."""
+def _score_runs(local: LocalModel, prompt_ids: list[int],
+                starts: list[tuple[list[str], int]]) -> tuple[list[str], list[float]]:
+    """Every run the tool accepts and log P(run, then the string's end | prompt). One pass per
+    start scores all its runs when each run's end falls on a token boundary (the closing
+    quote then begins the next token); a run whose end does not gets a pass of its own."""
     import torch
 
+    tokenizer = local.tokenizer
+    close = _ids(tokenizer, '",')
     cache, last = _prompt_cache(local, prompt_ids)
-    scores = []
-    for text in continuations:
-        ids = _ids(local.tokenizer, text)
+    runs: list[str] = []
+    scores: list[float] = []
+    for lines, shortest in starts:
+        whole = tokenizer(_in_string("".join(lines)), add_special_tokens=False,
+                          return_offsets_mapping=True)
+        ids, ends = whole["input_ids"], [end for _, end in whole["offset_mapping"]]
         logprobs = _forward(local, cache, ids, last)
-        scores.append(float(logprobs[torch.arange(len(ids)), torch.tensor(ids)].sum()))
-    return scores
+        prefix = torch.cumsum(logprobs[torch.arange(len(ids)), torch.tensor(ids)], dim=0)
+        for count in range(shortest, len(lines) + 1):
+            run = "".join(lines[:count])
+            length = len(_in_string(run))
+            if len(close) == 1 and length in ends:
+                taken = ends.index(length) + 1
+                score = float(prefix[taken - 1] + logprobs[taken, close[0]])
+            else:
+                own = _ids(tokenizer, _in_string(run) + '",')
+                own_logprobs = _forward(local, cache, own, last)
+                score = float(own_logprobs[torch.arange(len(own)), torch.tensor(own)].sum())
+            runs.append(run)
+            scores.append(score)
+    return runs, scores
 
 
 def _diverge(local: LocalModel, prompt_ids: list[int], copied: str) -> str | None:

@@ -58,7 +58,7 @@ import litellm  # noqa: E402
 from litellm import CustomLLM  # noqa: E402
 from litellm.types.utils import GenericStreamingChunk, ModelResponse  # noqa: E402
 
-from agent.edit_choice import EditChoices, refine_edit  # noqa: E402
+from agent.edit_choice import EditChoices, generate_with_edit_choice  # noqa: E402
 from agent.models import (  # noqa: E402
     KNOWN_MODELS,
     LOAD_LOCK,
@@ -347,8 +347,8 @@ def _prepare(
     edit_choices = None
     if tools and constrain:
         paths = PathChoices.from_dict(constrain) if isinstance(constrain, dict) else None
-        if paths is not None and params.pop("edit_choice", False) and paths.unique:
-            edit_choices = EditChoices.of_tools(tools, paths.edit_arguments, paths.unique)
+        if paths is not None and params.pop("edit_choice", False) and paths.starts:
+            edit_choices = EditChoices.of_tools(tools, paths.edit_arguments, paths.starts)
         tests = TestChoices.of_messages(_test_arguments(), messages)
         grammar = tool_call_grammar(tools, required, paths, tests)
     prefix = ""
@@ -376,14 +376,13 @@ def _reply(local: LocalModel, prompt_ids: list[int], options: dict[str, Any],
     """`generate`, then (with `edit_choices`) the edit it wrote re-decided whole
     (`agent.edit_choice`)."""
     generating = {key: value for key, value in options.items() if key != "edit_choices"}
-    gen = generate(local, prompt_ids, on_text=on_text, **generating)
     choices = options.get("edit_choices")
     if choices is None:
-        return gen
+        return generate(local, prompt_ids, on_text=on_text, **generating)
     prefix = options.get("prefix") or ""
     base_ids = prompt_ids[: len(prompt_ids) - len(local.tokenizer.encode(
         prefix, add_special_tokens=False))] if prefix else list(prompt_ids)
-    return refine_edit(local, base_ids, gen, choices, generating)
+    return generate_with_edit_choice(local, base_ids, prompt_ids, choices, generating, on_text)
 
 
 def _stream(

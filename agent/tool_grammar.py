@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from agent.edit_choice import unique_runs
+from agent.edit_choice import edit_starts
 from agent.tool_protocol import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
 from tools.base import ToolBox
 from tools.search import workspace_files
@@ -74,9 +74,9 @@ class PathChoices:
     edits: dict[str, list[list[str]]] = field(default_factory=dict)
     """File the model has read -> runs of consecutive lines it was shown (newlines kept), as
     the file is now."""
-    unique: dict[str, list[str]] = field(default_factory=dict)
-    """File the model has read -> the runs of shown lines that occur once in it, one per shown
-    line (`agent.edit_choice.unique_runs`): the edits the tool accepts."""
+    starts: dict[str, list[tuple[list[str], int]]] = field(default_factory=dict)
+    """File the model has read -> where the runs of shown lines that occur once in it start
+    (`agent.edit_choice.edit_starts`): the edits the tool accepts."""
 
     @classmethod
     def of_workspace(cls, root: Path, toolbox: ToolBox,
@@ -105,17 +105,17 @@ class PathChoices:
         the model has read, its text and the numbers of the lines it was shown."""
         folders = {str(parent) for name in files for parent in PurePosixPath(name).parents}
         edits = {name: shown_runs(text, lines) for name, (text, lines) in (read or {}).items()}
-        unique = {name: unique_runs(read[name][0], runs)
+        starts = {name: edit_starts(read[name][0], runs)
                   for name, runs in edits.items() if runs} if read else {}
         return cls(arguments, sorted(folders | set(files) | {"."}), edit_arguments or {},
                    {name: runs for name, runs in edits.items() if runs},
-                   {name: runs for name, runs in unique.items() if runs})
+                   {name: found for name, found in starts.items() if found})
 
     def as_dict(self) -> dict[str, Any]:
         return {"arguments": {name: list(args) for name, args in self.arguments.items()},
                 "paths": self.paths,
                 "edit_arguments": {name: list(a) for name, a in self.edit_arguments.items()},
-                "edits": self.edits, "unique": self.unique}
+                "edits": self.edits, "starts": self.starts}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PathChoices:
@@ -125,7 +125,8 @@ class PathChoices:
                     for name, args in data.get("edit_arguments", {}).items()},
                    {name: [list(run) for run in runs]
                     for name, runs in data.get("edits", {}).items()},
-                   {name: list(runs) for name, runs in data.get("unique", {}).items()})
+                   {name: [(list(lines), int(shortest)) for lines, shortest in found]
+                    for name, found in data.get("starts", {}).items()})
 
 
 @dataclass

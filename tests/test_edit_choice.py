@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from agent.edit_choice import _diverge, _ids, unique_runs
+from agent.edit_choice import EditChoices, _diverge, _edit_head, _ids, edit_starts
 from agent.local_model import load_local_model
 from agent.tool_grammar import PathChoices
 from agent.tool_protocol import TOOL_CALL_OPEN, parse_tool_calls
@@ -25,17 +25,27 @@ MODULE = ('def add(a, b):\n    """Return the sum of a and b."""\n    return a - 
 LINES = MODULE.splitlines(keepends=True)
 
 
-def test_each_shown_line_offers_the_shortest_run_around_it_that_occurs_once() -> None:
-    assert unique_runs(MODULE, [LINES[:3]]) == [
-        "def add(a, b):\n", '    """Return the sum of a and b."""\n',
-        '    """Return the sum of a and b."""\n    return a - b\n',  # ends at the repeated line
-    ]
-    assert unique_runs(MODULE, [LINES[2:3]]) == []  # alone, the line occurs twice
-    assert unique_runs(MODULE, [LINES[3:7]]) == [  # blank lines offer none
-        "def subtract(a, b):\n", "def subtract(a, b):\n    return a - b\n"]
+def _runs(starts: list[tuple[list[str], int]]) -> list[str]:
+    return ["".join(lines[:count]) for lines, shortest in starts
+            for count in range(shortest, len(lines) + 1)]
+
+
+def test_the_runs_offered_are_those_of_shown_lines_that_occur_once() -> None:
+    assert edit_starts(MODULE, [LINES[:3]]) == [(LINES[0:3], 1), (LINES[1:3], 1)]
+    assert _runs(edit_starts(MODULE, [LINES[:3]])) == [
+        "def add(a, b):\n", "".join(LINES[0:2]), "".join(LINES[0:3]), LINES[1],
+        "".join(LINES[1:3])]  # never `    return a - b\n` alone: it occurs twice
+    assert edit_starts(MODULE, [LINES[2:3]]) == []
+    assert edit_starts(MODULE, [LINES[3:7]]) == [(LINES[5:7], 1)]  # blank lines start none
+    two = "x = 1\ny = 2\nx = 1\nz = 3\n"
+    lines = two.splitlines(keepends=True)
+    assert edit_starts(two, [lines]) == [(lines, 2), (lines[1:], 1), (lines[2:], 2),
+                                         (lines[3:], 1)]
+    long = ["a\n"] * 20
+    assert edit_starts("".join(long), [long]) == []  # not unique within MAX_RUN_LINES
     paths = PathChoices.of_files({}, ["calc.py"], ToolBox(select_tools("core")).edit_arguments(),
                                  {"calc.py": (MODULE, {1, 2, 3})})
-    assert paths.unique == {"calc.py": unique_runs(MODULE, [LINES[:3]])}
+    assert paths.starts == {"calc.py": edit_starts(MODULE, [LINES[:3]])}
     assert PathChoices.from_dict(json.loads(json.dumps(paths.as_dict()))) == paths
 
 
@@ -53,7 +63,7 @@ def _edit_completion(litellm: Any, model: str, seed: int, edit_choice: bool,
 
 def test_a_random_model_edits_a_run_the_tool_accepts_and_changes_it(
         tiny_model: Path, litellm_local: Any) -> None:  # noqa: F811
-    offered = unique_runs(MODULE, [LINES[:3]])
+    offered = _runs(edit_starts(MODULE, [LINES[:3]]))
     local = load_local_model(str(tiny_model))
     chosen = []
     for seed in range(3):
@@ -97,5 +107,18 @@ def test_the_real_model_edits_the_function_named_and_changes_its_line(
                               temperature=0.0)
     call = chosen.choices[0].message.tool_calls[0]
     arguments = json.loads(call.function.arguments)
-    assert arguments["old_str"] in unique_runs(MODULE, [LINES[:3]])
+    assert arguments["old_str"] in _runs(edit_starts(MODULE, [LINES[:3]]))
     assert arguments["new_str"] != arguments["old_str"]
+
+
+def test_only_an_edit_of_a_file_with_runs_is_re_decided() -> None:
+    choices = EditChoices.of_tools(CORE, ToolBox(select_tools("core")).edit_arguments(),
+                                   {"calc.py": [(["def add(a, b):\n"], 1)]})
+    assert choices.edit_arguments == {"str_replace": ("path", "old_str", "new_str")}
+    assert choices.stops() == ['"old_str": "']
+    edit = '<tool_call>{"name": "str_replace", "arguments": {"path": "calc.py", "old_str": "'
+    assert _edit_head(edit, choices) == (edit, [(["def add(a, b):\n"], 1)], "new_str")
+    assert _edit_head(edit + 'x", "new_str": "y"}}</tool_call>', choices) is not None
+    assert _edit_head(edit.replace("calc.py", "other.py"), choices) is None  # nothing shown
+    assert _edit_head('<tool_call>{"name": "bash", "arguments": {"command": "echo \\"old_str'
+                      '\\": \\""}}</tool_call>', choices) is None
