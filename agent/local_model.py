@@ -394,9 +394,7 @@ def _stream(
 
     def run() -> None:
         try:
-            # A reply whose edit is re-decided is sent whole at the end, not streamed.
-            on_text = None if options.get("edit_choices") else texts.put
-            result["gen"] = _reply(local, prompt_ids, options, on_text)
+            result["gen"] = _reply(local, prompt_ids, options, texts.put)
         except BaseException as exc:  # re-raised in the consumer
             result["error"] = exc
         finally:

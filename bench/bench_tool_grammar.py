@@ -1,8 +1,10 @@
-"""Constrained decoding of tool calls (`agent.tool_grammar`), measured: the same model and
-tasks, one greedy episode per task, with `--tool-grammar off`, `calls` and `paths`.
+"""Constrained decoding of tool calls (`agent.tool_grammar`, `agent.edit_choice`), measured:
+the same model and tasks, one greedy episode per task, with `--tool-grammar off`, `calls`,
+`paths` and `edits`.
 
     python bench/bench_tool_grammar.py --suite curriculum=SUITE --suite toolz=SUITE \\
-        [--adapter agent/adapters/apprentice-135m] [--modes off,calls,paths] [--out DIR]
+        [--adapter agent/adapters/apprentice-135m] [--modes off,calls,paths,edits] \\
+        [--tools core,locate] [--split test] [--out DIR]
 
 Each (suite, mode) is an `agent eval` run of the suite's test split (6 calls of at most 256
 tokens, no repository map: how the shipped model is measured) saved as DIR/<suite>-<mode>.json
@@ -22,6 +24,17 @@ toolz-1.2.0 --max-tasks 13 --eval-only --seed 1`; files in bench/results/tool-gr
     toolz       off      0.000   0.273          14/66          5.1
     toolz       calls    0.000   0.000          25/62          4.8
     toolz       paths    0.000   0.017          2/58           4.5
+
+`edits` (whole-edit decoding, `agent.edit_choice`), measured 2026-12-06, same settings:
+
+    model (tools), suite                      paths          edits          edits, first version
+    shipped (core), curriculum (14)           0.357 / 0.014  0.357 / 0.014  0.214 / 0.054
+    stage D (core,locate), toolz (13)         0.000 / 0.018  0.000 / 0.138  0.077 / 0.089
+    stage D (core,locate), 20 unseen tasks    -              -              0.000 / 0.021
+      of its training libraries (--split train)
+
+(pass@1 / format-error rate; stage D is bench_locate_sft's adapter, not shipped; the first
+version offered only the shortest unique run from each line, scored whole.)
 
 Sampled (temperature 0.7, `agent eval --episodes 2 --tool-grammar calls`): curriculum pass@1
 0.357, pass@2 0.429, 1 malformed call in 146, against 0.259 for the 112 free-decoded attempts
@@ -67,12 +80,13 @@ def refused_calls(report: dict, saved: Path) -> tuple[int, int]:
     return refused, total
 
 
-def run(suite_dir: Path, mode: str, adapter: str | None, save: Path) -> dict:
+def run(suite_dir: Path, mode: str, adapter: str | None, save: Path, tools: str | None = None,
+        split: str = "test") -> dict:
     if not save.is_file():
         options = EvalOptions(
-            model="local/smollm2-135m", adapter=adapter, split="test", workers=1,
+            model="local/smollm2-135m", adapter=adapter, split=split, workers=1,
             episode=EpisodeConfig(max_steps=6, llm=LLMConfig(max_tokens=256, tool_grammar=mode),
-                                  context=ContextConfig(repo_map_tokens=0)),
+                                  context=ContextConfig(repo_map_tokens=0), tools=tools),
             output_dir=save.parent.resolve() / save.stem)
         evaluate(load_suite(suite_dir), options, on_episode=lambda e: print(
             f"   {e.instance_id}: reward {e.reward} {e.steps} steps "
@@ -85,7 +99,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suite", action="append", required=True, metavar="NAME=DIR")
     parser.add_argument("--adapter", default="agent/adapters/apprentice-135m")
-    parser.add_argument("--modes", default="off,calls,paths")
+    parser.add_argument("--modes", default="off,calls,paths", help="of off, calls, paths, edits")
+    parser.add_argument("--tools", default=None, help="tool set (default: the model's)")
+    parser.add_argument("--split", default="test")
     parser.add_argument("--out", type=Path, default=Path("/tmp/apprentice-bench-grammar"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -95,7 +111,8 @@ def main() -> None:
         name, _, folder = spec.partition("=")
         for mode in args.modes.split(","):
             print(f"== {name}, --tool-grammar {mode}", flush=True)
-            report = run(Path(folder), mode, args.adapter, args.out / f"{name}-{mode}.json")
+            report = run(Path(folder), mode, args.adapter, args.out / f"{name}-{mode}.json",
+                         args.tools, args.split)
             summary = report["summary"]
             refused, calls = refused_calls(report, args.out / f"{name}-{mode}.json")
             seconds = summary["wall_time_s"] / max(1, summary["episodes"])
