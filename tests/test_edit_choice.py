@@ -5,6 +5,8 @@ changes it; the reply's token record is that of the final text."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from agent.tool_protocol import TOOL_CALL_OPEN, parse_tool_calls
 from tests.test_local_model import litellm_local, tiny_model  # noqa: F401  (fixtures)
 from tools.base import ToolBox
 from tools.control import select_tools
+from trajectories.reader import read_trajectory
 
 CORE = [tool.schema() for tool in select_tools("core")]
 EDIT_ONLY = [schema for schema in CORE if schema["function"]["name"] == "str_replace"]
@@ -122,3 +125,28 @@ def test_only_an_edit_of_a_file_with_runs_is_re_decided() -> None:
     assert _edit_head(edit.replace("calc.py", "other.py"), choices) is None  # nothing shown
     assert _edit_head('<tool_call>{"name": "bash", "arguments": {"command": "echo \\"old_str'
                       '\\": \\""}}</tool_call>', choices) is None
+
+
+@pytest.mark.model
+@pytest.mark.usefixtures("model_ready", "docker_ready")
+def test_the_demo_is_fixed_under_whole_edit_decoding(tmp_path: Path) -> None:
+    """The README's demo with `--tool-grammar edits`: a real episode of the shipped model, whose
+    edit replaces a run that occurs once in the module (`return a - b` alone occurs twice)."""
+    demo = tmp_path / "demo"
+    agent = [sys.executable, "-m", "agent.cli"]
+    subprocess.run([*agent, "examples", "init", str(demo), "--force"], check=True,
+                   capture_output=True, timeout=120)
+    module = (demo / "repo" / "calculator" / "operations.py").read_text()
+    proc = subprocess.run(
+        [*agent, "solve", str(demo / "issue.md"), "--repo", str(demo / "repo"),
+         "--max-steps", "6", "--max-tokens", "256", "--repo-map-tokens", "0",
+         "--tool-grammar", "edits", "--json"],
+        capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["reward"] == 1, result["test_output"]
+    assert "+    return a + b" in result["patch"]
+    edits = [json.loads(event.arguments)
+             for event in read_trajectory(Path(result["trajectory_path"])).events
+             if event.type == "tool_call_started" and event.name == "str_replace"]
+    assert edits and module.count(edits[0]["old_str"]) == 1
