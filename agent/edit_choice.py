@@ -202,6 +202,8 @@ def _pick(scores: list[float], temperature: float, seed: int | None) -> int:
     generator = torch.Generator()
     if seed is not None:
         generator.manual_seed(seed)
+    else:  # a fresh generator's default seed is fixed: every draw would be the same
+        generator.seed()
     weights = torch.softmax(torch.tensor(scores) / temperature, dim=0)
     return int(torch.multinomial(weights, 1, generator=generator).item())
 

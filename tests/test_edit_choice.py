@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from agent.edit_choice import EditChoices, _diverge, _edit_head, _ids, edit_starts
+from agent.edit_choice import EditChoices, _diverge, _edit_head, _ids, _pick, edit_starts
 from agent.local_model import load_local_model
 from agent.tool_grammar import PathChoices
 from agent.tool_protocol import TOOL_CALL_OPEN, parse_tool_calls
@@ -150,3 +150,10 @@ def test_the_demo_is_fixed_under_whole_edit_decoding(tmp_path: Path) -> None:
              for event in read_trajectory(Path(result["trajectory_path"])).events
              if event.type == "tool_call_started" and event.name == "str_replace"]
     assert edits and module.count(edits[0]["old_str"]) == 1
+
+
+def test_a_sampled_start_is_drawn_afresh_unless_seeded() -> None:
+    even = [0.0] * 8
+    assert len({_pick(even, 1.0, None) for _ in range(40)}) > 1
+    assert len({_pick(even, 1.0, 7) for _ in range(10)}) == 1
+    assert _pick([0.0, 3.0, 1.0], 0.0, None) == 1  # greedy: the likeliest
