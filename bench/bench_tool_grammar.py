@@ -34,6 +34,7 @@ toolz-1.2.0 --max-tasks 13 --eval-only --seed 1`; files in bench/results/tool-gr
       of its training libraries (--split train)
     stage D, toolz, 4 episodes at T 0.7       -              pass@1 0.019, pass@4 0.077 (1 of 52)
       (that run drew the start line with a fixed seed, since fixed: its starts did not vary)
+    the same, start lines drawn afresh        -              pass@1 0.000, pass@4 0.000 (0 of 52)
 
 (pass@1 / format-error rate; stage D is bench_locate_sft's adapter, not shipped; the first
 version offered only the shortest unique run from each line, scored whole.)
