@@ -407,7 +407,8 @@ class Session:
         them (a local one)."""
         if not self.llm.constrains_paths or not self.toolbox.path_arguments():
             return None
-        return PathChoices.of_workspace(self.workspace.path, self.toolbox, self._shown_lines)
+        return PathChoices.of_workspace(self.workspace.path, self.toolbox, self._shown_lines,
+                                        with_starts=self.llm.config.tool_grammar == "edits")
 
     def _run_tool_calls(self, tool_calls: list[ToolCall]) -> str | None:
         """Run each call in order; return the summary if one of them was finish."""

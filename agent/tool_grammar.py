@@ -79,8 +79,8 @@ class PathChoices:
     (`agent.edit_choice.edit_starts`): the edits the tool accepts."""
 
     @classmethod
-    def of_workspace(cls, root: Path, toolbox: ToolBox,
-                     shown: dict[str, set[int]]) -> PathChoices | None:
+    def of_workspace(cls, root: Path, toolbox: ToolBox, shown: dict[str, set[int]],
+                     with_starts: bool = False) -> PathChoices | None:
         """From the workspace at `root` as it is now (None past `MAX_PATH_CHOICES` files) and the
         lines of files the model was shown. Files are listed without reading the workspace's
         git configuration and read through `WorkspaceFS`, so a link the sandbox plants in place
@@ -95,18 +95,21 @@ class PathChoices:
                 read[name] = (fs.read_text(name), lines)
             except (OSError, UnicodeDecodeError):  # gone, a link, or not text
                 continue
-        return cls.of_files(toolbox.path_arguments(), files, toolbox.edit_arguments(), read)
+        return cls.of_files(toolbox.path_arguments(), files, toolbox.edit_arguments(), read,
+                            with_starts)
 
     @classmethod
     def of_files(cls, arguments: dict[str, tuple[str, ...]], files: list[str],
                  edit_arguments: dict[str, tuple[str, str]] | None = None,
-                 read: dict[str, tuple[str, set[int]]] | None = None) -> PathChoices:
+                 read: dict[str, tuple[str, set[int]]] | None = None,
+                 with_starts: bool = False) -> PathChoices:
         """From the workspace's files (those, every folder holding them, and `.`) and, per file
-        the model has read, its text and the numbers of the lines it was shown."""
+        the model has read, its text and the numbers of the lines it was shown; `with_starts`
+        also finds where accepted edits start (only whole-edit decoding uses them)."""
         folders = {str(parent) for name in files for parent in PurePosixPath(name).parents}
         edits = {name: shown_runs(text, lines) for name, (text, lines) in (read or {}).items()}
         starts = {name: edit_starts(read[name][0], runs)
-                  for name, runs in edits.items() if runs} if read else {}
+                  for name, runs in edits.items() if runs} if read and with_starts else {}
         return cls(arguments, sorted(folders | set(files) | {"."}), edit_arguments or {},
                    {name: runs for name, runs in edits.items() if runs},
                    {name: found for name, found in starts.items() if found})

@@ -47,7 +47,7 @@ def test_the_runs_offered_are_those_of_shown_lines_that_occur_once() -> None:
     long = ["a\n"] * 20
     assert edit_starts("".join(long), [long]) == []  # not unique within MAX_RUN_LINES
     paths = PathChoices.of_files({}, ["calc.py"], ToolBox(select_tools("core")).edit_arguments(),
-                                 {"calc.py": (MODULE, {1, 2, 3})})
+                                 {"calc.py": (MODULE, {1, 2, 3})}, with_starts=True)
     assert paths.starts == {"calc.py": edit_starts(MODULE, [LINES[:3]])}
     assert PathChoices.from_dict(json.loads(json.dumps(paths.as_dict()))) == paths
 
@@ -56,7 +56,7 @@ def _edit_completion(litellm: Any, model: str, seed: int, edit_choice: bool,
                      temperature: float = 1.0) -> Any:
     box = ToolBox(select_tools("core"))
     paths = PathChoices.of_files(box.path_arguments(), ["calc.py"], box.edit_arguments(),
-                                 {"calc.py": (MODULE, {1, 2, 3})})
+                                 {"calc.py": (MODULE, {1, 2, 3})}, with_starts=True)
     return litellm.completion(
         model=model, messages=[{"role": "user", "content": "Fix add in calc.py."}],
         tools=EDIT_ONLY, tool_choice="required", max_tokens=120, temperature=temperature,
