@@ -93,6 +93,24 @@ def tokenize_row(row: dict[str, Any], tokenizer: Any) -> dict[str, list[int]]:
     return {"input_ids": ids, "assistant_masks": mask}
 
 
+EDIT_TOOLS = ("str_replace", "insert", "create")
+
+
+def through_last_edit(row: dict[str, Any], edit_tools: Iterable[str] = EDIT_TOOLS
+                      ) -> dict[str, Any] | None:
+    """`row` cut after its last assistant message that calls an edit tool, or None when it
+    edits nothing: training spends its steps on the repair, not on the test run and `finish`
+    that follow it (turns a model learns first)."""
+    names = set(edit_tools)
+    messages = row["messages"]
+    last = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"
+                and any(c["function"]["name"] in names for c in m.get("tool_calls") or [])),
+               default=None)
+    if last is None:
+        return None
+    return {**row, "messages": messages[:last + 1]}
+
+
 def rows_digest(rows: list[dict[str, Any]]) -> str:
     """sha256 of the conversations and tools, in order: names the training data."""
     digest = hashlib.sha256()

@@ -243,6 +243,23 @@ def test_oracle_trajectories_train_only_the_assistant_tokens(oracle_rows: list[d
     assert ignored.count("<tool_response>\n") == calls - 1 and "# Tools" in ignored
 
 
+def test_rows_through_the_last_edit_end_on_the_repair(oracle_rows: list[dict[str, Any]]) -> None:
+    from finetune.sft_data import through_last_edit
+
+    def called(row: dict[str, Any]) -> list[str]:
+        return [c["function"]["name"] for m in row["messages"] for c in m.get("tool_calls") or []]
+
+    for row in oracle_rows:
+        cut = through_last_edit(row)
+        assert cut is not None and cut["tools"] == row["tools"]
+        names = called(cut)
+        assert names[-1] in ("str_replace", "insert", "create") and "finish" not in names
+        assert names == called(row)[:len(names)] and cut["messages"][-1]["role"] == "assistant"
+        assert cut["messages"] == row["messages"][:len(cut["messages"])]
+    before_edit = {**oracle_rows[0], "messages": oracle_rows[0]["messages"][:2]}
+    assert through_last_edit(before_edit) is None
+
+
 def test_sft_on_a_tiny_model_trains_the_adapter_which_loads_merges_and_reports(
         oracle_rows: list[dict[str, Any]], tiny_model: Path, tmp_path: Path) -> None:
     import torch
@@ -258,12 +275,13 @@ def test_sft_on_a_tiny_model_trains_the_adapter_which_loads_merges_and_reports(
     proc = run_cli("finetune", "sft", "--data", str(data), "--model", str(tiny_model),
                    "--output", str(out), "--max-steps", "2", "--max-length", "512",
                    "--truncation", "keep_end", "--learning-rate", "0.01", "--lora-r", "4",
-                   home=tmp_path / "home")
+                   "--through-edit", home=tmp_path / "home")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert lora_b_norm(out) > 0  # LoRA B starts at zero: training moved it
     manifest = json.loads((out / "apprentice-finetune.json").read_text())
     assert manifest["kind"] == "sft" and manifest["base_model_path"] == str(tiny_model)
     assert manifest["data"]["rows"] == 2 and len(manifest["data"]["sha256"]) == 64
+    assert manifest["data"]["source"].endswith("through the last edit")
     assert manifest["config"]["lora"]["r"] == 4 and manifest["metrics"]["steps"] == 2
     history = json.loads((out / "log_history.json").read_text())
     assert [h["loss"] for h in history if "loss" in h]

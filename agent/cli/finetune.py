@@ -214,6 +214,9 @@ def sft_command(
     include_unverified: Annotated[bool, typer.Option(
         help="--data: also train on rows with no reward yet (reward null, e.g. imported from "
         "other agents).")] = False,
+    through_edit: Annotated[bool, typer.Option(
+        help="Train on each conversation up to its last edit only (the repair; rows without "
+        "an edit are dropped).")] = False,
     model: str = config_option(SFTRunConfig, "model"),
     init_adapter: Path | None = config_option(SFTRunConfig, "init_adapter"),  # noqa: B008
     lora_r: int = config_option(SFTRunConfig, "lora.r"),
@@ -235,7 +238,7 @@ def sft_command(
     """Supervised fine-tuning (LoRA) on verified trajectories, loss on assistant tokens only."""
     config = build_config(SFTRunConfig, ctx)
     from finetune.sft import run_sft
-    from finetune.sft_data import DataError, load_rows, rows_from_store
+    from finetune.sft_data import DataError, load_rows, rows_from_store, through_last_edit
     from trajectories.store import TrajectoryStore
 
     if (data is None) == (not from_store):
@@ -251,6 +254,10 @@ def sft_command(
             finally:
                 store.close()
             source = f"store:{store.path}"
+        if through_edit:
+            cut = [r for r in map(through_last_edit, rows) if r is not None]
+            _note(f"{len(rows) - len(cut)} conversations without an edit dropped")
+            rows, source = cut, f"{source}, through the last edit"
         _note(f"training on {len(rows)} conversations")
         metrics = run_sft(rows, config, source=source)
     except (DataError, LookupError, FileNotFoundError) as exc:
