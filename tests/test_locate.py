@@ -51,13 +51,15 @@ def test_scale_empty():
 '''
 
 
-def make_repo(root: Path, src_layout: bool = False) -> Path:
+def make_repo(root: Path, src_layout: bool = False, addopts: str | None = None) -> Path:
     package = root / ("src/stats" if src_layout else "stats")
     package.mkdir(parents=True)
     (package / "__init__.py").write_text("")
     (package / "core.py").write_text(LIBRARY)
     (root / "tests").mkdir()
     (root / "tests" / "test_core.py").write_text(TESTS)
+    if addopts is not None:
+        (root / "pyproject.toml").write_text(f'[tool.pytest.ini_options]\naddopts = "{addopts}"\n')
     subprocess.run(["git", "init", "-q", str(root)], check=True)
     root.chmod(0o777)
     for path in root.rglob("*"):
@@ -80,10 +82,13 @@ def sandbox_for(docker_ready):
         sandbox.close()
 
 
-@pytest.mark.parametrize("src_layout", [False, True])
+@pytest.mark.parametrize(("src_layout", "addopts"), [
+    (False, None), (True, None),
+    (False, "--cov=stats --cov-report=term"),  # a plugin the sandbox lacks: run without them
+])
 def test_locate_ranks_the_function_the_failing_test_runs_first(tmp_path, sandbox_for,
-                                                                     src_layout):
-    root = make_repo(tmp_path / "repo", src_layout)
+                                                                     src_layout, addopts):
+    root = make_repo(tmp_path / "repo", src_layout, addopts)
     ctx = sandbox_for(root)
     observation = ToolBox([Locate()]).call("locate", {"test": "tests/test_core.py::test_mean"},
                                            ctx)

@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 
 from tools.base import Observation, Tool, ToolContext, ToolError
 from tools.files import LINES, READ
-from tools.sandbox.base import WORKSPACE
+from tools.sandbox.base import WORKSPACE, CommandResult, Sandbox
 from tools.search import workspace_files
 from tools.workspace_fs import WorkspaceFS
 
@@ -36,6 +36,20 @@ can edit it without a view first."""
 class LocateArgs(BaseModel):
     test: str = Field(description="A failing test's pytest id, e.g. 'tests/test_x.py::test_y'.",
                       min_length=1, max_length=1_000)
+
+
+USAGE_ERROR = 4
+"""pytest's exit code for options it does not know."""
+
+
+def _probe(sandbox: Sandbox, root: str, target: str, *options: str
+           ) -> tuple[CommandResult, dict | None]:
+    """Run the probe on `target` in the sandbox: its output and its report."""
+    command = (f"(cd {shlex.quote(root)} && python3 - {shlex.quote(target)} "
+               f"{TRACE_BUDGET_S:g} {' '.join(options)} <<'APPRENTICE_LOCATE_EOF'\n"
+               f"{PROBE.read_text()}\nAPPRENTICE_LOCATE_EOF\n)")
+    result = sandbox.run(command, timeout=DEFAULT_TIMEOUT_S)
+    return result, parse_probe(result.output)
 
 
 def parse_probe(output: str) -> dict | None:
@@ -83,11 +97,12 @@ class Locate(Tool):
             raise ToolError(f"{test_file} is not a test file of the workspace; give the failing "
                             f"test's pytest id (file::name).{_same_name(ctx.workspace, test_file)}")
         root = str(ctx.sandbox.host_workspace) if _is_local(ctx) else WORKSPACE
-        command = (f"(cd {shlex.quote(root)} && python3 - {shlex.quote(target)} "
-                   f"{TRACE_BUDGET_S:g} <<'APPRENTICE_LOCATE_EOF'\n{PROBE.read_text()}\n"
-                   "APPRENTICE_LOCATE_EOF\n)")
-        result = ctx.sandbox.run(command, timeout=DEFAULT_TIMEOUT_S)
-        report = parse_probe(result.output)
+        result, report = _probe(ctx.sandbox, root, target)
+        if report is not None and report.get("outcome") is None \
+                and report.get("exit_code") == USAGE_ERROR:
+            # The project's addopts name a plugin the sandbox lacks (`--cov=...` without
+            # pytest-cov): trace the tests without them.
+            result, report = _probe(ctx.sandbox, root, target, "--no-addopts")
         if report is None:
             tail = "\n".join(result.output.splitlines()[-15:])
             raise ToolError(f"the tests of {test_file} did not run under tracing "

@@ -143,8 +143,10 @@ def main():
         if os.path.isdir(folder):
             sys.path.insert(0, os.path.abspath(folder))
     test_file = target.split("::")[0]
-    exit_code = pytest.main([test_file, "-q", "-p", "no:cacheprovider", "--no-header", "-rN",
-                             "--tb=no"], plugins=[Deadline(recorder), recorder])
+    args = [test_file, "-q", "-p", "no:cacheprovider", "--no-header", "-rN", "--tb=no"]
+    if sys.argv[3:] == ["--no-addopts"]:  # first in the list, or pytest may still read them
+        args = ["-o", "addopts=", *args]
+    exit_code = pytest.main(args, plugins=[Deadline(recorder), recorder])
     sys.stdout.write("\n" + MARKER + json.dumps(recorder.report(exit_code)) + "\n")
 
 
