@@ -5,7 +5,8 @@ Small models (and tired large ones) repeat a failing call: SmolLM2-135M sent `ba
 command `add` six times in a row in the demo. Running it again costs a step and teaches the
 model nothing, so the session answers the repeat with an error that says so and asks for a
 change instead. A call of a tool that may change the workspace (anything not `read_only`:
-bash, edits) clears the memory, so running the tests again after an edit is never blocked. The
+bash, edits) clears the memory, so running the tests again after an edit is never blocked;
+a refused edit changed nothing, so it clears nothing and the same refused edit is blocked. The
 guard is built from events only, so a restored session guards as the original did.
 """
 
@@ -32,8 +33,9 @@ def call_key(name: str, arguments: str) -> tuple[str, str]:
 class RepeatGuard:
     """Remembers the calls that failed since the workspace last could have changed."""
 
-    def __init__(self, read_only: Iterable[str]):
+    def __init__(self, read_only: Iterable[str], error_changes_nothing: Iterable[str] = ()):
         self.read_only = set(read_only)
+        self.error_changes_nothing = set(error_changes_nothing)
         self._started: dict[str, tuple[str, str]] = {}
         self._failed: dict[tuple[str, str], str] = {}
 
@@ -44,7 +46,8 @@ class RepeatGuard:
             key = self._started.pop(event.tool_call_id, None)
             if (event.data or {}).get(BLOCKED):
                 return
-            if event.name not in self.read_only:
+            unchanged = event.is_error and event.name in self.error_changes_nothing
+            if event.name not in self.read_only and not unchanged:
                 self._failed.clear()
             if key is not None and event.is_error:
                 first = next((line for line in event.output.splitlines() if line.strip()), "")

@@ -129,8 +129,9 @@ class Session:
         self._shown_lines: dict[str, set[int]] = {}
         """Lines of files the model was shown (views), from the events: the edits it may make."""
         self.repeat_guard = RepeatGuard(
-            name for name, tool in toolbox.tools.items() if tool.read_only) if repeat_guard \
-            else None
+            (name for name, tool in toolbox.tools.items() if tool.read_only),
+            (name for name, tool in toolbox.tools.items() if tool.error_changes_nothing)) \
+            if repeat_guard else None
 
     def set_llm(self, llm: LLMClient) -> None:
         """Switch model from the next call on; the context is re-measured for its window."""

@@ -41,13 +41,14 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
                           text=True, timeout=600, env={**os.environ, **(env or {})})
 
 
-def run_in_process(example, scripted, script, tools: str | None = None, **llm) -> tuple:
+def run_in_process(example, scripted, script, tools: str | None = None, max_steps: int = 8,
+                   **llm) -> tuple:
     repo, issue = example
     scripted.script = list(script)
     deltas: list[str] = []
     options = EpisodeConfig(
         llm=LLMConfig(model="openai/scripted", api_base=scripted.url, backoff_s=0.01, **llm),
-        sandbox=SandboxConfig(), max_steps=8, tools=tools)
+        sandbox=SandboxConfig(), max_steps=max_steps, tools=tools)
     def listener(event) -> None:
         if isinstance(event, AssistantDelta):
             deltas.append(event.text)
@@ -138,23 +139,29 @@ def test_bad_tool_calls_come_back_as_observations(example, scripted) -> None:
 def test_a_failed_call_repeated_with_nothing_changed_is_not_run_again(example, scripted) -> None:
     bad_view = tool_call("view", {"path": "calculator/nope.py"})
     tests = tool_call("bash", {"command": "python3 -m pytest -q"})
+    no_op = tool_call("str_replace", {"path": "calculator/operations.py", "old_str": OLD,
+                                      "new_str": OLD})
     script = [
         {"tool_calls": [bad_view]}, {"tool_calls": [bad_view]},  # blocked: nothing ran since
         {"tool_calls": [tests]},  # tests fail (bash may change files: the memory is cleared)
         {"tool_calls": [tests]},  # blocked: the same failing run, nothing edited in between
+        {"tool_calls": [no_op]},  # refused: an edit that changes nothing
+        {"tool_calls": [no_op]},  # blocked: a refused edit changed nothing...
+        {"tool_calls": [tests]},  # ...so the failing run is still blocked too
         {"tool_calls": [tool_call("str_replace", {
             "path": "calculator/operations.py", "old_str": OLD, "new_str": NEW})]},
         {"tool_calls": [tests]},  # runs again after the edit, and passes
         {"tool_calls": [tool_call("finish", {"summary": "fixed"})]},
     ]
-    result, trajectory, _ = run_in_process(example, scripted, script)
+    result, trajectory, _ = run_in_process(example, scripted, script, max_steps=10)
     results = tool_results(trajectory)
     started = [e for e in trajectory.events if e.type == "tool_call_started"]
     assert [r.data.get("repeat_blocked", False) for r in results] == [
-        False, True, False, True, False, False, False]
+        False, True, False, True, False, True, True, False, False, False]
     assert "already failed and nothing has changed" in results[1].output
     assert "nope.py does not exist" in results[1].output  # the first failure, quoted
-    assert len(started) == 5 and not results[5].is_error
+    assert "new_str is the same as old_str" in results[5].output
+    assert len(started) == 6 and not results[8].is_error
     assert result.reward == 1
 
 

@@ -61,6 +61,9 @@ class Tool:
     Args: ClassVar[type[BaseModel]]
     read_only: ClassVar[bool] = False
     """True when a call cannot change the workspace (viewing, searching, planning)."""
+    error_changes_nothing: ClassVar[bool] = False
+    """True when a call that fails leaves the workspace as it was (the file edits check
+    everything before they write), so the same call would fail again."""
     path_arguments: ClassVar[tuple[str, ...]] = ()
     """Arguments that name a file or directory that exists in the workspace (a local model's
     decoding keeps them to such paths, `agent.tool_grammar`)."""

@@ -154,6 +154,7 @@ class CreateArgs(BaseModel):
 
 class Create(Tool):
     """Create a new file (or overwrite one) with the given content."""
+    error_changes_nothing = True
 
     name = "create"
     Args = CreateArgs
@@ -177,6 +178,7 @@ class StrReplaceArgs(BaseModel):
 
 class StrReplace(Tool):
     """Replace one exact, unique occurrence of old_str in a file with new_str."""
+    error_changes_nothing = True
 
     name = "str_replace"
     Args = StrReplaceArgs
@@ -222,6 +224,7 @@ class InsertArgs(BaseModel):
 
 class Insert(Tool):
     """Insert text after a given line of a file (0 inserts at the top)."""
+    error_changes_nothing = True
 
     name = "insert"
     Args = InsertArgs
@@ -248,6 +251,7 @@ class UndoEditArgs(BaseModel):
 
 class UndoEdit(Tool):
     """Undo the last edit made to a file with create, str_replace or insert."""
+    error_changes_nothing = True
 
     name = "undo_edit"
     Args = UndoEditArgs
