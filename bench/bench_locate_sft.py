@@ -30,6 +30,7 @@ Measured on 2 CPU cores (toolz: `agent finetune synthesize toolz-1.2.0 --max-tas
 | + SFT, 7 libraries + curriculum, 48 steps (stage B) | core,locate | 0.000 | | | +24 min |
 | + SFT, `locate`-first episodes only, 94 steps (stage C) | + paths grammar | 0.000 | | | +55 min |
 | + SFT, a fresh draw (seed 5), 64 steps (stage D) | + paths grammar | 0.000 | 0.143 | | +32 min |
+| + SFT, two more draws (seeds 8, 9), through the last edit, 127 steps (stage E) | + paths grammar | 0.000 | 0.143 | | +40 min |
 
 Stage A's data came from the probe before the failing test ran last (same format, other
 ranks); this script makes stage B's data. Both call `locate` first with the right id (the
@@ -48,6 +49,16 @@ tasks drawn before (144 left), set 20 aside (unseen, for GRPO), and SFT from C o
 LoRA r 16 on the last 10 layers; training times on a CPU shared with synthesis or evaluation.
 D goes from `locate` straight to an edit of the first suspect's file in 12 of 13 toolz episodes
 (2 % malformed calls), and its edits are wrong: 8 of 13 change nothing.
+
+E, by hand as well: `synthesize` six of the libraries twice more (seed 8, 3 tasks a file: 70
+tasks; seed 9, 10 a file: 112), drop every task drawn before (153 left), `locate` oracles,
+episodes, then SFT from D on the 119 `locate`-first episodes cut after their last edit
+(`agent finetune sft --through-edit`; at most 4096 tokens) plus 8 curriculum ones: 127 steps,
+21 s a step, 40 min. The rows are 2,670 tokens on average, 1,259 of them the system prompt and
+the tool schemas, 202 the model's own. E passes one of the 20 unseen training-library tasks
+(`pass` to `return message` in humanize) and none of toolz; it still copies the buggy line
+(`if not (keyword_exclude or num_pos_only > n)` for itself) or writes the wrong fix
+(`return lamda()` for `return False`).
 """
 
 from __future__ import annotations
