@@ -30,7 +30,7 @@ Measured on 2 CPU cores (toolz: `agent finetune synthesize toolz-1.2.0 --max-tas
 | + SFT, 7 libraries + curriculum, 48 steps (stage B) | core,locate | 0.000 | | | +24 min |
 | + SFT, `locate`-first episodes only, 94 steps (stage C) | + paths grammar | 0.000 | | | +55 min |
 | + SFT, a fresh draw (seed 5), 64 steps (stage D) | + paths grammar | 0.000 | 0.143 | | +32 min |
-| + SFT, two more draws (seeds 8, 9), through the last edit, 127 steps (stage E) | + paths grammar | 0.000 | 0.143 | | +40 min |
+| + SFT, 2 more draws, through the last edit, 127 steps (stage E) | + paths | 0.000 | 0.143 | | +40 min |
 
 Stage A's data came from the probe before the failing test ran last (same format, other
 ranks); this script makes stage B's data. Both call `locate` first with the right id (the
@@ -58,7 +58,8 @@ episodes, then SFT from D on the 119 `locate`-first episodes cut after their las
 the tool schemas, 202 the model's own. E passes one of the 20 unseen training-library tasks
 (`pass` to `return message` in humanize) and none of toolz; it still copies the buggy line
 (`if not (keyword_exclude or num_pos_only > n)` for itself) or writes the wrong fix
-(`return lamda()` for `return False`).
+(`return lamda()` for `return False`). Under `--tool-grammar edits` it fixes one toolz task
+(`if not predicate(k)`, 1/13, 19 % of calls malformed).
 """
 
 from __future__ import annotations
