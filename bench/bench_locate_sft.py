@@ -30,7 +30,7 @@ Measured on 2 CPU cores (toolz: `agent finetune synthesize toolz-1.2.0 --max-tas
 | + SFT, 7 libraries + curriculum, 48 steps (stage B) | core,locate | 0.000 | | | +24 min |
 | + SFT, `locate`-first episodes only, 94 steps (stage C) | + paths grammar | 0.000 | | | +55 min |
 | + SFT, a fresh draw (seed 5), 64 steps (stage D) | + paths grammar | 0.000 | 0.143 | | +32 min |
-| + SFT, 2 draws more, through the last edit (stage E) | + paths grammar | 0.000 | 0.143 | | +40 min |
+| + SFT, 2 more draws, cut after the edit (stage E) | + paths grammar | 0.000 | 0.143 | | +40 min |
 
 Stage A's data came from the probe before the failing test ran last (same format, other
 ranks); this script makes stage B's data. Both call `locate` first with the right id (the
