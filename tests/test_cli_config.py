@@ -75,7 +75,7 @@ def test_a_run_config_field_named_as_a_trl_field_reaches_it_without_a_copy(
 # Options of each command that are no config field (all others must be one).
 CLI_ONLY = {
     ("finetune", "sft"): {"ctx", "data", "from_store", "store_model", "store_task",
-                          "store_limit", "include_unverified"},
+                          "store_limit", "include_unverified", "through_edit"},
     ("finetune", "grpo"): {"ctx"},
     ("eval",): {"ctx", "suite", "save", "as_json"},
 }
