@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from agent.prompts import EDIT_TOOLS
 from agent.tool_protocol import render_chat_with_mask
 from trajectories.export import sft_row
 from trajectories.reader import read_trajectory
@@ -91,9 +92,6 @@ def tokenize_row(row: dict[str, Any], tokenizer: Any) -> dict[str, list[int]]:
     """`input_ids` of the whole conversation and `assistant_masks` (1 on the model's tokens)."""
     ids, mask = render_chat_with_mask(openai_messages(row["messages"]), row_tools(row), tokenizer)
     return {"input_ids": ids, "assistant_masks": mask}
-
-
-EDIT_TOOLS = ("str_replace", "insert", "create")
 
 
 def through_last_edit(row: dict[str, Any], edit_tools: Iterable[str] = EDIT_TOOLS
