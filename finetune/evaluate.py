@@ -331,6 +331,35 @@ def summarize(episodes: list[EpisodeOutcome]) -> dict[str, Any]:
     }
 
 
+def summarize_kinds(tasks: list[SuiteTask], episodes: list[EpisodeOutcome]) -> dict[str, Any]:
+    """Passing episodes per kind of synthesized bug (`kind`), and apart for the tasks whose fix
+    is in view and those whose fix is not (`finetune.fix_in_view`); empty for suites without
+    these fields."""
+    extras = {task.instance_id: task.model_extra or {} for task in tasks}
+    kinds: dict[str, list[int]] = {}
+    in_view: dict[str, list[int]] = {}
+    for episode in episodes:
+        extra = extras.get(episode.instance_id, {})
+        if episode.broken:
+            continue
+        if extra.get("kind"):
+            kinds.setdefault(str(extra["kind"]), []).append(episode.reward or 0)
+        if "fix_in_view" in extra:
+            side = "in_view" if extra["fix_in_view"] else "not_in_view"
+            in_view.setdefault(side, []).append(episode.reward or 0)
+
+    def counted(rewards: dict[str, list[int]]) -> dict[str, dict[str, int]]:
+        return {name: {"passed": sum(values), "episodes": len(values)}
+                for name, values in sorted(rewards.items())}
+
+    summary: dict[str, Any] = {}
+    if kinds:
+        summary["by_kind"] = counted(kinds)
+    if in_view:
+        summary["fix_in_view"] = counted(in_view)
+    return summary
+
+
 def default_output_dir(suite: Suite, split: str | None) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return data_dir() / "evals" / f"{suite.name}-{split or 'all'}-{stamp}"
@@ -373,6 +402,7 @@ def evaluate(suite: Suite, options: EvalOptions,
         episodes = _run_episodes(suite, jobs, options, out_dir, on_episode)
     episodes.sort(key=lambda e: (e.instance_id, e.attempt))
     summary = summarize(episodes)
+    summary.update(summarize_kinds(tasks, episodes))
     if options.samples:
         summary.update(summarize_groups(groups))
         summary["broken_tasks"] = sorted({*summary["broken_tasks"],

@@ -8,6 +8,7 @@ import re
 import threading
 from typing import TYPE_CHECKING
 
+from finetune.fix_in_view import fix_in_view
 from finetune.mutations import apply_site, find_sites
 from finetune.statements import Failure, write_statement
 from finetune.suite import SuiteTask
@@ -79,5 +80,5 @@ def build_task(repo: Repository, site: Site, original: str, buggy: str, verdict:
         "PASS_TO_PASS": verdict.pass_to_pass, "patch": patch, "oracle": oracle,
         "repo": repo.name, "repo_name": repo.name, "kind": site.kind, "path": site.path,
         "function": site.function, "line": site.line, "phrasing": phrasing,
-        "oracle_style": style,
+        "oracle_style": style, "fix_in_view": fix_in_view(buggy, original, statement),
     })

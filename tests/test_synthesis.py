@@ -281,6 +281,8 @@ def test_synthesis_end_to_end_in_the_sandbox(tmp_path: Path, docker_ready: None)
     kept = {(t.model_extra or {})["function"] for t in suite.tasks}
     assert kept <= {"add", "spin"}  # untested: survived; make_default: breaks collection
     assert not any("-        i -= 1" in t.patch for t in suite.tasks)  # that loop never ends
+    assert all(isinstance((t.model_extra or {}).get("fix_in_view"), bool) for t in suite.tasks)
+    assert (add.model_extra or {})["fix_in_view"] is True  # `a - b` back to `a + b`
 
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(out / add.repo_path), str(clone)], check=True)
@@ -294,6 +296,12 @@ def test_synthesis_end_to_end_in_the_sandbox(tmp_path: Path, docker_ready: None)
     evaluation = evaluate(suite, EvalOptions(model="oracle", split="train", workers=2,
                                              output_dir=tmp_path / "eval"))
     assert evaluation.summary["pass@1"] == 1.0, evaluation.episodes
+    for key in ("by_kind", "fix_in_view"):  # every episode counted once, and passed
+        counts = evaluation.summary[key].values()
+        assert sum(c["episodes"] for c in counts) == len(suite.tasks)
+        assert all(c["passed"] == c["episodes"] for c in counts)
+    assert set(evaluation.summary["by_kind"]) <= {"swap_operator", "change_constant",
+                                                  "remove_statement"}
 
     # Oracles that find the bug with `locate` (in a fresh sandbox per task) still pass.
     runs = locate_suite(suite, workers=2)

@@ -55,6 +55,10 @@ def _print_summary(summary: dict[str, Any]) -> None:
           f"format errors {summary['format_error_rate']:.3f}  "
           f"mean steps {summary['mean_steps']:.1f}  mean tokens {summary['mean_tokens']:.0f}  "
           f"({summary.get('wall_time_s', 0):.0f}s)")
+    for key, title in (("by_kind", "by kind"), ("fix_in_view", "fix in view")):
+        if summary.get(key):
+            print(f"{title}: " + "  ".join(f"{name} {c['passed']}/{c['episodes']}"
+                                           for name, c in summary[key].items()))
     if summary["broken_tasks"]:
         print(f"broken tasks (not counted): {', '.join(summary['broken_tasks'])}")
     if summary["errors"]:
