@@ -19,6 +19,7 @@ per task):
 | adapter | suite | temperature | tasks with the fix among 12 samples | distinct edits per task |
 |---|---|---|---|---|
 | stage E (`bench_locate_sft.py`) | toolz, held out (13) | 1.0 | 0 of 13 | 8.8 |
+| E + 3 epochs on 47 remove_return repairs | toolz remove_return (3 of 5) | 1.0 | 0 of 3 | 9.3 |
 
 `locate`'s first suspect is in the file the fix changes in 10 of the 13; of the 156 samples none
 is the fix. They edit the located function's lines but write text
