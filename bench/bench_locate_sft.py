@@ -31,7 +31,7 @@ Measured on 2 CPU cores (toolz: `agent finetune synthesize toolz-1.2.0 --max-tas
 | + SFT, `locate`-first episodes only, 94 steps (stage C) | + paths grammar | 0.000 | | | +55 min |
 | + SFT, a fresh draw (seed 5), 64 steps (stage D) | + paths grammar | 0.000 | 0.143 | | +32 min |
 | + SFT, 2 more draws, cut after the edit (stage E) | + paths grammar | 0.000 | 0.143 | | +40 min |
-| + SFT, only the repairs whose fix is in view (stage F) | + paths grammar | 0.000 | | | +40 min |
+| + SFT, only fixes the conversation shows (stage F) | + paths grammar | 0.000 | | | +40 min |
 
 Stage A's data came from the probe before the failing test ran last (same format, other
 ranks); this script makes stage B's data. Both call `locate` first with the right id (the
@@ -62,8 +62,10 @@ the tool schemas, 202 the model's own. E passes one of the 20 unseen training-li
 (`return lamda()` for `return False`). Under `--tool-grammar edits` it fixes one toolz task
 (`if not predicate(k)`, 1/13, 19 % of calls malformed).
 
-F: SFT from E on the `locate`-first repairs of every draw whose fix is in view (the task's
-`fix_in_view`: 156 of 305), through the edit, plus 8 curriculum episodes: 130 steps, lr 2e-4,
+F: SFT from E on the `locate`-first repairs of every draw whose fix writes only what the
+conversation showed before the edit, or Python keywords and builtins (156 of 305; the tasks'
+`fix_in_view`, which reads the whole function, marks 215), through the edit, plus 8 curriculum
+episodes: 130 steps, lr 2e-4,
 40 min. toolz 0/13 under `paths` (0 of the 10 in view), 10 % malformed calls; 7 of 13 episodes
 send an edit that changes nothing. Why no stage moves toolz: `bench/bench_edit_samples.py`.
 """
