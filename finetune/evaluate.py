@@ -339,9 +339,9 @@ def summarize_kinds(tasks: list[SuiteTask], episodes: list[EpisodeOutcome]) -> d
     kinds: dict[str, list[int]] = {}
     in_view: dict[str, list[int]] = {}
     for episode in episodes:
-        extra = extras.get(episode.instance_id, {})
         if episode.broken:
             continue
+        extra = extras.get(episode.instance_id, {})
         if extra.get("kind"):
             kinds.setdefault(str(extra["kind"]), []).append(episode.reward or 0)
         if "fix_in_view" in extra:

@@ -22,6 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from finetune.suite import SuiteError, checkout_task, load_suite
 from finetune.synthesis_oracle import unique_edit
 
 WRITTEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+(?:\.\d+)?|'[^'\n]*'|\"[^\"\n]*\"")
@@ -58,26 +59,34 @@ def fix_in_view(buggy: str, fixed: str, statement: str) -> bool:
 
 
 def mark_suite(suite_dir: Path) -> tuple[int, int]:
-    """Add `fix_in_view` to every task of a synthesized suite that lacks it (its bundle is
-    checked out to read the buggy file; the gold patch gives the fixed one). Returns (tasks
-    marked in view, tasks)."""
-    path = suite_dir / "tasks.jsonl"
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    for row in rows:
-        if "fix_in_view" in row or not row.get("path") or not row.get("patch"):
+    """Add `fix_in_view` to every task of a synthesized suite that lacks it (checked out as an
+    episode would be; the gold patch gives the fixed file). Returns (tasks in view, tasks).
+    The suite's digest changes with its `tasks.jsonl`."""
+    suite = load_suite(suite_dir)
+    marks: dict[str, bool] = {}
+    for task in suite.tasks:
+        extra = task.model_extra or {}
+        if "fix_in_view" in extra or not extra.get("path") or not task.patch:
             continue
         with tempfile.TemporaryDirectory() as tmp:
             repo = Path(tmp) / "repo"
-            subprocess.run(["git", "clone", "-q", str(suite_dir / row["repo_path"]), str(repo)],
-                           check=True)
-            subprocess.run(["git", "-C", str(repo), "checkout", "-q", row["base_commit"]],
-                           check=True)
-            buggy = (repo / row["path"]).read_text()
-            subprocess.run(["git", "-C", str(repo), "apply"], input=row["patch"], text=True,
-                           check=True)
-            fixed = (repo / row["path"]).read_text()
-        row["fix_in_view"] = fix_in_view(buggy, fixed, row["problem_statement"])
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+            checkout_task(suite, task, repo)
+            buggy = (repo / extra["path"]).read_text()
+            applied = subprocess.run(["git", "-C", str(repo), "apply"], input=task.patch,
+                                     capture_output=True, text=True)
+            if applied.returncode != 0:
+                raise SuiteError(f"task {task.instance_id}: its gold patch does not apply: "
+                                 f"{applied.stderr.strip()}")
+            fixed = (repo / extra["path"]).read_text()
+        marks[task.instance_id] = fix_in_view(buggy, fixed, task.problem_statement)
+    path = suite_dir / "tasks.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    for row in rows:
+        if row.get("instance_id") in marks:
+            row["fix_in_view"] = marks[row["instance_id"]]
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    partial.replace(path)  # a killed run leaves the suite as it was
     return sum(bool(row.get("fix_in_view")) for row in rows), len(rows)
 
 

@@ -6,9 +6,11 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from finetune.evaluate import EpisodeOutcome, summarize_kinds
 from finetune.fix_in_view import enclosing_function, fix_in_view, mark_suite, unseen_tokens
-from finetune.suite import SuiteTask
+from finetune.suite import SuiteError, SuiteTask
 
 MODULE = '''\
 import itertools
@@ -91,6 +93,13 @@ def test_mark_suite_reads_the_bundle_and_the_gold_patch(tmp_path: Path) -> None:
     rows = [json.loads(line) for line in (suite / "tasks.jsonl").read_text().splitlines()]
     assert [row["fix_in_view"] for row in rows] == [False, True]
     assert mark_suite(suite) == (1, 2)  # a second run changes nothing
+
+    task["instance_id"], task["patch"] = "v", patch.replace("-    pass", "-    skip")
+    (suite / "tasks.jsonl").write_text(json.dumps(task) + "\n")
+    before = (suite / "tasks.jsonl").read_text()
+    with pytest.raises(SuiteError, match="task v: its gold patch does not apply"):
+        mark_suite(suite)
+    assert (suite / "tasks.jsonl").read_text() == before  # nothing lost
 
 
 def test_eval_summary_counts_kinds_and_fixes_in_view() -> None:
