@@ -17,11 +17,11 @@ import builtins
 import json
 import keyword
 import re
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+from agent.patches import patched_files
 from finetune.suite import SuiteError, checkout_task, load_suite
 from finetune.synthesis_oracle import unique_edit
 
@@ -60,7 +60,8 @@ def fix_in_view(buggy: str, fixed: str, statement: str) -> bool:
 
 def mark_suite(suite_dir: Path) -> tuple[int, int]:
     """Add `fix_in_view` to every task of a synthesized suite that lacks it (checked out as an
-    episode would be; the gold patch gives the fixed file). Returns (tasks in view, tasks).
+    episode would be; `agent.patches.patched_files` gives the file before and after the gold
+    patch). Returns (tasks in view, tasks).
     The suite's digest changes with its `tasks.jsonl`."""
     suite = load_suite(suite_dir)
     marks: dict[str, bool] = {}
@@ -71,13 +72,15 @@ def mark_suite(suite_dir: Path) -> tuple[int, int]:
         with tempfile.TemporaryDirectory() as tmp:
             repo = Path(tmp) / "repo"
             checkout_task(suite, task, repo)
-            buggy = (repo / extra["path"]).read_text()
-            applied = subprocess.run(["git", "-C", str(repo), "apply"], input=task.patch,
-                                     capture_output=True, text=True)
-            if applied.returncode != 0:
+            try:
+                files = patched_files(repo, task.base_commit, task.patch)
+            except ValueError as exc:
                 raise SuiteError(f"task {task.instance_id}: its gold patch does not apply: "
-                                 f"{applied.stderr.strip()}")
-            fixed = (repo / extra["path"]).read_text()
+                                 f"{exc}") from exc
+        buggy, fixed = files.get(extra["path"], (None, None))
+        if buggy is None or fixed is None:
+            raise SuiteError(f"task {task.instance_id}: its gold patch does not edit "
+                             f"{extra['path']} in place")
         marks[task.instance_id] = fix_in_view(buggy, fixed, task.problem_statement)
     path = suite_dir / "tasks.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
