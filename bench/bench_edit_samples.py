@@ -46,7 +46,9 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 import litellm  # noqa: E402
 
 from agent.local_model import register_local_provider  # noqa: E402
+from agent.patches import patched_files  # noqa: E402
 from agent.tool_grammar import PathChoices  # noqa: E402
+from finetune.suite import Suite, SuiteTask, checkout_task, load_suite  # noqa: E402
 from trajectories.reader import read_trajectory, rebuild_calls  # noqa: E402
 
 SHOWN = re.compile(r"\n\n(\S+), lines (\d+)-(\d+):")
@@ -63,13 +65,6 @@ def after_locate(trajectory: Path) -> tuple[list[dict[str, Any]], list[dict[str,
         if "locate" in names and recorded.header is not None:
             return calls[index + 1]["messages"], recorded.header.tools
     return None
-
-
-def checkout(suite: Path, task: dict[str, Any], into: Path) -> Path:
-    repo = into / "repo"
-    subprocess.run(["git", "clone", "-q", str(suite / task["repo_path"]), str(repo)], check=True)
-    subprocess.run(["git", "-C", str(repo), "checkout", "-q", task["base_commit"]], check=True)
-    return repo
 
 
 def sample_edits(messages: list[dict[str, Any]], tools: list[dict[str, Any]], paths: PathChoices,
@@ -103,7 +98,7 @@ def is_fix(call: dict[str, Any] | None, path: str, before: str, fixed: str) -> b
     return before.replace(old, arguments.get("new_str", "")) == fixed
 
 
-def measure_task(task: dict[str, Any], episode: Path, suite: Path, adapter: str, samples: int,
+def measure_task(suite: Suite, task: SuiteTask, episode: Path, adapter: str, samples: int,
                  temperature: float) -> dict[str, Any] | None:
     trajectories = sorted(episode.glob("*/*.jsonl"), key=lambda p: p.stat().st_mtime)
     context = after_locate(trajectories[-1]) if trajectories else None
@@ -111,8 +106,10 @@ def measure_task(task: dict[str, Any], episode: Path, suite: Path, adapter: str,
         return None
     messages, tools = context
     shown = SHOWN.search(str(messages[-1].get("content")))
+    extra = task.model_extra or {}
     with tempfile.TemporaryDirectory() as tmp:
-        repo = checkout(suite, task, Path(tmp))
+        repo = Path(tmp) / "repo"
+        checkout_task(suite, task, repo)
         files = subprocess.run(["git", "-C", str(repo), "ls-files"], capture_output=True,
                                text=True, check=True).stdout.split()
         read = {}
@@ -121,19 +118,16 @@ def measure_task(task: dict[str, Any], episode: Path, suite: Path, adapter: str,
             read[shown.group(1)] = ((repo / shown.group(1)).read_text(), lines)
         paths = PathChoices.of_files(PATH_ARGUMENTS, files, {"str_replace": ("path", "old_str")},
                                      read)
-        before = (repo / task["path"]).read_text()
-        subprocess.run(["git", "-C", str(repo), "apply"], input=task["patch"], text=True,
-                       check=True)
-        fixed = (repo / task["path"]).read_text()
+        before, fixed = patched_files(repo, task.base_commit, task.patch)[extra["path"]]
     if paths is None:
         return None
     started = time.monotonic()
     calls = sample_edits(messages, tools, paths, adapter, samples, temperature)
     edits = [c for c in calls if c is not None and c["name"] == "str_replace"]
     return {
-        "task": task["instance_id"], "kind": task["kind"],
-        "located": shown.group(1) if shown else None, "fixed_file": task["path"],
-        "fixes": sum(is_fix(c, task["path"], before, fixed) for c in calls),
+        "task": task.instance_id, "kind": extra["kind"],
+        "located": shown.group(1) if shown else None, "fixed_file": extra["path"],
+        "fixes": sum(is_fix(c, extra["path"], before or "", fixed or "") for c in calls),
         "samples": samples, "distinct_edits": len({json.dumps(c["arguments"]) for c in edits}),
         "seconds": round(time.monotonic() - started), "calls": calls,
     }
@@ -150,16 +144,16 @@ def main() -> None:
     parser.add_argument("--save", type=Path)
     args = parser.parse_args()
     register_local_provider()
-    tasks = [json.loads(line) for line in (args.suite / "tasks.jsonl").open()]
+    suite = load_suite(args.suite)
     rows = []
-    for task in tasks:
-        episode = args.evals / task["instance_id"]
-        if (args.kind and task["kind"] != args.kind) or not episode.is_dir():
+    for task in suite.tasks:
+        episode = args.evals / task.instance_id
+        if (args.kind and (task.model_extra or {}).get("kind") != args.kind) \
+                or not episode.is_dir():
             continue
-        row = measure_task(task, episode, args.suite, args.adapter, args.samples,
-                           args.temperature)
+        row = measure_task(suite, task, episode, args.adapter, args.samples, args.temperature)
         if row is None:
-            print(f"{task['instance_id']}: no locate call", flush=True)
+            print(f"{task.instance_id}: no locate call", flush=True)
             continue
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "calls"}), flush=True)
