@@ -144,6 +144,13 @@ def main() -> None:
                         help="then one more pass on N fresh tasks, half of them with a twin "
                              "of the buggy line (anchored or recovering edits)")
     parser.add_argument("--refine-lr", type=float, default=5e-4)
+    parser.add_argument("--plain-pass", action="store_true",
+                        help="after the refine pass, one more on the oracles of the train "
+                             "split drawn without varied names, plus the refine pass's "
+                             "anchored episodes")
+    parser.add_argument("--plain-packages", action="store_true",
+                        help="in the plain pass, package names drawn from a wide pool "
+                             "(`generate_curriculum(vary_packages=True)`)")
     parser.add_argument("--ship", action="store_true",
                         help="copy the final adapter to agent/adapters/apprentice-135m")
     parser.add_argument("--demo", action="store_true",
@@ -199,6 +206,9 @@ def main() -> None:
     if args.refine_tasks:
         sft_dir, rows = refine(args, out, sft_dir, rows, times)
         sft_metrics = read_manifest(sft_dir)["metrics"]
+        if args.plain_pass:
+            sft_dir, rows = plain_pass(args, out, sft_dir, rows, times)
+            sft_metrics = read_manifest(sft_dir)["metrics"]
 
     if args.demo:
         from bench_transfer import run_demo
@@ -335,6 +345,58 @@ def refine(args: argparse.Namespace, out: Path, adapter: Path, rows: list,
         done(started, times, "refine sft")
     read_manifest(refine_dir)
     return refine_dir, [*rows, *refine_rows]
+
+
+def plain_pass(args: argparse.Namespace, out: Path, adapter: Path, rows: list,
+               times: dict[str, float]) -> tuple[Path, list]:
+    """Go on training `adapter` for one pass on the oracles of the train split drawn without
+    varied names (the same seed, so the same test split: `generate_curriculum(vary_train=
+    False)`), shuffled with the refine pass's anchored episodes so the anchored edit is kept.
+    Varied names alone leave the model viewing `tests/...` where grep printed the module's
+    path. Returns (adapter, all rows trained on)."""
+    import random
+
+    from finetune.run_dir import read_manifest
+    from finetune.sft import LoraSettings, SFTRunConfig, run_sft
+    from finetune.sft_data import write_rows
+
+    plain_dir = out / "plain"
+    suite_dir = out / "plain-suite"
+    if not (suite_dir / "tasks.jsonl").is_file():
+        generate_curriculum(suite_dir, train=args.train + args.grpo_tasks,
+                            test=max(args.test, 14), force=True, vary_train=False,
+                            vary_packages=args.plain_packages)
+    oracle = plain_dir / "oracle" / SFT_FILE
+    if not oracle.is_file():
+        started = stage("plain pass: oracle trajectories on the unvaried train split")
+        oracle_trajectories(load_suite(suite_dir), plain_dir / "oracle", limit=args.train,
+                            workers=4, repo_map_tokens=args.repo_map_tokens)
+        done(started, times, "plain oracle")
+    anchored = [row for row in load_rows(out / "refine" / "oracle" / SFT_FILE)
+                if any(call["function"]["name"] == "str_replace"
+                       and _arguments(call).get("old_str", "").startswith("def ")
+                       for message in row["messages"]
+                       for call in message.get("tool_calls") or [])]
+    data = plain_dir / "data.jsonl"
+    pass_rows = [*load_rows(oracle), *anchored]
+    random.Random(0).shuffle(pass_rows)
+    write_rows(pass_rows, data)
+    if not (plain_dir / "adapter_model.safetensors").is_file():
+        started = stage(f"plain pass: SFT from {adapter} on {len(pass_rows)} conversations")
+        run_sft(pass_rows, SFTRunConfig(model="smollm2-135m", output_dir=plain_dir,
+                                        init_adapter=adapter, epochs=1,
+                                        learning_rate=args.refine_lr,
+                                        lora=LoraSettings(r=args.lora_r, alpha=2 * args.lora_r,
+                                                          last_layers=args.lora_layers)),
+                source=str(data))
+        done(started, times, "plain sft")
+    read_manifest(plain_dir)
+    return plain_dir, [*rows, *pass_rows]
+
+
+def _arguments(call: dict) -> dict:
+    arguments = call["function"]["arguments"]
+    return arguments if isinstance(arguments, dict) else json.loads(arguments)
 
 
 def ship_adapter(adapter: Path, rows: list, suite_dir: Path, curriculum: dict,

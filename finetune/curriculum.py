@@ -48,6 +48,16 @@ TEST_DOMAINS: dict[str, Domain] = {
     "space": (["orbits", "missions", "probes"], ["planet", "rocket", "probe", "comet", "moon"]),
 }
 SPLIT_DOMAINS = {"train": TRAIN_DOMAINS, "test": TEST_DOMAINS}
+TRAIN_PACKAGES = [
+    "inventory", "billing", "payroll", "clinic", "museum", "harbour", "railway", "bakery",
+    "census", "fleet", "studio", "theatre", "zoo", "market", "warehouse", "parking", "cinema",
+    "festival", "gallery", "pharmacy", "courier", "dairy", "vineyard", "fishery", "atlas",
+    "survey", "toolbox", "helpers", "core", "utils", "common", "mathkit", "textkit", "datakit",
+    "pyshop", "app", "shop_utils", "bank_core", "my_package", "school_app", "tracker",
+    "scheduler", "geometry", "ledgerly", "quickcalc", "numtools", "hotel_app", "lib",
+]
+"""Package names a train task may get instead of its domain's (`vary_packages`), so the model
+learns to copy whatever path grep printed rather than the eight it trained on."""
 
 STATEMENTS = [
     "`{call}` {got} instead of `{expected}`. The test `{test_id}` fails. Fix the code in the "
@@ -296,13 +306,16 @@ def build_repository(blueprint: Blueprint, domain: str, bundle: Path) -> tuple[s
 
 def generate_curriculum(dest: Path, train: int = 64, test: int = 24, seed: int = 0,
                         force: bool = False, vary_train: bool = True,
-                        twin_share: float = TWIN_SHARE, recovery_share: float = 0.0) -> Path:
+                        twin_share: float = TWIN_SHARE, recovery_share: float = 0.0,
+                        vary_packages: bool = False) -> Path:
     """Write a suite of `train` + `test` tasks into `dest` (bundles under `dest/repos`).
 
     With `vary_train`, train tasks get varied names, issue-like statements and twins of the
     buggy line (`finetune.name_variants`) from a generator of their own, so the test split is
     the same task for task either way (its figures stay comparable across runs). `twin_share`
-    and `recovery_share`: see `fix_blueprint`."""
+    and `recovery_share`: see `fix_blueprint`. With `vary_packages`, a train task's package is
+    drawn from `TRAIN_PACKAGES` (its modules and nouns stay its domain's), also from a generator
+    of its own."""
     dest = Path(dest)
     if dest.exists() and any(dest.iterdir()):
         if not force:
@@ -313,10 +326,13 @@ def generate_curriculum(dest: Path, train: int = 64, test: int = 24, seed: int =
     for split, count in (("train", train), ("test", test)):
         domains = SPLIT_DOMAINS[split]
         variants = random.Random(f"{seed}-variants") if split == "train" and vary_train else None
+        packages = (random.Random(f"{seed}-packages") if split == "train" and vary_packages
+                    else None)
         for index in range(count):
             kind = KINDS[index % len(KINDS)]
-            domain = rng.choice(sorted(domains))
-            modules, nouns = domains[domain]
+            drawn = rng.choice(sorted(domains))
+            modules, nouns = domains[drawn]
+            domain = packages.choice(TRAIN_PACKAGES) if packages else drawn
             if kind == "missing_file":
                 blueprint = create_blueprint(domain, modules, nouns, rng)
             else:
@@ -330,10 +346,11 @@ def generate_curriculum(dest: Path, train: int = 64, test: int = 24, seed: int =
                 "base_commit": base, "repo_path": str(bundle.relative_to(dest)),
                 "test_command": TEST_COMMAND, "split": split,
                 "FAIL_TO_PASS": blueprint.fail_to_pass, "PASS_TO_PASS": blueprint.pass_to_pass,
-                "patch": patch, "oracle": blueprint.oracle, "kind": kind, "domain": domain,
+                "patch": patch, "oracle": blueprint.oracle, "kind": kind, "domain": drawn,
             }))
     meta = {"name": dest.name, "generator": "finetune.curriculum", "seed": seed,
             "splits": {"train": train, "test": test}, "kinds": KINDS, "vary_train": vary_train,
+            "vary_packages": vary_packages,
             "twin_share": twin_share, "recovery_share": recovery_share,
             "description": "Small Python repositories with one failing test each; train and "
                            "test use disjoint domains and names."}
@@ -345,4 +362,6 @@ def vocabulary(split: str) -> set[str]:
     words: set[str] = set()
     for domain, (modules, nouns) in SPLIT_DOMAINS[split].items():
         words.update([domain, *modules, *nouns])
+    if split == "train":
+        words.update(TRAIN_PACKAGES)
     return words

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from finetune.curriculum import KINDS, generate_curriculum, vocabulary
+from finetune.curriculum import KINDS, TRAIN_PACKAGES, generate_curriculum, vocabulary
 from finetune.evaluate import EpisodeOutcome, summarize
 from finetune.rollout import episode_sample
 from finetune.suite import SuiteTask, checkout_task, load_suite, write_suite
@@ -132,6 +132,31 @@ def test_curriculum_splits_are_disjoint_and_each_test_judges_its_fix(tmp_path: P
         assert subprocess.run(command, cwd=repo, capture_output=True).returncode != 0
         subprocess.run(["git", "apply", "-"], input=task.patch.encode(), cwd=repo, check=True)
         assert subprocess.run(command, cwd=repo, capture_output=True).returncode == 0
+
+
+def test_varied_packages_leave_the_test_split_alone_and_move_the_train_code(
+        tmp_path: Path) -> None:
+    plain = load_suite(generate_curriculum(tmp_path / "p", train=len(KINDS), test=4,
+                                           vary_train=False))
+    moved = load_suite(generate_curriculum(tmp_path / "m", train=len(KINDS), test=4,
+                                           vary_train=False, vary_packages=True))
+    assert [(t.instance_id, t.patch) for t in plain.split("test")] == \
+        [(t.instance_id, t.patch) for t in moved.split("test")]
+    assert json.loads((tmp_path / "m" / "suite.json").read_text())["vary_packages"] is True
+    packages = set()
+    for task in moved.split("train"):
+        package = task.patch.split("+++ b/", 1)[1].split("/", 1)[0]
+        assert package in TRAIN_PACKAGES, task.instance_id
+        packages.add(package)
+        paths = {call["arguments"].get("path", "") for call in task.oracle or []}
+        assert any(path.startswith(f"{package}/") for path in paths), task.instance_id
+    assert len(packages) > 4
+    task = moved.split("train")[0]
+    repo = checkout_task(moved, task, tmp_path / task.instance_id).repo
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *task.FAIL_TO_PASS]
+    assert subprocess.run(command, cwd=repo, capture_output=True).returncode != 0
+    subprocess.run(["git", "apply", "-"], input=task.patch.encode(), cwd=repo, check=True)
+    assert subprocess.run(command, cwd=repo, capture_output=True).returncode == 0
 
 
 def test_an_episode_that_errored_counts_as_a_failure_not_as_missing() -> None:

@@ -142,12 +142,20 @@ def curriculum_command(
     test: Annotated[int, typer.Option(help="Tasks in the held-out test split.")] = 24,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     force: Annotated[bool, typer.Option(help="Replace an existing suite.")] = False,
+    vary_names: Annotated[bool, typer.Option(
+        help="Train tasks get varied names, issue-like statements and twins of the buggy "
+             "line.")] = True,
+    vary_packages: Annotated[bool, typer.Option(
+        help="Train tasks get package names drawn from a wide pool, not their domain's.")] = False,
 ) -> None:
-    """Generate the built-in curriculum: small repositories with one failing test each."""
+    """Generate the built-in curriculum: small repositories with one failing test each.
+
+    The test split is the same task for task whatever the train split's options."""
     from finetune.curriculum import generate_curriculum
 
     try:
-        path = generate_curriculum(dest, train=train, test=test, seed=seed, force=force)
+        path = generate_curriculum(dest, train=train, test=test, seed=seed, force=force,
+                                   vary_train=vary_names, vary_packages=vary_packages)
     except FileExistsError as exc:
         raise _fail(str(exc)) from None
     print(path)
