@@ -65,6 +65,22 @@ varied (names, issue-like statements, twins of the buggy line; `finetune.name_va
 The first stage fixed the demo's path and operator but sent `return a - b`, which also occurs in
 `subtract`, and ignored the tool's refusal; the refine pass (half of its episodes anchored on
 the `def`, or refused and then anchored) made it send the anchored edit directly.
+
+The default since 2026-12-07 adds `--plain-pass --plain-packages`: one more pass from the refine
+adapter on the oracles of the train split drawn again without varied names but with package
+names drawn from a pool of 48 (`generate_curriculum(vary_train=False, vary_packages=True)`; the
+test split is the same task for task), shuffled with the refine pass's 28 anchored episodes
+(126 steps, lr 5e-4). Teacher-forced on the 14 held-out oracles, the refine adapter's first
+greedy miss was in 11 of them; in 4 of the 5 tasks of the `library` package it wrote
+`tests/...` where grep had printed `library/...`: the 8 train packages were all it knew.
+Measured from the 2026-12-02 adapter:
+
+    stage                                           curriculum  demo  training
+    + plain pass, unvaried names (98 + 28)          0.571       1     126 steps, 12.4 s/step, 26 min
+    + plain pass, names unvaried, packages varied   0.714       1     126 steps, 16.9 s/step, 35 min
+      (shipped; format errors 0.000)
+
+(bench/results/apprentice-135m/plain-*).
 """
 
 from __future__ import annotations
