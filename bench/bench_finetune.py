@@ -90,7 +90,9 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -339,9 +341,8 @@ def refine(args: argparse.Namespace, out: Path, adapter: Path, rows: list,
             if episode.reward != 1 or not episode.trajectory_path:
                 continue
             task = suite.task(episode.instance_id)
-            edits = [c for c in task.oracle or [] if c["name"] == "str_replace"]
-            group = anchored if any(e["arguments"]["old_str"].startswith("def ")
-                                    for e in edits) else others
+            calls = ((c["name"], c["arguments"]) for c in task.oracle or [])
+            group = anchored if anchors_on_def(calls) else others
             group.append(Path(episode.trajectory_path))
         share = min(len(anchored), args.refine_tasks // 2)
         picked = anchored[:share] + others[:args.refine_tasks - share]
@@ -389,16 +390,14 @@ def plain_pass(args: argparse.Namespace, out: Path, adapter: Path, rows: list,
                             workers=4, repo_map_tokens=args.repo_map_tokens)
         done(started, times, "plain oracle")
     anchored = [row for row in load_rows(out / "refine" / "oracle" / SFT_FILE)
-                if any(call["function"]["name"] == "str_replace"
-                       and _arguments(call).get("old_str", "").startswith("def ")
-                       for message in row["messages"]
-                       for call in message.get("tool_calls") or [])]
-    data = plain_dir / "data.jsonl"
+                if anchors_on_def((call["function"]["name"], call["function"]["arguments"])
+                                  for message in row["messages"]
+                                  for call in message.get("tool_calls") or [])]
     pass_rows = [*load_rows(oracle), *anchored]
     random.Random(0).shuffle(pass_rows)
-    write_rows(pass_rows, data)
     if not (plain_dir / "adapter_model.safetensors").is_file():
         started = stage(f"plain pass: SFT from {adapter} on {len(pass_rows)} conversations")
+        data = write_rows(pass_rows, plain_dir / "data.jsonl")
         run_sft(pass_rows, SFTRunConfig(model="smollm2-135m", output_dir=plain_dir,
                                         init_adapter=adapter, epochs=1,
                                         learning_rate=args.refine_lr,
@@ -410,9 +409,12 @@ def plain_pass(args: argparse.Namespace, out: Path, adapter: Path, rows: list,
     return plain_dir, [*rows, *pass_rows]
 
 
-def _arguments(call: dict) -> dict:
-    arguments = call["function"]["arguments"]
-    return arguments if isinstance(arguments, dict) else json.loads(arguments)
+def anchors_on_def(calls: Iterable[tuple[str, Any]]) -> bool:
+    """Whether one of the (tool name, arguments) calls is a `str_replace` whose `old_str` starts
+    at a `def`: the anchored edit a twin of the buggy line calls for."""
+    return any(name == "str_replace" and isinstance(arguments, dict)
+               and str(arguments.get("old_str", "")).startswith("def ")
+               for name, arguments in calls)
 
 
 def ship_adapter(adapter: Path, rows: list, suite_dir: Path, curriculum: dict,

@@ -330,23 +330,23 @@ def generate_curriculum(dest: Path, train: int = 64, test: int = 24, seed: int =
                     else None)
         for index in range(count):
             kind = KINDS[index % len(KINDS)]
-            drawn = rng.choice(sorted(domains))
-            modules, nouns = domains[drawn]
-            domain = packages.choice(TRAIN_PACKAGES) if packages else drawn
+            domain = rng.choice(sorted(domains))
+            modules, nouns = domains[domain]
+            package = packages.choice(TRAIN_PACKAGES) if packages else domain
             if kind == "missing_file":
-                blueprint = create_blueprint(domain, modules, nouns, rng)
+                blueprint = create_blueprint(package, modules, nouns, rng)
             else:
-                blueprint = fix_blueprint(kind, domain, modules, nouns, rng, variants,
+                blueprint = fix_blueprint(kind, package, modules, nouns, rng, variants,
                                           twin_share, recovery_share)
-            instance_id = f"{split}-{index:03d}-{domain}-{kind.replace('_', '-')}"
+            instance_id = f"{split}-{index:03d}-{package}-{kind.replace('_', '-')}"
             bundle = dest / "repos" / f"{instance_id}.bundle"
-            base, patch = build_repository(blueprint, domain, bundle)
+            base, patch = build_repository(blueprint, package, bundle)
             tasks.append(SuiteTask.model_validate({
                 "instance_id": instance_id, "problem_statement": blueprint.statement,
                 "base_commit": base, "repo_path": str(bundle.relative_to(dest)),
                 "test_command": TEST_COMMAND, "split": split,
                 "FAIL_TO_PASS": blueprint.fail_to_pass, "PASS_TO_PASS": blueprint.pass_to_pass,
-                "patch": patch, "oracle": blueprint.oracle, "kind": kind, "domain": drawn,
+                "patch": patch, "oracle": blueprint.oracle, "kind": kind, "domain": domain,
             }))
     meta = {"name": dest.name, "generator": "finetune.curriculum", "seed": seed,
             "splits": {"train": train, "test": test}, "kinds": KINDS, "vary_train": vary_train,
