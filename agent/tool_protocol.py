@@ -183,12 +183,14 @@ def render_chat_with_mask(
 
     An assistant turn is everything after its generation prompt up to and including the
     end-of-turn token (what the model emits), so training on masked tokens teaches exactly what
-    inference asks of it. Needs a fast tokenizer (offset mapping).
+    inference asks of it. An assistant message with `"weight": 0` (OpenAI's fine-tuning
+    convention) stays unmasked: context the model reads, not text it learns to write. Needs a
+    fast tokenizer (offset mapping).
     """
     full = render_chat(messages, tools, tokenizer, add_generation_prompt=False)
     spans: list[tuple[int, int]] = []
     for i, message in enumerate(messages):
-        if message.get("role") != "assistant":
+        if message.get("role") != "assistant" or message.get("weight", 1) == 0:
             continue
         before = render_chat(messages[:i], tools, tokenizer, add_generation_prompt=True)
         through = render_chat(messages[: i + 1], tools, tokenizer, add_generation_prompt=False)

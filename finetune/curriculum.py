@@ -145,18 +145,34 @@ def _passes(source: str, test: str, name: str) -> bool:
     return True
 
 
+MISTAKES = ("bare_path", "unchanged")
+"""Mistakes a recovering oracle makes first (`mistake_share`): an edit of the module's file name
+without its folder (the tool names the real path), and, for a module constant, an edit that
+changes nothing because the constant was not in view (the oracle then views the whole file)."""
+
+
 def _oracle_fix(path: str, source: str, old: str, new: str, function: str,
-                note: str, first_try: tuple[str, str] | None = None) -> list[dict[str, Any]]:
+                note: str, first_try: tuple[str, str] | None = None,
+                mistake: str | None = None) -> list[dict[str, Any]]:
     """grep the function, view the file from its `def` on (the line grep printed, so the
     function comes first; from the edited line when that is above it), replace, test, finish.
     With `first_try`, an edit whose `old_str` is not unique comes first: the tool refuses it
-    and the oracle anchors it and tries again."""
+    and the oracle anchors it and tries again. With a `mistake` (see `MISTAKES`), a refused
+    edit comes first and the oracle recovers from what the tool said."""
     line = next(n for n, text in enumerate(source.splitlines(), 1)
                 if text.startswith(f"def {function}("))
     edited = source[:source.index(old)].count("\n") + 1
-    line = min(line, edited)  # a module constant above the function: show it too
+    if mistake != "unchanged":
+        line = min(line, edited)  # a module constant above the function: show it too
     retry = [] if first_try is None else [{"name": "str_replace", "arguments": {
         "path": path, "old_str": first_try[0], "new_str": first_try[1]}}]
+    if mistake == "bare_path":
+        retry = [{"name": "str_replace", "arguments": {
+            "path": path.rsplit("/", 1)[-1], "old_str": old, "new_str": new}}]
+    elif mistake == "unchanged":
+        retry = [{"name": "str_replace", "arguments": {"path": path, "old_str": new,
+                                                        "new_str": new}},
+                 {"name": "view", "arguments": {"path": path}}]
     return [
         {"name": "grep", "arguments": {"pattern": f"def {function}"}},
         {"name": "view", "arguments": {"path": path, "view_range": [line, -1]}},
@@ -169,10 +185,12 @@ def _oracle_fix(path: str, source: str, old: str, new: str, function: str,
 
 def fix_blueprint(kind: str, domain: str, modules: list[str], nouns: list[str],
                   rng: random.Random, variants: random.Random | None = None,
-                  twin_share: float = TWIN_SHARE, recovery_share: float = 0.0) -> Blueprint:
+                  twin_share: float = TWIN_SHARE, recovery_share: float = 0.0,
+                  mistake: str | None = None) -> Blueprint:
     """A repository whose module holds a buggy function of template `kind`. With `variants`,
     names are varied (`finetune.name_variants`), a `twin_share` of the tasks get a twin of the
-    buggy line, and a `recovery_share` of those an oracle that first tries the ambiguous edit."""
+    buggy line, and a `recovery_share` of those an oracle that first tries the ambiguous edit.
+    A `mistake` (`MISTAKES`) makes the oracle recover from it, unless it already recovers."""
     module, other = rng.sample(modules, 2)
     noun = rng.choice(nouns)
     target = TEMPLATES[kind](noun, rng)
@@ -224,9 +242,11 @@ def fix_blueprint(kind: str, domain: str, modules: list[str], nouns: list[str],
         package=domain, module=module, function=target.function)
     others = [f"{test_path}::test_{c.function}" for c in [*neighbours, *([twin] if twin else [])]]
     others += [f"{other_test}::test_{c.function}" for c in elsewhere]
+    mistake = None if first_try else mistake
     return Blueprint({**buggy, **common}, {**fixed, **common}, statement, [test_id],
                      sorted(others), _oracle_fix(path, buggy[path], old, new,
-                                                 target.function, target.fix_note, first_try))
+                                                 target.function, target.fix_note, first_try,
+                                                 mistake))
 
 
 def create_blueprint(domain: str, modules: list[str], nouns: list[str],
@@ -307,7 +327,7 @@ def build_repository(blueprint: Blueprint, domain: str, bundle: Path) -> tuple[s
 def generate_curriculum(dest: Path, train: int = 64, test: int = 24, seed: int = 0,
                         force: bool = False, vary_train: bool = True,
                         twin_share: float = TWIN_SHARE, recovery_share: float = 0.0,
-                        vary_packages: bool = False) -> Path:
+                        vary_packages: bool = False, mistake_share: float = 0.0) -> Path:
     """Write a suite of `train` + `test` tasks into `dest` (bundles under `dest/repos`).
 
     With `vary_train`, train tasks get varied names, issue-like statements and twins of the
@@ -315,7 +335,9 @@ def generate_curriculum(dest: Path, train: int = 64, test: int = 24, seed: int =
     the same task for task either way (its figures stay comparable across runs). `twin_share`
     and `recovery_share`: see `fix_blueprint`. With `vary_packages`, a train task's package is
     drawn from `TRAIN_PACKAGES` (its modules and nouns stay its domain's), also from a generator
-    of its own."""
+    of its own. A `mistake_share` of the train tasks get an oracle that first makes a mistake
+    the model makes and recovers from the tool's answer (`MISTAKES`: `unchanged` for a module
+    constant, `bare_path` for the other kinds), drawn by a third generator."""
     dest = Path(dest)
     if dest.exists() and any(dest.iterdir()):
         if not force:
@@ -328,6 +350,7 @@ def generate_curriculum(dest: Path, train: int = 64, test: int = 24, seed: int =
         variants = random.Random(f"{seed}-variants") if split == "train" and vary_train else None
         packages = (random.Random(f"{seed}-packages") if split == "train" and vary_packages
                     else None)
+        mistakes = random.Random(f"{seed}-mistakes") if split == "train" else None
         for index in range(count):
             kind = KINDS[index % len(KINDS)]
             domain = rng.choice(sorted(domains))
@@ -336,8 +359,11 @@ def generate_curriculum(dest: Path, train: int = 64, test: int = 24, seed: int =
             if kind == "missing_file":
                 blueprint = create_blueprint(package, modules, nouns, rng)
             else:
+                mistake = None
+                if mistakes is not None and mistakes.random() < mistake_share:
+                    mistake = "unchanged" if kind == "wrong_constant" else "bare_path"
                 blueprint = fix_blueprint(kind, package, modules, nouns, rng, variants,
-                                          twin_share, recovery_share)
+                                          twin_share, recovery_share, mistake)
             instance_id = f"{split}-{index:03d}-{package}-{kind.replace('_', '-')}"
             bundle = dest / "repos" / f"{instance_id}.bundle"
             base, patch = build_repository(blueprint, package, bundle)
@@ -352,6 +378,7 @@ def generate_curriculum(dest: Path, train: int = 64, test: int = 24, seed: int =
             "splits": {"train": train, "test": test}, "kinds": KINDS, "vary_train": vary_train,
             "vary_packages": vary_packages,
             "twin_share": twin_share, "recovery_share": recovery_share,
+            "mistake_share": mistake_share,
             "description": "Small Python repositories with one failing test each; train and "
                            "test use disjoint domains and names."}
     return write_suite(dest, tasks, meta)

@@ -88,9 +88,32 @@ def row_tools(row: dict[str, Any]) -> list[dict[str, Any]] | None:
     return json.loads(tools) if isinstance(tools, str) else tools
 
 
+REFUSED = "Error: "
+"""How a tool result starts when the call was refused (`tools.base.ToolBox.call`)."""
+
+
+def weigh_refused_turns(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`messages` with `weight: 0` on each assistant turn whose tool calls were all refused
+    (every result starts with "Error: "): a verified episode that recovers from a bad call
+    teaches the recovery, not the bad call. Turns already weighted keep their weight."""
+    results = {m.get("tool_call_id"): str(m.get("content") or "") for m in messages
+               if m.get("role") == "tool"}
+    out = []
+    for message in messages:
+        calls = message.get("tool_calls") or []
+        refused = bool(calls) and all(c.get("id") in results
+                                      and results[c["id"]].startswith(REFUSED) for c in calls)
+        if message.get("role") == "assistant" and refused and "weight" not in message:
+            message = {**message, "weight": 0}
+        out.append(message)
+    return out
+
+
 def tokenize_row(row: dict[str, Any], tokenizer: Any) -> dict[str, list[int]]:
-    """`input_ids` of the whole conversation and `assistant_masks` (1 on the model's tokens)."""
-    ids, mask = render_chat_with_mask(openai_messages(row["messages"]), row_tools(row), tokenizer)
+    """`input_ids` of the whole conversation and `assistant_masks` (1 on the model's tokens
+    it should learn: refused calls are context only, see `weigh_refused_turns`)."""
+    messages = weigh_refused_turns(openai_messages(row["messages"]))
+    ids, mask = render_chat_with_mask(messages, row_tools(row), tokenizer)
     return {"input_ids": ids, "assistant_masks": mask}
 
 

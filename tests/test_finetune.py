@@ -159,6 +159,43 @@ def test_varied_packages_leave_the_test_split_alone_and_move_the_train_code(
     assert subprocess.run(command, cwd=repo, capture_output=True).returncode == 0
 
 
+@pytest.mark.usefixtures("docker_ready")
+def test_recovering_oracles_pass_and_train_only_the_recovery(
+        tmp_path: Path, module_home: Path, model_ready: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from finetune.sft_data import tokenize_row
+    from finetune.warm_start import oracle_trajectories
+
+    plain = load_suite(generate_curriculum(tmp_path / "p", train=4, test=3, vary_train=False))
+    suite = load_suite(generate_curriculum(tmp_path / "m", train=4, test=3, vary_train=False,
+                                           mistake_share=1.0))
+    assert [(t.instance_id, t.oracle) for t in plain.split("test")] == \
+        [(t.instance_id, t.oracle) for t in suite.split("test")]
+    report, rows = oracle_trajectories(suite, tmp_path / "oracle", workers=2,
+                                       repo_map_tokens=0)
+    assert report.summary["pass@1"] == 1.0 and len(rows) == 4, report.episodes
+    tokenizer = AutoTokenizer.from_pretrained(model_ready)
+    kinds = {t.instance_id: t.kind for t in suite.split("train")}
+    refusals = {}
+    for row in rows:
+        results = [m["content"] for m in row["messages"] if m["role"] == "tool"]
+        refused = [r for r in results if r.startswith("Error: ")]
+        assert len(refused) == 1, results
+        refusals[row["task"]] = refused[0]
+        encoded = tokenize_row(row, tokenizer)
+        trained = tokenizer.decode([t for t, m in zip(encoded["input_ids"],
+                                                      encoded["assistant_masks"], strict=True)
+                                    if m])
+        calls = sum(len(m.get("tool_calls") or []) for m in row["messages"])
+        assert trained.count("<tool_call>") == calls - 1  # the refused edit is context only
+    constant = [r for task, r in refusals.items() if kinds[task] == "wrong_constant"]
+    assert len(constant) == 1 and "nothing would change" in constant[0]
+    moved = [r for task, r in refusals.items() if kinds[task] != "wrong_constant"]
+    assert moved and all(re.search(r"\.py does not exist\. Did you mean \w+/\w+\.py\?", r)
+                         for r in moved), moved
+
+
 def test_an_episode_that_errored_counts_as_a_failure_not_as_missing() -> None:
     summary = summarize([
         EpisodeOutcome("a", 0, reward=1, exit_status="submitted"),

@@ -90,6 +90,18 @@ def test_str_replace_requires_a_unique_match(box, ctx) -> None:
     assert "x + 2" in (ctx.workspace / "pkg/mod.py").read_text()
 
 
+def test_a_path_without_its_folder_is_refused_with_the_real_one_named(box, ctx) -> None:
+    bare = call(box, ctx, "str_replace", path="mod.py", old_str="x + 1", new_str="x + 2")
+    assert bare.is_error and bare.output == "Error: mod.py does not exist. Did you mean pkg/mod.py?"
+    assert "x + 1" in (ctx.workspace / "pkg/mod.py").read_text()
+    viewed = call(box, ctx, "view", path="/workspace/mod.py")
+    assert viewed.is_error and "Did you mean pkg/mod.py?" in viewed.output
+    nowhere = call(box, ctx, "view", path="other.py")
+    assert nowhere.is_error and nowhere.output == "Error: other.py does not exist."
+    partial = call(box, ctx, "view", path="od.py")  # a suffix, but not at a folder boundary
+    assert partial.is_error and "Did you mean" not in partial.output
+
+
 def test_edits_that_break_syntax_are_refused(box, ctx) -> None:
     obs = call(box, ctx, "str_replace", path="pkg/mod.py", old_str="return 2", new_str="return (")
     assert obs.is_error and "would no longer parse" in obs.output

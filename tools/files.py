@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from tools.base import Observation, Tool, ToolContext, ToolError
 from tools.paths import is_git_reserved, workspace_relative
+from tools.search import workspace_files
 from tools.syntax import syntax_error
 from tools.workspace_fs import FileAccessError, WorkspaceFS
 
@@ -18,6 +19,7 @@ MAX_VIEW_CHARS = 16_000
 MAX_LISTED_ENTRIES = 500
 SNIPPET_CONTEXT = 4
 MAX_SNIPPET_LINE = 300
+MAX_SUGGESTIONS = 3
 
 
 def _history(ctx: ToolContext) -> dict[str, list[str | None]]:
@@ -29,7 +31,7 @@ def _read_text(fs: WorkspaceFS, relative: str) -> str:
     try:
         return fs.read_text(relative)
     except FileNotFoundError:
-        raise ToolError(f"{relative} does not exist.") from None
+        raise ToolError(f"{relative} does not exist.{_did_you_mean(fs, relative)}") from None
     except IsADirectoryError:
         raise ToolError(f"{relative} is a directory; use view on a file or glob to list "
                         "files.") from None
@@ -47,6 +49,18 @@ def _existing_text(fs: WorkspaceFS, relative: str) -> str | None:
     if kind == "dir":
         raise ToolError(f"{relative} is a directory.")
     return _read_text(fs, relative)
+
+
+def _did_you_mean(fs: WorkspaceFS, relative: str) -> str:
+    """' Did you mean a/b.py?' naming the workspace files whose path ends with `relative` (a
+    path given without its folder, `catalogue.py` for `library/catalogue.py`), else ''."""
+    suffix = "/" + relative.strip("/")
+    found = [name for name in workspace_files(fs.root) if name.endswith(suffix)]
+    if not found:
+        return ""
+    shown = " or ".join(found[:MAX_SUGGESTIONS])
+    more = f" (and {len(found) - MAX_SUGGESTIONS} more)" if len(found) > MAX_SUGGESTIONS else ""
+    return f" Did you mean {shown}{more}?"
 
 
 def _reason(exc: OSError) -> str:

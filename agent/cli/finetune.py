@@ -147,6 +147,9 @@ def curriculum_command(
              "line.")] = True,
     vary_packages: Annotated[bool, typer.Option(
         help="Train tasks get package names drawn from a wide pool, not their domain's.")] = False,
+    mistake_share: Annotated[float, typer.Option(
+        help="Share of train tasks whose oracle first makes a refused edit and recovers.")
+    ] = 0.0,
 ) -> None:
     """Generate the built-in curriculum: small repositories with one failing test each.
 
@@ -155,7 +158,8 @@ def curriculum_command(
 
     try:
         path = generate_curriculum(dest, train=train, test=test, seed=seed, force=force,
-                                   vary_train=vary_names, vary_packages=vary_packages)
+                                   vary_train=vary_names, vary_packages=vary_packages,
+                                   mistake_share=mistake_share)
     except FileExistsError as exc:
         raise _fail(str(exc)) from None
     print(path)
