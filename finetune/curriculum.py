@@ -146,9 +146,11 @@ def _passes(source: str, test: str, name: str) -> bool:
 
 
 MISTAKES = ("bare_path", "unchanged")
-"""Mistakes a recovering oracle makes first (`mistake_share`): an edit of the module's file name
-without its folder (the tool names the real path), and, for a module constant, an edit that
-changes nothing because the constant was not in view (the oracle then views the whole file)."""
+"""Mistakes a recovering oracle makes first (`mistake_share`), each one the model was seen to
+make: an edit of the module's file name without its folder (the tool names the real path), and
+an edit that changes nothing (`return coutn` for `return coutn`; for a module constant, the
+right value because the constant was not in view, so the oracle then views the whole file).
+A missing module's oracle instead first greps for the function the tests import."""
 
 
 def _oracle_fix(path: str, source: str, old: str, new: str, function: str,
@@ -169,10 +171,13 @@ def _oracle_fix(path: str, source: str, old: str, new: str, function: str,
     if mistake == "bare_path":
         retry = [{"name": "str_replace", "arguments": {
             "path": path.rsplit("/", 1)[-1], "old_str": old, "new_str": new}}]
-    elif mistake == "unchanged":
+    elif mistake == "unchanged" and line > edited:  # the constant is above what was viewed
         retry = [{"name": "str_replace", "arguments": {"path": path, "old_str": new,
                                                         "new_str": new}},
                  {"name": "view", "arguments": {"path": path}}]
+    elif mistake == "unchanged":
+        retry = [{"name": "str_replace", "arguments": {"path": path, "old_str": old,
+                                                        "new_str": old}}]
     return [
         {"name": "grep", "arguments": {"pattern": f"def {function}"}},
         {"name": "view", "arguments": {"path": path, "view_range": [line, -1]}},
@@ -250,8 +255,9 @@ def fix_blueprint(kind: str, domain: str, modules: list[str], nouns: list[str],
 
 
 def create_blueprint(domain: str, modules: list[str], nouns: list[str],
-                     rng: random.Random) -> Blueprint:
-    """A repository whose tests import a module that the issue asks to create."""
+                     rng: random.Random, search_first: bool = False) -> Blueprint:
+    """A repository whose tests import a module that the issue asks to create. With
+    `search_first`, the oracle first greps for the function (finding nothing)."""
     module, new_module = rng.sample(modules, 2)
     wanted: NewFunction = new_function(rng.choice(nouns), rng)
     helpers = _distractors(rng, nouns, "", 2)
@@ -268,7 +274,9 @@ def create_blueprint(domain: str, modules: list[str], nouns: list[str],
         raise AssertionError("missing_file template made a test its own solution fails")
     statement = CREATE_STATEMENT.format(test_file=f"test_{new_module}.py", package=domain,
                                         module=new_module, description=wanted.description)
+    search = [{"name": "grep", "arguments": {"pattern": f"def {wanted.function}"}}]
     oracle = [
+        *(search if search_first else []),
         {"name": "view", "arguments": {"path": new_test}},
         {"name": "create", "arguments": {"path": new_path, "file_text": new_source}},
         {"name": "bash", "arguments": {"command": TEST_COMMAND}},
@@ -336,8 +344,8 @@ def generate_curriculum(dest: Path, train: int = 64, test: int = 24, seed: int =
     and `recovery_share`: see `fix_blueprint`. With `vary_packages`, a train task's package is
     drawn from `TRAIN_PACKAGES` (its modules and nouns stay its domain's), also from a generator
     of its own. A `mistake_share` of the train tasks get an oracle that first makes a mistake
-    the model makes and recovers from the tool's answer (`MISTAKES`: `unchanged` for a module
-    constant, `bare_path` for the other kinds), drawn by a third generator."""
+    the model makes and recovers from the tool's answer (`MISTAKES`; always `unchanged` for a
+    module constant), drawn by a third generator."""
     dest = Path(dest)
     if dest.exists() and any(dest.iterdir()):
         if not force:
@@ -356,12 +364,12 @@ def generate_curriculum(dest: Path, train: int = 64, test: int = 24, seed: int =
             domain = rng.choice(sorted(domains))
             modules, nouns = domains[domain]
             package = packages.choice(TRAIN_PACKAGES) if packages else domain
+            mistake = None
+            if mistakes is not None and mistakes.random() < mistake_share:
+                mistake = "unchanged" if kind == "wrong_constant" else mistakes.choice(MISTAKES)
             if kind == "missing_file":
-                blueprint = create_blueprint(package, modules, nouns, rng)
+                blueprint = create_blueprint(package, modules, nouns, rng, mistake is not None)
             else:
-                mistake = None
-                if mistakes is not None and mistakes.random() < mistake_share:
-                    mistake = "unchanged" if kind == "wrong_constant" else "bare_path"
                 blueprint = fix_blueprint(kind, package, modules, nouns, rng, variants,
                                           twin_share, recovery_share, mistake)
             instance_id = f"{split}-{index:03d}-{package}-{kind.replace('_', '-')}"
