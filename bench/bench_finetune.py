@@ -169,6 +169,9 @@ def main() -> None:
     parser.add_argument("--plain-packages", action="store_true",
                         help="in the plain pass, package names drawn from a wide pool "
                              "(`generate_curriculum(vary_packages=True)`)")
+    parser.add_argument("--recovery-pass", action="store_true",
+                        help="after the refine (and plain) pass, one pass on oracles that "
+                             "recover from the model's mistakes (`recovery_pass`)")
     parser.add_argument("--ship", action="store_true",
                         help="copy the final adapter to agent/adapters/apprentice-135m")
     parser.add_argument("--demo", action="store_true",
@@ -226,6 +229,9 @@ def main() -> None:
         sft_metrics = read_manifest(sft_dir)["metrics"]
         if args.plain_pass:
             sft_dir, rows = plain_pass(args, out, sft_dir, rows, times)
+            sft_metrics = read_manifest(sft_dir)["metrics"]
+        if args.recovery_pass:
+            sft_dir, rows = recovery_pass(args, out, sft_dir, rows, times)
             sft_metrics = read_manifest(sft_dir)["metrics"]
 
     if args.demo:
@@ -407,6 +413,77 @@ def plain_pass(args: argparse.Namespace, out: Path, adapter: Path, rows: list,
         done(started, times, "plain sft")
     read_manifest(plain_dir)
     return plain_dir, [*rows, *pass_rows]
+
+
+RECOVERY_SHARES = {"unchanged constant": 7, "unchanged": 20, "bare path": 20,
+                   "search first": 7, "plain": 26, "anchored": 20}
+"""Rows of each kind the recovery pass trains on (100 in all)."""
+
+
+def recovery_kind(row: dict[str, Any]) -> str:
+    """Which recovery an oracle conversation teaches (`finetune.curriculum.MISTAKES`), from the
+    tool results it holds: 'unchanged constant', 'unchanged', 'bare path', 'search first',
+    'anchored' (a twin's ambiguous edit refused, or an edit anchored on its `def`) or 'plain'."""
+    results = [str(m.get("content") or "") for m in row["messages"] if m["role"] == "tool"]
+    calls = [(c["function"]["name"], c["function"]["arguments"]) for m in row["messages"]
+             for c in m.get("tool_calls") or []]
+    if any("nothing would change" in r for r in results):
+        return "unchanged constant" if any(n == "view" and "view_range" not in a
+                                           for n, a in calls) else "unchanged"
+    if any("Did you mean" in r for r in results):
+        return "bare path"
+    if calls and calls[0][0] == "grep" and any(n == "create" for n, _ in calls):
+        return "search first"
+    return "anchored" if anchors_on_def(calls) else "plain"
+
+
+def recovery_pass(args: argparse.Namespace, out: Path, adapter: Path, rows: list,
+                  times: dict[str, float]) -> tuple[Path, list]:
+    """Go on training `adapter` for one pass on oracles that make the model's own mistakes
+    first and recover from the tool's answer: an edit path without its folder, an edit that
+    changes nothing (for a module constant above the lines viewed, then a view of the whole
+    file), a grep for a module that does not exist yet (`generate_curriculum(mistake_share=
+    0.5)`, a fresh draw, seed 3, plain names, varied packages). The refused calls are context,
+    not targets (`finetune.sft_data.weigh_refused_turns`). Mixed with plain oracles of the same
+    draw and the refine pass's anchored ones, `RECOVERY_SHARES` of each. Returns (adapter, all
+    rows trained on)."""
+    import random
+
+    from finetune.run_dir import read_manifest
+    from finetune.sft import LoraSettings, SFTRunConfig, run_sft
+    from finetune.sft_data import write_rows
+
+    recovery_dir = out / "recovery"
+    suite_dir = out / "recovery-suite"
+    if not (suite_dir / "tasks.jsonl").is_file():
+        generate_curriculum(suite_dir, train=196, test=14, seed=3, force=True,
+                            vary_train=False, vary_packages=True, mistake_share=0.5)
+    oracle = recovery_dir / "oracle" / SFT_FILE
+    if not oracle.is_file():
+        started = stage("recovery pass: oracle trajectories that recover from a mistake")
+        oracle_trajectories(load_suite(suite_dir), recovery_dir / "oracle", workers=3,
+                            repo_map_tokens=args.repo_map_tokens)
+        done(started, times, "recovery oracle")
+    groups: dict[str, list] = {}
+    for row in [*load_rows(oracle), *load_rows(out / "refine" / "oracle" / SFT_FILE)]:
+        groups.setdefault(recovery_kind(row), []).append(row)
+    pass_rows = [row for kind, count in RECOVERY_SHARES.items()
+                 for row in groups.get(kind, [])[:count]]
+    print("   " + ", ".join(f"{kind} {min(len(groups.get(kind, [])), count)}"
+                          for kind, count in RECOVERY_SHARES.items()))
+    random.Random(0).shuffle(pass_rows)
+    if not (recovery_dir / "adapter_model.safetensors").is_file():
+        started = stage(f"recovery pass: SFT from {adapter} on {len(pass_rows)} conversations")
+        data = write_rows(pass_rows, recovery_dir / "data.jsonl")
+        run_sft(pass_rows, SFTRunConfig(model="smollm2-135m", output_dir=recovery_dir,
+                                        init_adapter=adapter, epochs=1,
+                                        learning_rate=args.refine_lr,
+                                        lora=LoraSettings(r=args.lora_r, alpha=2 * args.lora_r,
+                                                          last_layers=args.lora_layers)),
+                source=str(data))
+        done(started, times, "recovery sft")
+    read_manifest(recovery_dir)
+    return recovery_dir, [*rows, *pass_rows]
 
 
 def anchors_on_def(calls: Iterable[tuple[str, Any]]) -> bool:

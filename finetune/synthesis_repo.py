@@ -63,7 +63,7 @@ def prepare_repository(source: Path, work: Path) -> Repository:
     if not source.is_dir():
         raise RepositoryError(f"{source} is not a directory: give a git repository or an "
                               "unpacked source distribution (tar xzf NAME.tar.gz)")
-    dest = work / source.name
+    dest = Path(work).resolve() / source.name  # git runs with -C: a relative path would nest
     if dest.exists():
         shutil.rmtree(dest)
     if (source / ".git").exists():

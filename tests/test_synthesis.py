@@ -342,3 +342,19 @@ def test_a_remote_validation_job_leaves_no_temporary_folder(tmp_path: Path, dock
                           on_open=lambda _: None)
     assert "tests/test_core.py::test_add" in result.baseline.passing
     assert list(temp.iterdir()) == []
+
+
+def test_a_relative_work_folder_still_exports_tasks(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """`agent finetune synthesize SRC --out suite` from the suite's parent: git runs in the
+    repository (-C), so a relative work path would point inside itself."""
+    from finetune.synthesis_repo import export_task, prepare_repository
+
+    source = _calc(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    repo = prepare_repository(source, Path("suite") / ".work")
+    assert repo.path.is_absolute()
+    text = repo.read("calc/core.py").replace("a + b", "a - b", 1)
+    commit, patch = export_task(repo, "calc/core.py", text, Path("suite/repos/t.bundle"),
+                                "planted")
+    assert (tmp_path / "suite" / "repos" / "t.bundle").is_file() and "a - b" in patch
