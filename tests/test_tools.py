@@ -100,6 +100,8 @@ def test_a_path_without_its_folder_is_refused_with_the_real_one_named(box, ctx) 
     assert nowhere.is_error and nowhere.output == "Error: other.py does not exist."
     partial = call(box, ctx, "view", path="od.py")  # a suffix, but not at a folder boundary
     assert partial.is_error and "Did you mean" not in partial.output
+    misspelt = call(box, ctx, "str_replace", path="pkg/mdo.py", old_str="x", new_str="y")
+    assert misspelt.output == "Error: pkg/mdo.py does not exist. Did you mean pkg/mod.py?"
 
 
 def test_edits_that_break_syntax_are_refused(box, ctx) -> None:

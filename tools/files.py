@@ -5,6 +5,7 @@ plants between two calls) never leads a read or a write out of the workspace."""
 
 from __future__ import annotations
 
+import difflib
 from pathlib import PurePosixPath
 
 from pydantic import BaseModel, Field
@@ -20,6 +21,8 @@ MAX_LISTED_ENTRIES = 500
 SNIPPET_CONTEXT = 4
 MAX_SNIPPET_LINE = 300
 MAX_SUGGESTIONS = 3
+CLOSE_PATH = 0.8
+"""difflib similarity above which an existing path is suggested for a missing one."""
 
 
 def _history(ctx: ToolContext) -> dict[str, list[str | None]]:
@@ -53,9 +56,12 @@ def _existing_text(fs: WorkspaceFS, relative: str) -> str | None:
 
 def _did_you_mean(fs: WorkspaceFS, relative: str) -> str:
     """' Did you mean a/b.py?' naming the workspace files whose path ends with `relative` (a
-    path given without its folder, `catalogue.py` for `library/catalogue.py`), else ''."""
+    path given without its folder, `catalogue.py` for `library/catalogue.py`), else the ones
+    closest to it (a misspelt path, `library/shelfing.py`), else ''."""
     suffix = "/" + relative.strip("/")
-    found = [name for name in workspace_files(fs.root) if name.endswith(suffix)]
+    files = workspace_files(fs.root)
+    found = [name for name in files if name.endswith(suffix)]
+    found = found or difflib.get_close_matches(relative, files, MAX_SUGGESTIONS, CLOSE_PATH)
     if not found:
         return ""
     shown = " or ".join(found[:MAX_SUGGESTIONS])
