@@ -78,9 +78,26 @@ Measured from the 2026-12-02 adapter:
     stage                                           curriculum  demo  training
     + plain pass, unvaried names (98 + 28)          0.571       1     126 steps, 12.4 s/step, 26 min
     + plain pass, names unvaried, packages varied   0.714       1     126 steps, 16.9 s/step, 35 min
-      (shipped; format errors 0.000)
 
-(bench/results/apprentice-135m/plain-*).
+(bench/results/apprentice-135m/plain-*). The plain-pass adapter's four misses were mistakes it
+did not recover from, because no oracle ever made one: an edit of `catalogue.py` for
+`library/catalogue.py` (refused, then the tests and `finish`), `MINUTES_PER_HOUR = 60` sent
+unchanged (the constant sat above the lines it viewed), `return coutn` sent unchanged, and a
+grep for a module the issue asks to create. The default since 2026-12-07 (later) adds
+`--recovery-pass` (`recovery_pass`): oracles that make those mistakes first and recover from
+the tool's answer (`generate_curriculum(mistake_share=0.5)`; the tool now also names the path
+meant), with the refused turn masked out of the loss, mixed with plain and anchored oracles
+(97 conversations, 1 epoch, lr 5e-4), from the plain-pass adapter:
+
+    stage                                           curriculum  demo  training
+    + recovery pass (7 + 20 + 20 + 4 recoveries,    0.929       1     97 steps, 9.5 s/step, 15 min
+      26 plain, 20 anchored): shipped
+
+(bench/results/apprentice-135m/recovery-*). Three of the four misses now pass without a
+mistake to recover from: it edits `library/catalogue.py` and writes `return count` the first
+time, and creates the missing module after the grep that finds nothing (as the search-first
+oracles do). It still sends `MINUTES_PER_HOUR = 60` unchanged, and after the refusal edits a
+misspelt path instead of viewing the whole file (7 such oracles of 97 were not enough).
 """
 
 from __future__ import annotations
