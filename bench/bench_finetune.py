@@ -444,9 +444,10 @@ def recovery_kind(row: dict[str, Any]) -> str:
     results = [str(m.get("content") or "") for m in row["messages"] if m["role"] == "tool"]
     calls = [(c["function"]["name"], c["function"]["arguments"]) for m in row["messages"]
              for c in m.get("tool_calls") or []]
+    if any("was not found" in r for r in results):
+        return "unchanged constant"  # the constant written from memory: the tool quotes it
     if any("nothing would change" in r for r in results):
-        return "unchanged constant" if any(n == "view" and "view_range" not in a
-                                           for n, a in calls) else "unchanged"
+        return "unchanged"
     if any("Did you mean" in r for r in results):
         return "bare path"
     if calls and calls[0][0] == "grep" and any(n == "create" for n, _ in calls):
@@ -458,9 +459,10 @@ def recovery_pass(args: argparse.Namespace, out: Path, adapter: Path, rows: list
                   times: dict[str, float]) -> tuple[Path, list]:
     """Go on training `adapter` for one pass on oracles that make the model's own mistakes
     first and recover from the tool's answer: an edit path without its folder, an edit that
-    changes nothing (for a module constant above the lines viewed, then a view of the whole
-    file), a grep for a module that does not exist yet (`generate_curriculum(mistake_share=
-    0.5)`, a fresh draw, seed 3, plain names, varied packages). The refused calls are context,
+    changes nothing (for a module constant above the lines viewed, the value it should have,
+    which the tool answers by quoting the line the file holds), a grep for a module that does
+    not exist yet (`generate_curriculum(mistake_share=0.5)`, a fresh draw, seed 3, plain names,
+    varied packages). The refused calls are context,
     not targets (`finetune.sft_data.weigh_refused_turns`). Mixed with plain oracles of the same
     draw and the refine pass's anchored ones, `RECOVERY_SHARES` of each. Returns (adapter, all
     rows trained on)."""

@@ -149,7 +149,7 @@ MISTAKES = ("bare_path", "unchanged")
 """Mistakes a recovering oracle makes first (`mistake_share`), each one the model was seen to
 make: an edit of the module's file name without its folder (the tool names the real path), and
 an edit that changes nothing (`return coutn` for `return coutn`; for a module constant, the
-right value because the constant was not in view, so the oracle then views the whole file).
+value it should have, because the constant was not in view: the tool quotes the line it holds).
 A missing module's oracle instead first greps for the function the tests import."""
 
 
@@ -173,8 +173,7 @@ def _oracle_fix(path: str, source: str, old: str, new: str, function: str,
             "path": path.rsplit("/", 1)[-1], "old_str": old, "new_str": new}}]
     elif mistake == "unchanged" and line > edited:  # the constant is above what was viewed
         retry = [{"name": "str_replace", "arguments": {"path": path, "old_str": new,
-                                                        "new_str": new}},
-                 {"name": "view", "arguments": {"path": path}}]
+                                                        "new_str": new}}]
     elif mistake == "unchanged":
         retry = [{"name": "str_replace", "arguments": {"path": path, "old_str": old,
                                                         "new_str": old}}]

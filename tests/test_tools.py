@@ -78,13 +78,18 @@ def test_view_numbers_lines_and_ranges(box, ctx) -> None:
 
 def test_str_replace_requires_a_unique_match(box, ctx) -> None:
     missing = call(box, ctx, "str_replace", path="pkg/mod.py", old_str="nope", new_str="x")
-    assert missing.is_error and "not found" in missing.output
+    assert missing.is_error and "not found" in missing.output and "closest" not in missing.output
     twice = call(box, ctx, "str_replace", path="notes.txt", old_str="alpha", new_str="x")
     assert twice.is_error and "2 times" in twice.output and "[1, 3]" in twice.output
     before = (ctx.workspace / "pkg/mod.py").read_text()
     same = call(box, ctx, "str_replace", path="pkg/mod.py", old_str="x + 1", new_str="x + 1")
     assert same.is_error and "nothing would change" in same.output
     assert (ctx.workspace / "pkg/mod.py").read_text() == before
+    remembered = call(box, ctx, "str_replace", path="pkg/mod.py", old_str="    return x + 5",
+                      new_str="    return x + 5")  # written from memory, unchanged: not there
+    assert remembered.output == ("Error: old_str was not found in pkg/mod.py. The closest line "
+                                 "is 2: `return x + 1`. View the file and copy the text "
+                                 "exactly, including indentation.")
     ok = call(box, ctx, "str_replace", path="pkg/mod.py", old_str="x + 1", new_str="x + 2")
     assert not ok.is_error and "x + 2" in ok.output
     assert "x + 2" in (ctx.workspace / "pkg/mod.py").read_text()

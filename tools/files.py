@@ -23,6 +23,8 @@ MAX_SNIPPET_LINE = 300
 MAX_SUGGESTIONS = 3
 CLOSE_PATH = 0.8
 """difflib similarity above which an existing path is suggested for a missing one."""
+CLOSE_LINE = 0.75
+"""difflib similarity above which a file line is quoted for an old_str that is not there."""
 
 
 def _history(ctx: ToolContext) -> dict[str, list[str | None]]:
@@ -210,13 +212,13 @@ class StrReplace(Tool):
         text = _read_text(fs, shown)
         if not args.old_str:
             raise ToolError("old_str is empty; give the exact text to replace.")
+        count = text.count(args.old_str)
+        if count == 0:
+            raise ToolError(f"old_str was not found in {shown}.{_closest_line(text, args.old_str)}"
+                            " View the file and copy the text exactly, including indentation.")
         if args.new_str == args.old_str:
             raise ToolError("new_str is the same as old_str, so nothing would change; write the "
                             "corrected text in new_str.")
-        count = text.count(args.old_str)
-        if count == 0:
-            raise ToolError(f"old_str was not found in {shown}. View the file and copy the text "
-                            "exactly, including indentation.")
         if count > 1:
             lines = [text[: i].count("\n") + 1 for i in _occurrences(text, args.old_str)]
             raise ToolError(f"old_str occurs {count} times in {shown} (lines {lines}); include "
@@ -226,6 +228,17 @@ class StrReplace(Tool):
         _write_checked(fs, shown, text, new_text, ctx)
         line = text[:start].count("\n") + 1
         return Observation(_snippet(new_text, line, shown), data={"path": shown})
+
+
+def _closest_line(text: str, old_str: str) -> str:
+    """' The closest line is 3: `X = 24`.' for the file line most like old_str's first line
+    (an edit written from memory: a constant with the value it should have), else ''."""
+    wanted = next((line.strip() for line in old_str.splitlines() if line.strip()), "")
+    lines = {line.strip(): n for n, line in reversed(list(enumerate(text.splitlines(), 1)))}
+    found = difflib.get_close_matches(wanted, [line for line in lines if line], 1, CLOSE_LINE)
+    if not found:
+        return ""
+    return f" The closest line is {lines[found[0]]}: `{_clip(found[0])}`."
 
 
 def _occurrences(text: str, needle: str) -> list[int]:
