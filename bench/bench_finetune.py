@@ -97,7 +97,10 @@ meant), with the refused turn masked out of the loss, mixed with plain and ancho
 mistake to recover from: it edits `library/catalogue.py` and writes `return count` the first
 time, and creates the missing module after the grep that finds nothing (as the search-first
 oracles do). It still sends `MINUTES_PER_HOUR = 60` unchanged, and after the refusal edits a
-misspelt path instead of viewing the whole file (7 such oracles of 97 were not enough).
+misspelt path instead of viewing the whole file (7 such oracles of 97 were not enough). Since
+then `str_replace` reports that edit as not found, quoting the line the file holds
+(`MINUTES_PER_HOUR = 24`), and the recovering oracle edits from the quote instead of viewing
+the file; the shipped adapter has not trained on that form.
 """
 
 from __future__ import annotations
