@@ -398,12 +398,6 @@ def plain_pass(args: argparse.Namespace, out: Path, adapter: Path, rows: list,
     False)`), shuffled with the refine pass's anchored episodes so the anchored edit is kept.
     Varied names alone leave the model viewing `tests/...` where grep printed the module's
     path. Returns (adapter, all rows trained on)."""
-    import random
-
-    from finetune.run_dir import read_manifest
-    from finetune.sft import LoraSettings, SFTRunConfig, run_sft
-    from finetune.sft_data import write_rows
-
     plain_dir = out / "plain"
     suite_dir = out / "plain-suite"
     if not (suite_dir / "tasks.jsonl").is_file():
@@ -417,22 +411,9 @@ def plain_pass(args: argparse.Namespace, out: Path, adapter: Path, rows: list,
                             workers=4, repo_map_tokens=args.repo_map_tokens)
         done(started, times, "plain oracle")
     anchored = [row for row in load_rows(out / "refine" / "oracle" / SFT_FILE)
-                if anchors_on_def((call["function"]["name"], call["function"]["arguments"])
-                                  for message in row["messages"]
-                                  for call in message.get("tool_calls") or [])]
-    pass_rows = [*load_rows(oracle), *anchored]
-    random.Random(0).shuffle(pass_rows)
-    if not (plain_dir / "adapter_model.safetensors").is_file():
-        started = stage(f"plain pass: SFT from {adapter} on {len(pass_rows)} conversations")
-        data = write_rows(pass_rows, plain_dir / "data.jsonl")
-        run_sft(pass_rows, SFTRunConfig(model="smollm2-135m", output_dir=plain_dir,
-                                        init_adapter=adapter, epochs=1,
-                                        learning_rate=args.refine_lr,
-                                        lora=LoraSettings(r=args.lora_r, alpha=2 * args.lora_r,
-                                                          last_layers=args.lora_layers)),
-                source=str(data))
-        done(started, times, "plain sft")
-    read_manifest(plain_dir)
+                if anchors_on_def(row_calls(row))]
+    pass_rows = train_pass(args, adapter, [*load_rows(oracle), *anchored], plain_dir, "plain",
+                           times)
     return plain_dir, [*rows, *pass_rows]
 
 
@@ -446,8 +427,7 @@ def recovery_kind(row: dict[str, Any]) -> str:
     tool results it holds: 'unchanged constant', 'unchanged', 'bare path', 'search first',
     'anchored' (a twin's ambiguous edit refused, or an edit anchored on its `def`) or 'plain'."""
     results = [str(m.get("content") or "") for m in row["messages"] if m["role"] == "tool"]
-    calls = [(c["function"]["name"], c["function"]["arguments"]) for m in row["messages"]
-             for c in m.get("tool_calls") or []]
+    calls = row_calls(row)
     if any("was not found" in r for r in results):
         return "unchanged constant"  # the constant written from memory: the tool quotes it
     if any("nothing would change" in r for r in results):
@@ -466,16 +446,10 @@ def recovery_pass(args: argparse.Namespace, out: Path, adapter: Path, rows: list
     changes nothing (for a module constant above the lines viewed, the value it should have,
     which the tool answers by quoting the line the file holds), a grep for a module that does
     not exist yet (`generate_curriculum(mistake_share=0.5)`, a fresh draw, seed 3, plain names,
-    varied packages). The refused calls are context,
-    not targets (`finetune.sft_data.weigh_refused_turns`). Mixed with plain oracles of the same
-    draw and the refine pass's anchored ones, `RECOVERY_SHARES` of each. Returns (adapter, all
-    rows trained on)."""
-    import random
-
-    from finetune.run_dir import read_manifest
-    from finetune.sft import LoraSettings, SFTRunConfig, run_sft
-    from finetune.sft_data import write_rows
-
+    varied packages). The refused calls are context, not targets
+    (`finetune.sft_data.weigh_refused_turns`). Mixed with plain oracles of the same draw and the
+    refine pass's anchored ones, `RECOVERY_SHARES` of each. Returns (adapter, all rows trained
+    on)."""
     recovery_dir = out / "recovery"
     suite_dir = out / "recovery-suite"
     if not (suite_dir / "tasks.jsonl").is_file():
@@ -494,19 +468,41 @@ def recovery_pass(args: argparse.Namespace, out: Path, adapter: Path, rows: list
                  for row in groups.get(kind, [])[:count]]
     print("   " + ", ".join(f"{kind} {min(len(groups.get(kind, [])), count)}"
                           for kind, count in RECOVERY_SHARES.items()))
+    pass_rows = train_pass(args, adapter, pass_rows, recovery_dir, "recovery", times)
+    return recovery_dir, [*rows, *pass_rows]
+
+
+def train_pass(args: argparse.Namespace, adapter: Path, pass_rows: list, folder: Path,
+               name: str, times: dict[str, float]) -> list:
+    """One epoch of SFT from `adapter` into `folder` on `pass_rows`, shuffled (seed 0), at the
+    refine pass's learning rate; skipped when `folder` already holds an adapter, and the data
+    file written only when it trains. Returns the rows in the order trained on."""
+    import random
+
+    from finetune.run_dir import read_manifest
+    from finetune.sft import LoraSettings, SFTRunConfig, run_sft
+    from finetune.sft_data import write_rows
+
+    pass_rows = list(pass_rows)
     random.Random(0).shuffle(pass_rows)
-    if not (recovery_dir / "adapter_model.safetensors").is_file():
-        started = stage(f"recovery pass: SFT from {adapter} on {len(pass_rows)} conversations")
-        data = write_rows(pass_rows, recovery_dir / "data.jsonl")
-        run_sft(pass_rows, SFTRunConfig(model="smollm2-135m", output_dir=recovery_dir,
+    if not (folder / "adapter_model.safetensors").is_file():
+        started = stage(f"{name} pass: SFT from {adapter} on {len(pass_rows)} conversations")
+        data = write_rows(pass_rows, folder / "data.jsonl")
+        run_sft(pass_rows, SFTRunConfig(model="smollm2-135m", output_dir=folder,
                                         init_adapter=adapter, epochs=1,
                                         learning_rate=args.refine_lr,
                                         lora=LoraSettings(r=args.lora_r, alpha=2 * args.lora_r,
                                                           last_layers=args.lora_layers)),
                 source=str(data))
-        done(started, times, "recovery sft")
-    read_manifest(recovery_dir)
-    return recovery_dir, [*rows, *pass_rows]
+        done(started, times, f"{name} sft")
+    read_manifest(folder)
+    return pass_rows
+
+
+def row_calls(row: dict[str, Any]) -> list[tuple[str, Any]]:
+    """(tool name, arguments) of every call in an SFT row, in order."""
+    return [(call["function"]["name"], call["function"]["arguments"])
+            for message in row["messages"] for call in message.get("tool_calls") or []]
 
 
 def anchors_on_def(calls: Iterable[tuple[str, Any]]) -> bool:
