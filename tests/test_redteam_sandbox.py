@@ -513,3 +513,25 @@ def test_the_missing_file_hint_runs_no_git_config_and_follows_no_link(
     assert missing_file_hint("ERROR: file or directory not found: test_secret.py\n", ws) == ""
     assert missing_file_hint("ERROR: not found: /workspace/outside/test_secret.py\n", ws) == ""
     assert not pwned.exists()
+
+
+def test_the_did_you_mean_listing_runs_no_git_config_and_follows_no_link(
+        resolution: str, host: Path, tmp_path: Path, box: ToolBox) -> None:
+    """A file tool's "Did you mean" lists the workspace from the host, whose `.git` the sandbox
+    writes: its git configuration never runs, and a link to a host folder is not listed
+    through, so no host path is ever suggested."""
+    ws = tmp_path / "ws"
+    (ws / "pkg").mkdir(parents=True)
+    (ws / "pkg" / "mod.py").write_text("X = 1\n")
+    (ws / "outside").symlink_to(host)
+    pwned = tmp_path / "pwned"
+    subprocess.run(["git", "init", "-q", str(ws)], check=True, timeout=60)
+    git(ws, "config", "core.fsmonitor", f"touch {pwned}; false")
+    ctx = ToolContext(workspace=ws)
+    named = box.call("view", json.dumps({"path": "mod.py"}), ctx)
+    assert named.output == "Error: mod.py does not exist. Did you mean pkg/mod.py?"
+    for path in ("secret.py", "secret.txt", "outside/secrets.py"):
+        refused = box.call("str_replace", json.dumps({"path": path, "old_str": "a"}), ctx)
+        assert refused.is_error and "Did you mean" not in refused.output, refused.output
+        assert "host_only_function" not in refused.output
+    assert not pwned.exists()
