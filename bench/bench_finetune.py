@@ -417,9 +417,10 @@ def plain_pass(args: argparse.Namespace, out: Path, adapter: Path, rows: list,
     return plain_dir, [*rows, *pass_rows]
 
 
-RECOVERY_SHARES = {"unchanged constant": 7, "unchanged": 20, "bare path": 20,
+RECOVERY_SHARES = {"unchanged constant": 14, "unchanged": 20, "bare path": 20,
                    "search first": 7, "plain": 26, "anchored": 20}
-"""Rows of each kind the recovery pass trains on (100 in all)."""
+"""Rows of each kind the recovery pass trains on (107 in all; the draw holds about 14 constant
+recoveries, 4 search-first ones and enough of the rest)."""
 
 
 def recovery_kind(row: dict[str, Any]) -> str:
@@ -445,15 +446,15 @@ def recovery_pass(args: argparse.Namespace, out: Path, adapter: Path, rows: list
     first and recover from the tool's answer: an edit path without its folder, an edit that
     changes nothing (for a module constant above the lines viewed, the value it should have,
     which the tool answers by quoting the line the file holds), a grep for a module that does
-    not exist yet (`generate_curriculum(mistake_share=0.5)`, a fresh draw, seed 3, plain names,
-    varied packages). The refused calls are context, not targets
+    not exist yet (`generate_curriculum(mistake_share=0.5)`, a fresh draw of 392 train tasks,
+    seed 3, plain names, varied packages; 28 of them have a module constant). The refused calls are context, not targets
     (`finetune.sft_data.weigh_refused_turns`). Mixed with plain oracles of the same draw and the
     refine pass's anchored ones, `RECOVERY_SHARES` of each. Returns (adapter, all rows trained
     on)."""
     recovery_dir = out / "recovery"
     suite_dir = out / "recovery-suite"
     if not (suite_dir / "tasks.jsonl").is_file():
-        generate_curriculum(suite_dir, train=196, test=14, seed=3, force=True,
+        generate_curriculum(suite_dir, train=392, test=14, seed=3, force=True,
                             vary_train=False, vary_packages=True, mistake_share=0.5)
     oracle = recovery_dir / "oracle" / SFT_FILE
     if not oracle.is_file():

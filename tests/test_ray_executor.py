@@ -150,9 +150,11 @@ def _scratch_of(pid: int) -> list[Path]:
     return [p for p in Path(tempfile.gettempdir()).glob(f"{PREFIX}*") if owner_pid(p) == pid]
 
 
-def _kill_next_worker(spared: set[int], timeout_s: float = 120.0) -> int:
+def _kill_next_worker(spared: set[int], timeout_s: float = 300.0) -> int:
     """SIGKILL the first worker (of this module's cluster) seen running an episode that is
-    not in `spared`, once it has made its task folder; its pid."""
+    not in `spared`, once it has made its task folder; its pid. The wait is as long as the
+    episode's own (a retry's fresh worker can take minutes to start on a loaded 2-core
+    machine)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         for pid in _running_episode_workers() - spared:
