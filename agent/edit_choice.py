@@ -213,13 +213,14 @@ def _prompt_cache(local: LocalModel, prompt_ids: list[int]) -> tuple[Any, Any]:
     last token; the cache becomes the model's shared one, holding `prompt_ids`."""
     import torch
 
-    from agent.local_model import _reusable_cache
+    from agent.local_model import _reusable_cache, cache_argument
 
     past = _reusable_cache(local, prompt_ids)
     done = len(local.cached_ids) if past is not None else 0
     with torch.inference_mode():
-        out = local.model(torch.tensor([prompt_ids[done:]]), past_key_values=past, use_cache=True)
-    local.cache, local.cached_ids = out.past_key_values, list(prompt_ids)
+        out = local.model(torch.tensor([prompt_ids[done:]]), use_cache=True,
+                          **{cache_argument(): past})
+    local.cache, local.cached_ids = getattr(out, cache_argument()), list(prompt_ids)
     return local.cache, out.logits[0, -1:].float()
 
 
@@ -228,8 +229,10 @@ def _forward(local: LocalModel, cache: Any, ids: list[int], last: Any) -> Any:
     (len(ids) + 1 rows); the cache is cut back to the prompt afterwards."""
     import torch
 
+    from agent.local_model import cache_argument
+
     with torch.inference_mode():
-        out = local.model(torch.tensor([ids]), past_key_values=cache, use_cache=True)
+        out = local.model(torch.tensor([ids]), use_cache=True, **{cache_argument(): cache})
     cache.crop(-len(ids))  # transformers 5: a negative count of tokens to drop
     return torch.log_softmax(torch.cat([last, out.logits[0].float()]), dim=-1)
 

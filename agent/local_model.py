@@ -224,7 +224,7 @@ def generate(
         past = _reusable_cache(local, prompt_ids)
         out = local.model.generate(
             input_ids=torch.tensor([prompt_ids]),
-            past_key_values=past,
+            **{cache_argument(): past},
             attention_mask=torch.ones(1, len(prompt_ids), dtype=torch.long),
             max_new_tokens=budget,
             eos_token_id=eos,
@@ -239,7 +239,7 @@ def generate(
             **sampling,
         )
         completion_ids = out.sequences[0, len(prompt_ids):].tolist()
-        local.cache = out.past_key_values
+        local.cache = getattr(out, cache_argument())
         length = local.cache.get_seq_length() if local.cache is not None else 0
         local.cached_ids = (list(prompt_ids) + completion_ids)[:length]
     logprobs = [
@@ -255,6 +255,15 @@ def generate(
             text, stopped = text[: text.index(s)], True
     finish = "stop" if stopped or len(completion_ids) < budget else "length"
     return Generation(text, list(prompt_ids), completion_ids, logprobs, finish)
+
+
+@functools.cache
+def cache_argument() -> str:
+    """The name transformers takes and returns a key/value cache by: `cache` since 5.x renamed
+    it (`past_key_values` is deprecated there, and goes in 5.40), `past_key_values` before."""
+    from transformers.generation import utils
+
+    return "cache" if "cache" in getattr(utils, "ALL_CACHE_NAMES", ()) else "past_key_values"
 
 
 def _reusable_cache(local: LocalModel, prompt_ids: list[int]) -> Any:

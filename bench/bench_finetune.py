@@ -322,16 +322,21 @@ def main() -> None:
     if after_grpo:
         more = after_grpo["summary"]["pass@1"] - after_sft["summary"]["pass@1"]
         lines.append(f"pass@1 change of GRPO over SFT: {more * 100:+.1f} points")
-    lines.append(f"SFT: {len(rows)} oracle conversations, {sft_metrics['steps']} steps, "
+    lines.append(f"last SFT stage: {len(rows)} oracle conversations in all, "
+                 f"{sft_metrics['steps']} steps, "
                  f"{sft_metrics['seconds_per_step']} s/step, {sft_metrics['seconds']} s, "
                  f"train loss {sft_metrics.get('train_loss', 0):.3f}")
-    training = sft_metrics["seconds"]
+    stages = training_stages(sft_dir)
+    training = sum((stage["metrics"] or {}).get("seconds", 0) for stage in stages)
+    if len(stages) > 1:
+        lines.append("SFT stages (s): " + ", ".join(
+            f"{stage['adapter']} {(stage['metrics'] or {}).get('seconds')}" for stage in stages))
     if grpo_metrics:
         training += grpo_metrics["seconds"]
         lines.append(f"GRPO: {grpo_metrics['steps']} steps, {grpo_metrics['seconds_per_step']} "
                      f"s/step, {grpo_metrics['seconds']} s; {grpo_metrics['groups_all_equal']} "
                      f"of {grpo_metrics['groups']} groups had all-equal rewards")
-    lines.append(f"training wall time (SFT + GRPO): {training / 60:.1f} min")
+    lines.append(f"training wall time (every SFT stage + GRPO): {training / 60:.1f} min")
     lines.append(f"stage wall times (s): {json.dumps(times)}")
     lines.append(f"reports: {sft_dir / 'report.md'}"
                  + (f", {out / 'grpo' / 'report.md'}" if grpo_metrics else ""))
@@ -447,10 +452,10 @@ def recovery_pass(args: argparse.Namespace, out: Path, adapter: Path, rows: list
     changes nothing (for a module constant above the lines viewed, the value it should have,
     which the tool answers by quoting the line the file holds), a grep for a module that does
     not exist yet (`generate_curriculum(mistake_share=0.5)`, a fresh draw of 392 train tasks,
-    seed 3, plain names, varied packages; 28 of them have a module constant). The refused calls are context, not targets
-    (`finetune.sft_data.weigh_refused_turns`). Mixed with plain oracles of the same draw and the
-    refine pass's anchored ones, `RECOVERY_SHARES` of each. Returns (adapter, all rows trained
-    on)."""
+    seed 3, plain names, varied packages; 28 of them have a module constant). The refused
+    calls are context, not targets (`finetune.sft_data.weigh_refused_turns`). Mixed with plain
+    oracles of the same draw and the refine pass's anchored ones, `RECOVERY_SHARES` of each.
+    Returns (adapter, all rows trained on)."""
     recovery_dir = out / "recovery"
     suite_dir = out / "recovery-suite"
     if not (suite_dir / "tasks.jsonl").is_file():
@@ -514,6 +519,23 @@ def anchors_on_def(calls: Iterable[tuple[str, Any]]) -> bool:
                for name, arguments in calls)
 
 
+def training_stages(adapter: Path) -> list[dict[str, Any]]:
+    """The runs that made `adapter`, first to last: each one's folder name, config, metrics and
+    data, following the `init_adapter` each went on training from."""
+    from finetune.run_dir import read_manifest
+
+    stages: list[dict[str, Any]] = []
+    folder = adapter
+    while True:
+        run = read_manifest(folder)
+        stages.insert(0, {"adapter": folder.name, "config": run.get("config"),
+                          "metrics": run.get("metrics"), "data": run.get("data")})
+        parent = (run.get("config") or {}).get("init_adapter")
+        if not parent:
+            return stages
+        folder = Path(parent)
+
+
 def ship_adapter(adapter: Path, rows: list, suite_dir: Path, curriculum: dict,
                  heldout: dict[str, dict], demo: dict | None) -> None:
     """Copy the adapter to agent/adapters/apprentice-135m with its manifest (the default)."""
@@ -525,17 +547,8 @@ def ship_adapter(adapter: Path, rows: list, suite_dir: Path, curriculum: dict,
     def figures(report: dict) -> dict:
         return {k: report["summary"].get(k) for k in ("tasks", "pass@1", "format_error_rate")}
 
-    manifest: dict = {}
-    stages, folder = [], adapter
-    while True:  # the adapter, and the ones it went on training from
-        run = read_manifest(folder)
-        manifest = manifest or run
-        stages.insert(0, {"adapter": folder.name, "config": run.get("config"),
-                          "metrics": run.get("metrics"), "data": run.get("data")})
-        parent = (run.get("config") or {}).get("init_adapter")
-        if not parent:
-            break
-        folder = Path(parent)
+    manifest = read_manifest(adapter)
+    stages = training_stages(adapter)
     seconds = sum((stage.get("metrics") or {}).get("seconds", 0) for stage in stages)
     target = ship(adapter, {
         "name": SHIPPED, "base_model": "smollm2-135m", "trained_by": "bench/bench_finetune.py",
