@@ -101,7 +101,19 @@ oracles do). It still sends `MINUTES_PER_HOUR = 60` unchanged, and after the ref
 misspelt path instead of viewing the whole file (7 such oracles of 97 were not enough). Since
 then `str_replace` reports that edit as not found, quoting the line the file holds
 (`MINUTES_PER_HOUR = 24`), and the recovering oracle edits from the quote instead of viewing
-the file; the shipped adapter has not trained on that form.
+the file. The default since 2026-12-07 (latest) is the whole command rerun on a quiet machine
+with that form and a recovery draw of 392 tasks (14 constant recoveries, 7 search-first; 107
+rows; bench/results/apprentice-135m/quiet-chain-*):
+
+    stage                                           curriculum  demo  training
+    SFT, refine, plain, recovery (one command)      0.857       1     196 + 56 + 126 + 107 steps,
+      sampled 4 per task at 0.7: pass@1 0.786,                        8.8 s/step, 69.8 min
+      pass@4 0.929; toolz 0/13, more-itertools 0/8,                   (+8.3 min of oracles)
+      no malformed call on either
+
+Greedily one task fewer than the chain before it (the constant, renamed rather than re-valued,
+and `wrong_default`, fixed and then deleted by a second edit without `new_str`); sampled, 44
+passing episodes of 56 against 40. The constant still fails all 4 samples.
 """
 
 from __future__ import annotations
