@@ -339,7 +339,7 @@ def main() -> None:
                  f"{sft_metrics['seconds_per_step']} s/step, {sft_metrics['seconds']} s, "
                  f"train loss {sft_metrics.get('train_loss', 0):.3f}")
     stages = training_stages(sft_dir)
-    training = sum((stage["metrics"] or {}).get("seconds", 0) for stage in stages)
+    training = training_seconds(stages)
     if len(stages) > 1:
         lines.append("SFT stages (s): " + ", ".join(
             f"{stage['adapter']} {(stage['metrics'] or {}).get('seconds')}" for stage in stages))
@@ -436,8 +436,8 @@ def plain_pass(args: argparse.Namespace, out: Path, adapter: Path, rows: list,
 
 RECOVERY_SHARES = {"unchanged constant": 14, "unchanged": 20, "bare path": 20,
                    "search first": 7, "plain": 26, "anchored": 20}
-"""Rows of each kind the recovery pass trains on (107 in all; the draw holds about 14 constant
-recoveries, 4 search-first ones and enough of the rest)."""
+"""Rows of each kind the recovery pass trains on (107 in all; the 392-task draw held 14 constant
+recoveries, 7 search-first ones and enough of the rest)."""
 
 
 def recovery_kind(row: dict[str, Any]) -> str:
@@ -548,6 +548,11 @@ def training_stages(adapter: Path) -> list[dict[str, Any]]:
         folder = Path(parent)
 
 
+def training_seconds(stages: list[dict[str, Any]]) -> float:
+    """The training seconds of `training_stages`, added up."""
+    return sum((stage["metrics"] or {}).get("seconds", 0) for stage in stages)
+
+
 def ship_adapter(adapter: Path, rows: list, suite_dir: Path, curriculum: dict,
                  heldout: dict[str, dict], demo: dict | None) -> None:
     """Copy the adapter to agent/adapters/apprentice-135m with its manifest (the default)."""
@@ -561,7 +566,7 @@ def ship_adapter(adapter: Path, rows: list, suite_dir: Path, curriculum: dict,
 
     manifest = read_manifest(adapter)
     stages = training_stages(adapter)
-    seconds = sum((stage.get("metrics") or {}).get("seconds", 0) for stage in stages)
+    seconds = training_seconds(stages)
     target = ship(adapter, {
         "name": SHIPPED, "base_model": "smollm2-135m", "trained_by": "bench/bench_finetune.py",
         "data_sha256": rows_digest(rows), "sft_sources": {"curriculum train split": len(rows)},
