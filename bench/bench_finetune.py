@@ -217,6 +217,9 @@ def main() -> None:
     parser.add_argument("--grpo-generations", type=int, default=4)
     parser.add_argument("--grpo-lr", type=float, default=1e-4)
     parser.add_argument("--grpo-temperature", type=float, default=1.0)
+    parser.add_argument("--grpo-seed", type=int, default=None,
+                        help="draw GRPO's --grpo-tasks as a curriculum of their own with this "
+                             "seed (DIR/grpo-suite) instead of after the SFT tasks of DIR/suite")
     args = parser.parse_args()
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -225,7 +228,7 @@ def main() -> None:
     suite_dir = out / "suite"
     if not (suite_dir / "tasks.jsonl").is_file():
         started = stage("curriculum")
-        generate_curriculum(suite_dir, train=args.train + args.grpo_tasks,
+        generate_curriculum(suite_dir, train=sft_train_tasks(args),
                             test=max(args.test, 14), force=True)
         done(started, times, "curriculum")
 
@@ -268,11 +271,7 @@ def main() -> None:
             sft_metrics = read_manifest(sft_dir)["metrics"]
 
     if args.demo:
-        from bench_transfer import run_demo
-
-        demo = run_demo(sft_dir / "evals" / "demo.json", sft_dir, out / "home")
-        print(f"   demo after SFT: reward {demo.get('reward')}, {demo.get('steps')} steps, "
-              f"{demo.get('wall_time_s')} s", flush=True)
+        run_demo_with(sft_dir, out, "SFT")
     started = stage("eval after SFT")
     after_sft = run_eval(args, suite_dir, sft_dir / "evals" / "after-sft.json", sft_dir)
     done(started, times, "eval after sft")
@@ -287,19 +286,28 @@ def main() -> None:
         from finetune.grpo import GRPORunConfig, run_grpo
 
         grpo_dir = out / "grpo"
+        grpo_suite, skip = suite_dir, args.train
+        if args.grpo_seed is not None:
+            grpo_suite, skip = out / "grpo-suite", 0
+            if not (grpo_suite / "tasks.jsonl").is_file():
+                generate_curriculum(grpo_suite, train=args.grpo_tasks, test=14,
+                                    seed=args.grpo_seed, force=True)
         if not (grpo_dir / "adapter_model.safetensors").is_file():
-            started = stage(f"GRPO from the SFT adapter, {args.grpo_steps} steps on the "
+            started = stage(f"GRPO from {sft_dir}, {args.grpo_steps} steps on "
                             f"{args.grpo_tasks} train tasks SFT did not see")
-            run_grpo(GRPORunConfig(suite=suite_dir, model="smollm2-135m", adapter=sft_dir,
-                                   output_dir=grpo_dir, skip=args.train,
+            run_grpo(GRPORunConfig(suite=grpo_suite, model="smollm2-135m", adapter=sft_dir,
+                                   output_dir=grpo_dir, skip=skip, limit=args.grpo_tasks,
                                    max_steps=args.grpo_steps,
                                    num_generations=args.grpo_generations,
                                    learning_rate=args.grpo_lr,
                                    temperature=args.grpo_temperature, workers=args.workers,
                                    episode_max_steps=args.episode_steps,
-                                   max_tokens=args.max_tokens))
+                                   max_tokens=args.max_tokens,
+                                   repo_map_tokens=args.repo_map_tokens))
             done(started, times, "grpo")
         grpo_metrics = read_manifest(grpo_dir)["metrics"]
+        if args.demo:
+            run_demo_with(grpo_dir, out, "GRPO")
         started = stage("eval after GRPO")
         after_grpo = run_eval(args, suite_dir, grpo_dir / "evals" / "after-grpo.json", grpo_dir)
         done(started, times, "eval after grpo")
@@ -309,7 +317,7 @@ def main() -> None:
     final = out / "grpo" if grpo_metrics else sft_dir
     demo_result = None
     if args.demo:
-        demo_result = json.loads((sft_dir / "evals" / "demo.json").read_text())
+        demo_result = json.loads((final / "evals" / "demo.json").read_text())
     heldout = {}
     for spec in args.heldout:
         name, _, folder = spec.partition("=")
@@ -338,13 +346,12 @@ def main() -> None:
                  f"{sft_metrics['steps']} steps, "
                  f"{sft_metrics['seconds_per_step']} s/step, {sft_metrics['seconds']} s, "
                  f"train loss {sft_metrics.get('train_loss', 0):.3f}")
-    stages = training_stages(sft_dir)
+    stages = training_stages(final)
     training = training_seconds(stages)
     if len(stages) > 1:
-        lines.append("SFT stages (s): " + ", ".join(
+        lines.append("stages (s): " + ", ".join(
             f"{stage['adapter']} {(stage['metrics'] or {}).get('seconds')}" for stage in stages))
     if grpo_metrics:
-        training += grpo_metrics["seconds"]
         lines.append(f"GRPO: {grpo_metrics['steps']} steps, {grpo_metrics['seconds_per_step']} "
                      f"s/step, {grpo_metrics['seconds']} s; {grpo_metrics['groups_all_equal']} "
                      f"of {grpo_metrics['groups']} groups had all-equal rewards")
@@ -357,6 +364,22 @@ def main() -> None:
     print("\n" + text)
     if args.ship:
         ship_adapter(final, rows, suite_dir, after_grpo or after_sft, heldout, demo_result)
+
+
+def sft_train_tasks(args: argparse.Namespace) -> int:
+    """Train tasks of DIR/suite: the SFT ones, and GRPO's after them unless they have a draw of
+    their own (`--grpo-seed`)."""
+    return args.train + (args.grpo_tasks if args.grpo_seed is None else 0)
+
+
+def run_demo_with(adapter: Path, out: Path, name: str) -> dict[str, Any]:
+    """The README's demo with `adapter` (once: its result is kept in the adapter's evals)."""
+    from bench_transfer import run_demo
+
+    demo = run_demo(adapter / "evals" / "demo.json", adapter, out / "home")
+    print(f"   demo after {name}: reward {demo.get('reward')}, {demo.get('steps')} steps, "
+          f"{demo.get('wall_time_s')} s", flush=True)
+    return demo
 
 
 def refine(args: argparse.Namespace, out: Path, adapter: Path, rows: list,
@@ -418,7 +441,7 @@ def plain_pass(args: argparse.Namespace, out: Path, adapter: Path, rows: list,
     plain_dir = out / "plain"
     suite_dir = out / "plain-suite"
     if not (suite_dir / "tasks.jsonl").is_file():
-        generate_curriculum(suite_dir, train=args.train + args.grpo_tasks,
+        generate_curriculum(suite_dir, train=sft_train_tasks(args),
                             test=max(args.test, 14), force=True, vary_train=False,
                             vary_packages=args.plain_packages)
     oracle = plain_dir / "oracle" / SFT_FILE
@@ -533,16 +556,22 @@ def anchors_on_def(calls: Iterable[tuple[str, Any]]) -> bool:
 
 def training_stages(adapter: Path) -> list[dict[str, Any]]:
     """The runs that made `adapter`, first to last: each one's folder name, config, metrics and
-    data, following the `init_adapter` each went on training from."""
-    from finetune.run_dir import read_manifest
+    data, following the adapter each went on training from (an SFT run's `init_adapter`, a
+    GRPO run's `adapter`). A shipped adapter (`manifest.json`) ends the walk with its stages."""
+    from finetune.run_dir import MANIFEST, read_manifest
 
     stages: list[dict[str, Any]] = []
     folder = adapter
     while True:
+        shipped = folder / "manifest.json"
+        if shipped.is_file() and not (folder / MANIFEST).is_file():
+            return [*json.loads(shipped.read_text()).get("stages", []), *stages]
         run = read_manifest(folder)
-        stages.insert(0, {"adapter": folder.name, "config": run.get("config"),
-                          "metrics": run.get("metrics"), "data": run.get("data")})
-        parent = (run.get("config") or {}).get("init_adapter")
+        stages.insert(0, {"adapter": folder.name, "kind": run.get("kind", "sft"),
+                          "config": run.get("config"), "metrics": run.get("metrics"),
+                          "data": run.get("data")})
+        config = run.get("config") or {}
+        parent = config.get("init_adapter") or config.get("adapter")
         if not parent:
             return stages
         folder = Path(parent)
@@ -551,6 +580,16 @@ def training_stages(adapter: Path) -> list[dict[str, Any]]:
 def training_seconds(stages: list[dict[str, Any]]) -> float:
     """The training seconds of `training_stages`, added up."""
     return sum((stage["metrics"] or {}).get("seconds", 0) for stage in stages)
+
+
+def grpo_sources(manifest: dict[str, Any]) -> dict[str, Any]:
+    """For a GRPO run's manifest, the tasks its episodes explored (none for SFT)."""
+    if manifest.get("kind") != "grpo":
+        return {}
+    data = manifest.get("data") or {}
+    return {"grpo_sources": {f"curriculum {data.get('split')} split ({data.get('suite')})":
+                             data.get("tasks")},
+            "grpo_suite_sha256": data.get("suite_sha256")}
 
 
 def ship_adapter(adapter: Path, rows: list, suite_dir: Path, curriculum: dict,
@@ -573,6 +612,7 @@ def ship_adapter(adapter: Path, rows: list, suite_dir: Path, curriculum: dict,
         "suite": "finetune.curriculum (seed 0, varied train split)",
         "suite_sha256": load_suite(suite_dir).digest(), "config": manifest.get("config"),
         "metrics": manifest.get("metrics"), "stages": stages,
+        **grpo_sources(manifest),
         "training_minutes": round(seconds / 60, 1),
         "figures": {"curriculum": figures(curriculum),
                     **{name: figures(report) for name, report in heldout.items()},

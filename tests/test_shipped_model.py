@@ -26,6 +26,7 @@ def test_the_shipped_adapter_is_the_default_and_matches_its_manifest() -> None:
     assert manifest["adapter_sha256"] == models.adapter_digest(SHIPPED)
     assert manifest["figures"]["demo"]["reward"] == 1
     assert "more_itertools" not in json.dumps(manifest["sft_sources"])
+    assert "more_itertools" not in json.dumps(manifest.get("grpo_sources", {}))
     assert models.known_adapter("apprentice-135m") == SHIPPED
 
 
