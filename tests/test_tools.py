@@ -80,7 +80,8 @@ def test_str_replace_requires_a_unique_match(box, ctx) -> None:
     missing = call(box, ctx, "str_replace", path="pkg/mod.py", old_str="nope", new_str="x")
     assert missing.is_error and "not found" in missing.output and "closest" not in missing.output
     twice = call(box, ctx, "str_replace", path="notes.txt", old_str="alpha", new_str="x")
-    assert twice.is_error and "2 times" in twice.output and "[1, 3]" in twice.output
+    assert twice.output == ("Error: old_str occurs 2 times in notes.txt: line 1 `alpha`, line 3 "
+                            "`alpha beta`; include more surrounding lines to make it unique.")
     before = (ctx.workspace / "pkg/mod.py").read_text()
     same = call(box, ctx, "str_replace", path="pkg/mod.py", old_str="x + 1", new_str="x + 1")
     assert same.is_error and "nothing would change" in same.output

@@ -220,9 +220,9 @@ class StrReplace(Tool):
             raise ToolError("new_str is the same as old_str, so nothing would change; write the "
                             "corrected text in new_str.")
         if count > 1:
-            lines = [text[: i].count("\n") + 1 for i in _occurrences(text, args.old_str)]
-            raise ToolError(f"old_str occurs {count} times in {shown} (lines {lines}); include "
-                            "more surrounding lines to make it unique.")
+            raise ToolError(f"old_str occurs {count} times in {shown}: "
+                            f"{_occurrence_lines(text, args.old_str)}; include more surrounding "
+                            "lines to make it unique.")
         start = text.index(args.old_str)
         new_text = text.replace(args.old_str, args.new_str, 1)
         _write_checked(fs, shown, text, new_text, ctx)
@@ -239,6 +239,16 @@ def _closest_line(text: str, old_str: str) -> str:
     if not found:
         return ""
     return f" The closest line is {lines[found[0]]}: `{_clip(found[0])}`."
+
+
+def _occurrence_lines(text: str, needle: str, shown: int = 5) -> str:
+    """"line 12 `X = 24`, line 17 `return x * X`" for the first `shown` lines that hold `needle`
+    (its first line), so the model sees what tells them apart without another view."""
+    lines = text.splitlines()
+    numbers = sorted({text[:at].count("\n") + 1 for at in _occurrences(text, needle)})
+    quoted = [f"line {n} `{_clip(lines[n - 1].strip())}`" for n in numbers[:shown]]
+    more = len(numbers) - shown
+    return ", ".join(quoted) + (f" and {more} more" if more > 0 else "")
 
 
 def _occurrences(text: str, needle: str) -> list[int]:
