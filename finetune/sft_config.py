@@ -27,6 +27,9 @@ def trl_config(trl_class: type[TrainerArgs], config: BaseModel, **computed: Any)
 
     names = {field.name for field in dataclasses.fields(trl_class)}  # type: ignore[arg-type]
     shared = {name: getattr(config, name) for name in type(config).model_fields if name in names}
+    if "activation_checkpointing" in names and "gradient_checkpointing" in shared:
+        # transformers 5.x renamed it; the old name still works but warns on every run
+        shared["activation_checkpointing"] = shared.pop("gradient_checkpointing")
     fixed = {**FIXED_TRAINER_ARGS, "use_cpu": not torch.cuda.is_available()}
     return trl_class(**{**shared, **fixed, **computed})
 
