@@ -571,15 +571,13 @@ def anchors_on_def(calls: Iterable[tuple[str, Any]]) -> bool:
 def training_stages(adapter: Path) -> list[dict[str, Any]]:
     """The runs that made `adapter`, first to last: each one's folder name, config, metrics and
     data, following the adapter each went on training from (an SFT run's `init_adapter`, a
-    GRPO run's `adapter`). A shipped adapter (`manifest.json`) ends the walk with its stages."""
-    from finetune.run_dir import MANIFEST, read_manifest
+    GRPO run's `adapter`). Every one must be a run folder: a shipped adapter is replaced by
+    the next shipment, so its manifest may no longer describe what a run started from."""
+    from finetune.run_dir import read_manifest
 
     stages: list[dict[str, Any]] = []
     folder = adapter
     while True:
-        shipped = folder / "manifest.json"
-        if shipped.is_file() and not (folder / MANIFEST).is_file():
-            return [*json.loads(shipped.read_text()).get("stages", []), *stages]
         run = read_manifest(folder)
         stages.insert(0, {"adapter": folder.name, "kind": run.get("kind", "sft"),
                           "config": run.get("config"), "metrics": run.get("metrics"),
