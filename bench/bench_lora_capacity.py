@@ -19,9 +19,10 @@ training rows (does it fit them?) and on the same kind of rows of the held-out s
 the same way (does it carry?). exp(-nats) is the probability that one unconstrained sample at
 temperature 1 writes exactly that call, so it bounds what sampling (`--samples N`) and GRPO can
 find. `repair` is the cost of the tokens from the first one where `new_str` departs from
-`old_str` to the end of the call. An adapter on all blocks trains with gradient checkpointing:
-without it, rank 128 filled 24 GiB at step 25 (the longest row is 10,152 tokens) and was
-killed. Writes OUT/capacity.json; the stages resume from OUT.
+`old_str` to the end of the call. Training keeps the rows of at most `--max-row-tokens`: with
+a 10,152-token row, rank 128 on every block filled 24 GiB at step 25 and was killed, and
+gradient checkpointing, which fits it, doubled the step time (60 s). Writes OUT/capacity.json;
+the stages resume from OUT.
 """
 
 from __future__ import annotations
@@ -105,9 +106,9 @@ def edit_cost(model: Any, tokenizer: Any, row: dict[str, Any]) -> dict[str, Any]
     start = end
     while start > 0 and mask[start - 1]:
         start -= 1
-    with torch.no_grad():
-        logits = model(torch.tensor([ids[:end]])).logits[0].float()
-    logprobs = torch.log_softmax(logits[start - 1:end - 1], dim=-1)
+    with torch.no_grad():  # logits of the positions that predict the turn's tokens only
+        logits = model(torch.tensor([ids[:end]]), logits_to_keep=end - start + 1).logits[0]
+    logprobs = torch.log_softmax(logits[:-1].float(), dim=-1)
     target = torch.tensor(ids[start:end])
     nats = (-logprobs.gather(1, target[:, None])[:, 0]).tolist()
     call = row["messages"][-1]["tool_calls"][0]["function"]
@@ -157,6 +158,7 @@ def main() -> None:
                         help="NAME=DIR: an adapter trained elsewhere, measured the same way.")
     parser.add_argument("--epochs", type=float, default=2.0)
     parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--max-row-tokens", type=int, default=4500)
     args = parser.parse_args()
     configs = args.config or ["r16-last10", "r128-all"]
     for name in configs:
@@ -169,6 +171,10 @@ def main() -> None:
                    log=lambda line: print(line, flush=True))
     train = repair_rows(synth, out / "train", "train")
     heldout = repair_rows(args.heldout, out / "heldout", "test")
+    _, model_dir = base_model_spec("smollm2-135m")
+    _, tokenizer = load_base(model_dir)
+    train = [row for row in train
+             if len(tokenize_row(row, tokenizer)["input_ids"]) <= args.max_row_tokens]
     print(f"{len(train)} training rows, {len(heldout)} held-out rows", flush=True)
     results_file = out / "capacity.json"
     results = json.loads(results_file.read_text()) if results_file.is_file() else {}
@@ -184,8 +190,7 @@ def main() -> None:
                 started = time.monotonic()
                 entry["training"] = run_sft(train, SFTRunConfig(
                     model="smollm2-135m", output_dir=adapter, epochs=args.epochs,
-                    learning_rate=args.lr, lora=lora_of(name),
-                    gradient_checkpointing=lora_of(name).last_layers is None),
+                    learning_rate=args.lr, lora=lora_of(name)),
                     source="in-view locate-first repairs of 7 training libraries")
                 print(f"{name}: trained in {time.monotonic() - started:.0f} s", flush=True)
         entry["train"] = costs(adapter, train)
