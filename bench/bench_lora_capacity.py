@@ -23,6 +23,26 @@ find. `repair` is the cost of the tokens from the first one where `new_str` depa
 a 10,152-token row, rank 128 on every block filled 24 GiB at step 25 and was killed, and
 gradient checkpointing, which fits it, doubled the step time (60 s). Writes OUT/capacity.json;
 the stages resume from OUT.
+
+Measured 2026-12-07 on 2 CPU cores: 112 tasks synthesized in 292 s, 62 training rows (of 66
+in-view `locate`-first repairs; 4 longer than 4,500 tokens), 2 epochs (124 steps) at lr 5e-4;
+held out, the 10 in-view tasks of the 13-task toolz draw of the README. Costs in nats, median
+over rows ("P>=1/12": rows whose whole call one sample writes with probability at least 1/12):
+
+| adapter | training | train call / repair | train P>=1/12 | toolz call / repair | toolz P>=1/12 |
+|---|---|---|---|---|---|
+| base SmolLM2-135M | | 89.6 / 11.7 | 0 of 62 | 109.7 / 17.6 | 0 of 10 |
+| r16-last10 | 23 min, 11.1 s/step | 19.0 / 5.7 | 0 of 62 | 43.2 / 8.1 | 0 of 10 |
+| r128-all | 59 min, 28.5 s/step | 4.0 / 1.4 | 16 of 62 | 21.0 / 5.2 | 0 of 10 |
+
+Held-out repair cost per kind, base -> r128-all: change_constant 7.5 -> 1.0, 16.7 -> 0.9,
+14.1 -> 1.1; flip_comparison 5.4 -> 3.2; remove_not 11.1 -> 5.3; shuffle_statements 17.6 ->
+5.2, 19.9 -> 4.4; drop_condition 37.1 -> 31.7; remove_statement 31.9 -> 23.2, 38.6 -> 30.5.
+Rank 16 on the last 10 blocks, the same rows and steps: constants 3.3, 6.8, 5.7; flip 2.5;
+remove_not 7.0; shuffles 8.1, 9.5; the not-in-view kinds 20 to 29. So the larger adapter fits
+its own repairs (repair median 5.7 -> 1.4) and carries part of it to the held-out library
+(8.1 -> 5.2, the constants 3 to 7 -> about 1), but no whole held-out call reaches 1 in 12.
+Files: `bench/results/capacity/`.
 """
 
 from __future__ import annotations
