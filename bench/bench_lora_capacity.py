@@ -149,21 +149,28 @@ def edit_cost(model: Any, tokenizer: Any, row: dict[str, Any]) -> dict[str, Any]
             "repair_nats": round(sum(nats[first:]), 3), "max_token_nats": round(max(nats), 3)}
 
 
-def costs(adapter: Path | None, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Edit costs of `rows` under the base model plus `adapter` (None: the base alone)."""
+def scorer(adapter: Path | None) -> tuple[Any, Any]:
+    """The base model plus `adapter` (None: the base alone) in eval mode, and its tokenizer."""
     _, model_dir = base_model_spec("smollm2-135m")
     model, tokenizer = load_base(model_dir)
     if adapter is not None:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(adapter))
-    model.eval()
+    return model.eval(), tokenizer
+
+
+def upper_median(values: list[float]) -> float | None:
+    return sorted(values)[len(values) // 2] if values else None
+
+
+def costs(model: Any, tokenizer: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Edit costs of `rows` under `model`: per row, and their medians and mean."""
     per_row = [edit_cost(model, tokenizer, row) for row in rows]
-    nats = sorted(r["nats"] for r in per_row)
-    return {"rows": len(per_row), "median_nats": nats[len(nats) // 2] if nats else None,
+    nats = [r["nats"] for r in per_row]
+    return {"rows": len(per_row), "median_nats": upper_median(nats),
             "mean_nats": round(sum(nats) / max(len(nats), 1), 3),
-            "median_repair_nats": sorted(r["repair_nats"] for r in per_row)[len(nats) // 2]
-            if nats else None,
+            "median_repair_nats": upper_median([r["repair_nats"] for r in per_row]),
             "rows_above_1_in_12": sum(math.exp(-n) >= 1 / 12 for n in nats),
             "per_row": per_row}
 
@@ -191,8 +198,9 @@ def main() -> None:
                    log=lambda line: print(line, flush=True))
     train = repair_rows(synth, out / "train", "train")
     heldout = repair_rows(args.heldout, out / "heldout", "test")
-    _, model_dir = base_model_spec("smollm2-135m")
-    _, tokenizer = load_base(model_dir)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_model_spec("smollm2-135m")[1])
     train = [row for row in train
              if len(tokenize_row(row, tokenizer)["input_ids"]) <= args.max_row_tokens]
     print(f"{len(train)} training rows, {len(heldout)} held-out rows", flush=True)
@@ -213,8 +221,9 @@ def main() -> None:
                     learning_rate=args.lr, lora=lora_of(name)),
                     source="in-view locate-first repairs of 7 training libraries")
                 print(f"{name}: trained in {time.monotonic() - started:.0f} s", flush=True)
-        entry["train"] = costs(adapter, train)
-        entry["heldout"] = costs(adapter, heldout)
+        model, tokenizer = scorer(adapter)
+        entry["train"] = costs(model, tokenizer, train)
+        entry["heldout"] = costs(model, tokenizer, heldout)
         results[name] = entry
         results_file.write_text(json.dumps(results, indent=1))
         print(name, {part: {k: v for k, v in entry[part].items() if k != "per_row"}
