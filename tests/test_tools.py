@@ -72,8 +72,12 @@ def test_view_numbers_lines_and_ranges(box, ctx) -> None:
     obs = call(box, ctx, "view", path="pkg/mod.py", view_range=[2, 2])
     assert obs.output == "     2\t    return x + 1"
     assert "mod.py" in call(box, ctx, "view", path="/workspace/pkg").output
-    bad = call(box, ctx, "view", path="pkg/mod.py", view_range=[5, 99])
-    assert bad.is_error and "invalid" in bad.output
+    tail = call(box, ctx, "view", path="pkg/mod.py", view_range=[5, 99])  # past the end
+    assert not tail.is_error
+    assert tail.output == "     5\tdef g():\n     6\t    return 2\n[pkg/mod.py ends at line 6]"
+    for wrong in ([7, 99], [0, 3], [4, 2]):
+        bad = call(box, ctx, "view", path="pkg/mod.py", view_range=wrong)
+        assert bad.is_error and "invalid" in bad.output and "has 6 lines" in bad.output
 
 
 def test_str_replace_requires_a_unique_match(box, ctx) -> None:

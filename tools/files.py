@@ -139,19 +139,24 @@ class View(Tool):
             return Observation(_listing(fs, shown))
         lines = _read_text(fs, shown).splitlines()
         first, last = 1, len(lines)
+        past_end = False
         if args.view_range is not None:
             if len(args.view_range) != 2:
                 raise ToolError("view_range must be [first, last].")
             first, last = args.view_range
             last = len(lines) if last == -1 else last
-            if not 1 <= first <= max(last, 1) or last > len(lines):
+            if not 1 <= first <= min(max(last, 1), max(len(lines), 1)):
                 raise ToolError(f"view_range {args.view_range} is invalid: {shown} has "
                                 f"{len(lines)} lines.")
+            past_end = last > len(lines)
+            last = min(last, len(lines))
         body = _numbered(lines[first - 1 : last], first)
         if len(body) > MAX_VIEW_CHARS:
             body = body[:MAX_VIEW_CHARS]
             last = first + body.count("\n") - 1  # the last line shown whole
             body += "\n... [cut: use view_range to see the rest]"
+        elif past_end:
+            body += f"\n[{shown} ends at line {len(lines)}]"
         return Observation(body or f"{shown} is empty.", data={READ: shown, LINES: [first, last]})
 
 
