@@ -81,7 +81,7 @@ KNOWN_MODELS: dict[str, KnownModel] = {
             context_window=8192,
             licence="Apache-2.0",
             description="smollm2-135m + apprentice's LoRA adapter, trained on its own verified "
-                        "episodes (synthesized tasks and the curriculum); the default.",
+                        "episodes of the curriculum (SFT, then GRPO); the default.",
             tool_set="core",
             base="smollm2-135m",
         ),
