@@ -15,6 +15,9 @@ from tools.sandbox import SandboxConfig
 DEFAULT_MODEL = "local/apprentice-135m"
 """The model every command uses unless told otherwise: the embedded local default."""
 
+ToolGrammar = Literal["edits", "paths", "calls", "off"]
+"""How a local model's tool calls are decoded (`LLMConfig.tool_grammar`)."""
+
 
 class LLMConfig(BaseModel):
     """How the model is called."""
@@ -32,7 +35,7 @@ class LLMConfig(BaseModel):
     tool_choice: str | None = Field(
         None, description="`required` forces a tool call each turn; default: the model decides."
     )
-    tool_grammar: Literal["edits", "paths", "calls", "off"] = Field(
+    tool_grammar: ToolGrammar = Field(
         "calls", description="Local models: `calls` generates each tool call under a grammar of "
         "the tools' schemas (always a well-formed call of a known tool); `paths` also keeps path "
         "arguments to the workspace's files and folders, and an edit to whole lines the model "

@@ -103,7 +103,8 @@ def run_grpo(config: GRPORunConfig,
     model, tokenizer, peft_config = _policy_model(config, model_dir)
     g = config.num_generations
     episode = rollout_episode(config.episode_max_steps, config.max_tokens, config.temperature,
-                              config.sandbox, config.tools, config.repo_map_tokens)
+                              config.sandbox, config.tools, config.repo_map_tokens,
+                              config.tool_grammar)
     sampler = None
     if config.dynamic_sampling:
         history = history_from_report(config.task_history) if config.task_history else {}

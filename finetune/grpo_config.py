@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from agent.episode_config import ToolGrammar
 from agent.executor_config import ExecutorConfig
 from finetune.sft_config import LoraSettings, trl_config
 from tools.sandbox import SandboxConfig
@@ -72,6 +73,10 @@ class GRPORunConfig(BaseModel):
                                      "--rollout-server, which every node must reach).")
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     tools: str | None = Field(None, description="Tool set or names; default: the model's.")
+    tool_grammar: ToolGrammar = Field(
+        "calls", description="How the policy in process decodes its tool calls in the "
+        "rollouts, as `agent eval --tool-grammar`: train under the decoding it is evaluated "
+        "with. The recorded logprobs are the model's own, before the grammar.")
     bf16: bool = Field(False, description="bfloat16 mixed precision (GPUs); float32 when off.")
     gradient_checkpointing: bool = Field(False, description="Less memory, ~30% more compute.")
     seed: int = Field(0, description="Random seed (adapter initialisation, sampling).")

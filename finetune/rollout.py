@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from agent.episode import EpisodeConfig
-from agent.episode_config import ContextConfig
+from agent.episode_config import ContextConfig, ToolGrammar
 from agent.executor import EpisodeExecutor, ExecutorConfig, RunningEpisode, open_executor
 from agent.llm import LLMConfig
 from agent.local_model import load_local_model
@@ -176,10 +176,12 @@ class InferencePolicy:
 
 def rollout_episode(max_steps: int = 6, max_tokens: int = 128, temperature: float = 1.0,
                     sandbox: SandboxConfig | None = None, tools: str | None = None,
-                    repo_map_tokens: int = 512) -> EpisodeConfig:
+                    repo_map_tokens: int = 512, tool_grammar: ToolGrammar = "calls",
+                    ) -> EpisodeConfig:
     """The episode of a GRPO rollout (the policy model is filled in at each step)."""
     return EpisodeConfig(max_steps=max_steps, sandbox=sandbox or SandboxConfig(), tools=tools,
-                         llm=LLMConfig(max_tokens=max_tokens, temperature=temperature),
+                         llm=LLMConfig(max_tokens=max_tokens, temperature=temperature,
+                                       tool_grammar=tool_grammar),
                          context=ContextConfig(repo_map_tokens=repo_map_tokens))
 
 

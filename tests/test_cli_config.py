@@ -111,9 +111,11 @@ def test_each_option_reaches_its_config_field(tmp_path: Path) -> None:
     assert sft.gradient_accumulation_steps == 3 and sft.truncation_mode == "keep_end"
     assert sft.lora.alpha == 32  # not given: the config's default
     grpo = build_config(GRPORunConfig, context("finetune", "grpo", suite=tmp_path,
-                                               output_dir=tmp_path, lora_r=8, tools="core"),
+                                               output_dir=tmp_path, lora_r=8, tools="core",
+                                               tool_grammar="edits"),
                         lora_alpha=16)
     assert (grpo.lora.r, grpo.lora.alpha, grpo.tools) == (8, 16, "core")
+    assert grpo.tool_grammar == "edits"
     options = build_config(EvalOptions, context(
         "eval", suite=tmp_path, episode_max_steps=3, episode_llm_max_tokens=7,
         episode_tools="core", workers=2), split=None)

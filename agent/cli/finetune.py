@@ -321,6 +321,7 @@ def grpo_command(
     seed: int = config_option(GRPORunConfig, "seed"),
     tools: str | None = config_option(GRPORunConfig, "tools", callback=check_tools,
                                       help=TOOLS_HELP),
+    tool_grammar: str = config_option(GRPORunConfig, "tool_grammar"),
 ) -> None:
     """GRPO: each completion is a whole episode in its own sandbox, rewarded by the tests."""
     config = build_config(GRPORunConfig, ctx, lora_alpha=2 * lora_r)  # alpha / r = 2
