@@ -1,0 +1,84 @@
+"""One larger adapter for both jobs: the curriculum's procedure and held-out repairs.
+
+    nohup python bench/bench_capacity_chain.py --curriculum-rows DIR/recovery/data.jsonl \\
+        --repair-rows CAP/train/rows.jsonl --out OUT [--config r128-all] [--epochs 1] \\
+        [--lr 5e-4] [--max-row-tokens 4500] > chain.log &
+
+`bench_lora_capacity.py` found that rank 128 on every block fits the synthesized repairs and
+carries part of them to toolz, but its adapter trained on repairs alone, cut after the edit, so
+in an episode it toggles its edit back and forth and never runs the tests. This trains one
+adapter from the base model on both: the recovery pass's rows of the shipped chain
+(`bench_finetune.py --recovery-pass`, DIR/recovery/data.jsonl: plain, anchored and recovering
+curriculum oracles, tools `core`) and the in-view `locate`-first repairs of the 7 training
+libraries (`bench_lora_capacity.py`, OUT/train/rows.jsonl, tools `core,locate`), shuffled
+together. Rows longer than `--max-row-tokens` stay out (rank 128 on every block runs out of
+24 GiB on a 10,000-token row). Writes OUT/ADAPTER (the adapter, its log and manifest) and
+OUT/ADAPTER/data.jsonl; evaluate it with `agent eval` as in the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from bench_lora_capacity import lora_of  # noqa: E402
+
+from finetune.run_dir import base_model_spec  # noqa: E402
+from finetune.sft import SFTRunConfig, run_sft  # noqa: E402
+from finetune.sft_data import tokenize_row, write_rows  # noqa: E402
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def short_rows(rows: list[dict[str, Any]], max_tokens: int) -> list[dict[str, Any]]:
+    """The rows whose rendered conversation fits in `max_tokens`."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_model_spec("smollm2-135m")[1])
+    return [row for row in rows
+            if len(tokenize_row(row, tokenizer)["input_ids"]) <= max_tokens]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--curriculum-rows", type=Path, required=True)
+    parser.add_argument("--repair-rows", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--config", default="r128-all")
+    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--max-row-tokens", type=int, default=4500)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    lora = lora_of(args.config)
+    curriculum = short_rows(read_rows(args.curriculum_rows), args.max_row_tokens)
+    repairs = short_rows(read_rows(args.repair_rows), args.max_row_tokens)
+    rows = curriculum + repairs
+    random.Random(args.seed).shuffle(rows)
+    adapter = args.out / args.config
+    adapter.mkdir(parents=True, exist_ok=True)
+    write_rows(rows, adapter / "data.jsonl")
+    print(f"{len(curriculum)} curriculum rows, {len(repairs)} repair rows", flush=True)
+    started = time.monotonic()
+    metrics = run_sft(rows, SFTRunConfig(
+        model="smollm2-135m", output_dir=adapter, epochs=args.epochs,
+        learning_rate=args.lr, lora=lora, seed=args.seed),
+        source=f"{args.curriculum_rows} + {args.repair_rows}")
+    print(f"{args.config}: trained in {time.monotonic() - started:.0f} s {metrics}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
