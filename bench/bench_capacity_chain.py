@@ -14,6 +14,27 @@ libraries (`bench_lora_capacity.py`, OUT/train/rows.jsonl, tools `core,locate`),
 together. Rows longer than `--max-row-tokens` stay out (rank 128 on every block runs out of
 24 GiB on a 10,000-token row). Writes OUT/ADAPTER (the adapter, its log and manifest) and
 OUT/ADAPTER/data.jsonl; evaluate it with `agent eval` as in the README.
+
+Measured 2026-12-07 on 2 CPU cores, `--config r128-all --epochs 1 --lr 5e-4`: 107 curriculum
+rows and 62 repairs, 169 steps, 20.6 s/step, 58 min. One greedy episode per task, 6 calls of at
+most 256 tokens, no repo map:
+
+| adapter | curriculum (14), tools core | toolz (13), core,locate, `edits` | demo |
+|---|---|---|---|
+| shipped (4 SFT passes + GRPO, rank 16, last 10 blocks; 83 min) | 0.929 | 0.000 | 1 |
+| r128-all on the 62 repairs alone (`bench_lora_capacity.py`) | | 0.077 (1 of 13) | |
+| r128-all on curriculum + repairs (this bench) | 0.357 | 0.000 (23 % malformed) | 1, 24 s |
+
+The one toolz pass of the repairs-only adapter is `raises` in toolz/utils.py (`return True` ->
+`return False`), and it passed by parity: that adapter never saw what follows an edit, so it
+toggled the line three times and the last toggle left it fixed. This adapter learnt the
+procedure (on toolz it calls `locate`, edits, then tries to run the tests) but 16 of its 78
+toolz calls are `bash` commands that repeat `-m pytest -q -p no:cacheprovider` until the
+256-token budget cuts the JSON: the curriculum's test command is `python3 -m pytest -q`, and no
+repair row shows a test run. Its edits on toolz are no better than the repairs-only adapter's
+(`return rv` -> `return v`, `key=key` -> `key=len`). One epoch over 107 curriculum rows from
+the base is too little for the curriculum (the shipped chain spent 485 steps on it). Files:
+`bench/results/capacity/chain-*`.
 """
 
 from __future__ import annotations

@@ -42,7 +42,11 @@ Rank 16 on the last 10 blocks, the same rows and steps: constants 3.3, 6.8, 5.7;
 remove_not 7.0; shuffles 8.1, 9.5; the not-in-view kinds 20 to 29. So the larger adapter fits
 its own repairs (repair median 5.7 -> 1.4) and carries part of it to the held-out library
 (8.1 -> 5.2, the constants 3 to 7 -> about 1), but no whole held-out call reaches 1 in 12.
-Files: `bench/results/capacity/`.
+In episodes (greedy, tools `core,locate`, 6 calls), r128-all passes 0 of 13 toolz tasks under
+`--tool-grammar paths` and 1 of 13 under `edits`: `raises`, fixed by parity, as it toggled
+`return True` / `return False` three times (its rows end at the edit, so it never runs the
+tests). `bench_capacity_chain.py` trains the same adapter shape on these rows and the
+curriculum together. Files: `bench/results/capacity/`.
 """
 
 from __future__ import annotations
