@@ -33,8 +33,12 @@ toolz calls are `bash` commands that repeat `-m pytest -q -p no:cacheprovider` u
 256-token budget cuts the JSON: the curriculum's test command is `python3 -m pytest -q`, and no
 repair row shows a test run. Its edits on toolz are no better than the repairs-only adapter's
 (`return rv` -> `return v`, `key=key` -> `key=len`). One epoch over 107 curriculum rows from
-the base is too little for the curriculum (the shipped chain spent 485 steps on it). Files:
-`bench/results/capacity/chain-*`.
+the base is too little for the curriculum (the shipped chain spent 485 steps on it). GRPO
+from this adapter under the same decoding (`agent finetune grpo --tools core,locate
+--tool-grammar edits`, G 4, T 1.0, lr 1e-4) on 45 in-view tasks of the training libraries
+never trained on (`agent finetune synthesize ... --max-tasks 12 --seed 11`, less the tasks of
+`bench_lora_capacity.py`'s draw): 4 steps, 413 s/step, 0 of 16 episodes passed, 4 of 4 groups
+without signal. Files: `bench/results/capacity/chain-*`.
 """
 
 from __future__ import annotations
