@@ -44,37 +44,21 @@ without signal. Files: `bench/results/capacity/chain-*`.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from bench_lora_capacity import lora_of  # noqa: E402
+from bench_lora_capacity import base_tokenizer, lora_of, short_rows  # noqa: E402
 
-from finetune.run_dir import base_model_spec  # noqa: E402
 from finetune.sft import SFTRunConfig, run_sft  # noqa: E402
-from finetune.sft_data import tokenize_row, write_rows  # noqa: E402
-
-
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def short_rows(rows: list[dict[str, Any]], max_tokens: int) -> list[dict[str, Any]]:
-    """The rows whose rendered conversation fits in `max_tokens`."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(base_model_spec("smollm2-135m")[1])
-    return [row for row in rows
-            if len(tokenize_row(row, tokenizer)["input_ids"]) <= max_tokens]
+from finetune.sft_data import load_rows, write_rows  # noqa: E402
 
 
 def main() -> None:
@@ -89,8 +73,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     lora = lora_of(args.config)
-    curriculum = short_rows(read_rows(args.curriculum_rows), args.max_row_tokens)
-    repairs = short_rows(read_rows(args.repair_rows), args.max_row_tokens)
+    tokenizer = base_tokenizer()
+    curriculum = short_rows(load_rows(args.curriculum_rows), args.max_row_tokens, tokenizer)
+    repairs = short_rows(load_rows(args.repair_rows), args.max_row_tokens, tokenizer)
     rows = curriculum + repairs
     random.Random(args.seed).shuffle(rows)
     adapter = args.out / args.config

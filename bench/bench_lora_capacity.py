@@ -88,6 +88,21 @@ def lora_of(name: str) -> LoraSettings:
     return LoraSettings(r=rank, alpha=2 * rank, last_layers=int(last) if last else None)
 
 
+def base_tokenizer() -> Any:
+    """The tokenizer of SmolLM2-135M, the base every adapter here trains on."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(base_model_spec("smollm2-135m")[1])
+
+
+def short_rows(rows: list[dict[str, Any]], max_tokens: int, tokenizer: Any
+               ) -> list[dict[str, Any]]:
+    """The rows whose rendered conversation is at most `max_tokens` long (rank 128 on every
+    block runs out of 24 GiB on a 10,000-token row)."""
+    return [row for row in rows
+            if len(tokenize_row(row, tokenizer)["input_ids"]) <= max_tokens]
+
+
 def repair_rows(suite_dir: Path, out: Path, split: str) -> list[dict[str, Any]]:
     """The in-view, `locate`-first verified oracle episodes of `suite_dir`, cut after the edit
     (cached in OUT/rows.jsonl)."""
@@ -202,11 +217,7 @@ def main() -> None:
                    log=lambda line: print(line, flush=True))
     train = repair_rows(synth, out / "train", "train")
     heldout = repair_rows(args.heldout, out / "heldout", "test")
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(base_model_spec("smollm2-135m")[1])
-    train = [row for row in train
-             if len(tokenize_row(row, tokenizer)["input_ids"]) <= args.max_row_tokens]
+    train = short_rows(train, args.max_row_tokens, base_tokenizer())
     print(f"{len(train)} training rows, {len(heldout)} held-out rows", flush=True)
     results_file = out / "capacity.json"
     results = json.loads(results_file.read_text()) if results_file.is_file() else {}
