@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from agent.episode import EpisodeConfig
 from finetune.dynamic_sampling import DynamicSampler, history_from_report
 from finetune.grpo_config import GRPORunConfig
 from finetune.rollout import (
@@ -82,6 +83,13 @@ def _policy_model(config: GRPORunConfig, model_dir: Path) -> tuple[Any, Any, Any
         None
 
 
+def grpo_episode(config: GRPORunConfig) -> EpisodeConfig:
+    """The episode every rollout of `config` runs (the policy is filled in at each step)."""
+    return rollout_episode(config.episode_max_steps, config.max_tokens, config.temperature,
+                           config.sandbox, config.tools, config.repo_map_tokens,
+                           config.tool_grammar)
+
+
 def run_grpo(config: GRPORunConfig,
              extra_rewards: list[Callable[..., list[float]]] | None = None) -> dict[str, Any]:
     """Train with GRPO on the suite's split; write the adapter and manifest to output_dir."""
@@ -102,9 +110,7 @@ def run_grpo(config: GRPORunConfig,
     torch.manual_seed(config.seed)
     model, tokenizer, peft_config = _policy_model(config, model_dir)
     g = config.num_generations
-    episode = rollout_episode(config.episode_max_steps, config.max_tokens, config.temperature,
-                              config.sandbox, config.tools, config.repo_map_tokens,
-                              config.tool_grammar)
+    episode = grpo_episode(config)
     sampler = None
     if config.dynamic_sampling:
         history = history_from_report(config.task_history) if config.task_history else {}

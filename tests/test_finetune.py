@@ -377,6 +377,21 @@ def test_sft_on_a_tiny_model_trains_the_adapter_which_loads_merges_and_reports(
     assert "| demo |" not in md.read_text()
 
 
+def test_grpo_rollouts_run_the_configured_episode(tmp_path: Path) -> None:
+    from finetune.grpo import GRPORunConfig, grpo_episode
+
+    config = GRPORunConfig(suite=tmp_path, output_dir=tmp_path, tools="core,locate",
+                           tool_grammar="edits", episode_max_steps=5, max_tokens=200,
+                           temperature=0.9, repo_map_tokens=0)
+    episode = grpo_episode(config)
+    assert (episode.max_steps, episode.tools, episode.context.repo_map_tokens) == (
+        5, "core,locate", 0)
+    assert (episode.llm.tool_grammar, episode.llm.max_tokens, episode.llm.temperature) == (
+        "edits", 200, 0.9)
+    assert grpo_episode(config.model_copy(update={"tool_grammar": "calls"})).llm.tool_grammar \
+        == "calls"
+
+
 @pytest.mark.usefixtures("docker_ready")
 def test_grpo_step_scores_sandboxed_episodes_and_masks_tool_outputs(
         suite_dir: Path, tiny_model: Path, tmp_path: Path,
