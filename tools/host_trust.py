@@ -9,17 +9,15 @@ makes it untrusted again. The record lives in the apprentice home, never in the 
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
 import shlex
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
+from tools.file_lock import exclusive_lock
 from tools.locations import data_dir
 from tools.sandbox.repo_image import read_files
 
@@ -75,16 +73,6 @@ def _read() -> dict[str, dict[str, str]]:
     return value if isinstance(value, dict) else {}
 
 
-@contextlib.contextmanager
-def _locked() -> Iterator[None]:
-    with open(data_dir() / f"{TRUST_FILE}.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def is_trusted(repo: Path, kind: TrustKind, value: str) -> bool:
     """Whether the user trusted exactly `value` (a `digest`) for `kind` in `repo`."""
     return _read().get(_key(repo), {}).get(kind) == value
@@ -92,7 +80,7 @@ def is_trusted(repo: Path, kind: TrustKind, value: str) -> bool:
 
 def trust(repo: Path, kind: TrustKind, value: str) -> None:
     """Record that the user trusts `value` for `kind` in `repo` (replacing what was)."""
-    with _locked():
+    with exclusive_lock(f"{TRUST_FILE}.lock"):
         records = _read()
         records.setdefault(_key(repo), {})[kind] = value
         handle, temporary = tempfile.mkstemp(dir=data_dir(), prefix=".trusted-")

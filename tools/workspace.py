@@ -28,6 +28,7 @@ from pathlib import Path
 
 import git
 
+from tools.file_lock import exclusive_lock
 from tools.host_git import (
     IGNORED_BY_AGENT,
     GitFailed,
@@ -133,6 +134,17 @@ def _reserved_root(path: str) -> str:
     return path
 
 
+def worktrees_lock(root: Path) -> contextlib.AbstractContextManager[None]:
+    """Held while a worktree of `root` is added or removed, or git runs in `root` itself.
+
+    Git reads every linked worktree's metadata (to check a branch is not checked out twice),
+    and fails on one that another git is half way through writing or a removal half way
+    through deleting: sessions started in parallel on one repository take turns here.
+    """
+    digest = hashlib.sha1(str(root).encode()).hexdigest()[:12]
+    return exclusive_lock(f"worktrees-{Path(root).name}-{digest}.lock")
+
+
 def session_path(root: Path, session_id: str) -> Path:
     """Where the working tree of session `session_id` on repository `root` lives."""
     digest = hashlib.sha1(str(root).encode()).hexdigest()[:8]
@@ -189,7 +201,9 @@ class Workspace:
         repo = open_repository(repo_path)
         root = Path(repo.working_tree_dir or repo_path).resolve()
         branch = branch or f"agent/{session_id}"
-        if not repo.git.branch("--list", branch).strip():
+        with worktrees_lock(root):
+            listed = repo.git.branch("--list", branch).strip()
+        if not listed:
             raise WorkspaceError(f"branch {branch} no longer exists in {root}; the session "
                                  "cannot be resumed.")
         record = next((r for r in matching_records(session_id) if r.session_id == session_id),
@@ -213,7 +227,8 @@ class Workspace:
         env = host_git_env(root)
         add = ["-b", branch, str(path), base_commit] if new_branch else [str(path), branch]
         try:
-            run_git(["-C", str(root), "worktree", "add", "-q", "--lock", *add], env)
+            with worktrees_lock(root):
+                run_git(["-C", str(root), "worktree", "add", "-q", "--lock", *add], env)
         except GitFailed as exc:
             raise WorkspaceError(f"could not create a worktree for {root}: {exc}") from None
         link = path / ".git"
@@ -271,7 +286,8 @@ class Workspace:
 
     def _repo_git(self, *args: str) -> str:
         """Host git in the user's repository."""
-        return run_git(["-C", str(self.repo_path), *args], host_git_env(self.repo_path))
+        with worktrees_lock(self.repo_path):
+            return run_git(["-C", str(self.repo_path), *args], host_git_env(self.repo_path))
 
     def changed(self) -> bool:
         """Whether the files differ from the last checkpoint (ignoring build litter)."""
@@ -390,7 +406,8 @@ class Workspace:
         if self.path.exists():
             shutil.rmtree(self.path, ignore_errors=True)
         if self.git_dir is not None and self._owns_git_dir():
-            shutil.rmtree(self.git_dir, ignore_errors=True)  # what `git worktree prune` does
+            with worktrees_lock(self.repo_path):  # what `git worktree prune` does
+                shutil.rmtree(self.git_dir, ignore_errors=True)
         record = self.record()
         if delete_branch:
             with contextlib.suppress(GitFailed):

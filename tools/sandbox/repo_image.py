@@ -22,13 +22,12 @@ built and cached the same way.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
 import subprocess
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,7 @@ from docker.errors import DockerException, ImageNotFound
 from pydantic import BaseModel, Field, ValidationError
 from requests.exceptions import ReadTimeout
 
-from tools.locations import data_dir
+from tools.file_lock import exclusive_lock
 from tools.sandbox.base import (
     DEFAULT_IMAGE,
     SETUP_NETWORK_ENV,
@@ -175,24 +174,11 @@ def _setup_image(repo: Path, commit: str, config: SandboxConfig, setup: RepoSetu
     if setup.setup_files is None:
         files = {name: content for name, content in files.items() if content is not None}
     tag = f"{SETUP_REPOSITORY}:{setup_key(base_id, setup, files, config.setup_network)}"
-    with _build_lock(tag):
+    with exclusive_lock(f"build-{tag.replace(':', '-')}.lock"):  # one build at a time
         if not image_exists(client, tag):
             log(f"Running {what} once, into image {tag} ...")
             _run_setup(client, base, setup, repo, commit, config, tag, what)
     return config.model_copy(update={"image": tag})
-
-
-@contextlib.contextmanager
-def _build_lock(tag: str) -> Iterator[None]:
-    """One build per setup image at a time, across processes (parallel sessions wait)."""
-    folder = data_dir() / "locks"
-    folder.mkdir(exist_ok=True)
-    with open(folder / f"{tag.replace(':', '-')}.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _archive(repo: Path, commit: str) -> bytes:
