@@ -136,6 +136,7 @@ class PathChoices:
 class TestChoices:
     """The tests a call may name: per tool its test arguments, and the pytest ids shown."""
 
+    __test__ = False  # a name pytest would otherwise try to collect where tests import it
     arguments: dict[str, tuple[str, ...]]
     ids: list[str]
 

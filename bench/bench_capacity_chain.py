@@ -71,6 +71,9 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--max-row-tokens", type=int, default=4500)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init-adapter", type=Path,
+                        help="go on training this adapter (its LoRA shape wins over --config)")
+    parser.add_argument("--name", help="OUT/NAME holds the adapter (default: --config)")
     args = parser.parse_args()
     lora = lora_of(args.config)
     tokenizer = base_tokenizer()
@@ -78,16 +81,16 @@ def main() -> None:
     repairs = short_rows(load_rows(args.repair_rows), args.max_row_tokens, tokenizer)
     rows = curriculum + repairs
     random.Random(args.seed).shuffle(rows)
-    adapter = args.out / args.config
+    adapter = args.out / (args.name or args.config)
     adapter.mkdir(parents=True, exist_ok=True)
     write_rows(rows, adapter / "data.jsonl")
     print(f"{len(curriculum)} curriculum rows, {len(repairs)} repair rows", flush=True)
     started = time.monotonic()
     metrics = run_sft(rows, SFTRunConfig(
         model="smollm2-135m", output_dir=adapter, epochs=args.epochs,
-        learning_rate=args.lr, lora=lora, seed=args.seed),
+        learning_rate=args.lr, lora=lora, seed=args.seed, init_adapter=args.init_adapter),
         source=f"{args.curriculum_rows} + {args.repair_rows}")
-    print(f"{args.config}: trained in {time.monotonic() - started:.0f} s {metrics}", flush=True)
+    print(f"{adapter.name}: trained in {time.monotonic() - started:.0f} s {metrics}", flush=True)
 
 
 if __name__ == "__main__":

@@ -70,12 +70,15 @@ from bench_locate_sft import LIBRARIES, TOOLS  # noqa: E402
 from finetune.locate_oracles import locate_suite, with_locate_oracles  # noqa: E402
 from finetune.run_dir import base_model_spec  # noqa: E402
 from finetune.sft import LoraSettings, SFTRunConfig, load_base, run_sft  # noqa: E402
-from finetune.sft_data import through_last_edit, tokenize_row, write_rows  # noqa: E402
+from finetune.sft_data import (  # noqa: E402
+    load_rows,
+    through_last_edit,
+    tokenize_row,
+    write_rows,
+)
 from finetune.suite import load_suite  # noqa: E402
 from finetune.synthesis import SynthesisOptions, synthesize  # noqa: E402
-from finetune.warm_start import oracle_trajectories  # noqa: E402
-from trajectories.export import sft_row  # noqa: E402
-from trajectories.reader import read_trajectory  # noqa: E402
+from finetune.warm_start import SFT_FILE, oracle_trajectories  # noqa: E402
 
 CONFIG = re.compile(r"r(\d+)-(?:last(\d+)|all)$")
 
@@ -103,10 +106,12 @@ def short_rows(rows: list[dict[str, Any]], max_tokens: int, tokenizer: Any
             if len(tokenize_row(row, tokenizer)["input_ids"]) <= max_tokens]
 
 
-def repair_rows(suite_dir: Path, out: Path, split: str) -> list[dict[str, Any]]:
+def repair_rows(suite_dir: Path, out: Path, split: str, whole: bool = False
+                ) -> list[dict[str, Any]]:
     """The in-view, `locate`-first verified oracle episodes of `suite_dir`, cut after the edit
-    (cached in OUT/rows.jsonl)."""
-    cached = out / "rows.jsonl"
+    (cached in OUT/rows.jsonl) or `whole`: on to the test run and `finish` (OUT/whole-rows.jsonl).
+    The oracle's episodes run once, into OUT/oracle."""
+    cached = out / ("whole-rows.jsonl" if whole else "rows.jsonl")
     if cached.is_file():
         return [json.loads(line) for line in cached.read_text().splitlines()]
     located = out / "suite"
@@ -114,21 +119,23 @@ def repair_rows(suite_dir: Path, out: Path, split: str) -> list[dict[str, Any]]:
         suite = load_suite(suite_dir)
         with_locate_oracles(suite, locate_suite(suite, workers=2), located)
     suite = load_suite(located)
-    report, _ = oracle_trajectories(suite, out / "oracle", split=split, workers=2,
-                                    repo_map_tokens=0, tools=TOOLS)
+    verified = out / "oracle" / SFT_FILE
+    if verified.is_file():
+        oracle = load_rows(verified)
+    else:
+        _, oracle = oracle_trajectories(suite, out / "oracle", split=split, workers=2,
+                                        repo_map_tokens=0, tools=TOOLS)
     tasks = {task.instance_id: task for task in suite.tasks}
     rows = []
-    for episode in report.episodes:
-        task = tasks[episode.instance_id]
-        names = [call["name"] for call in task.oracle or []]
-        in_view = (task.model_extra or {}).get("fix_in_view") is True
-        if episode.reward != 1 or not episode.trajectory_path or not names \
-                or names[0] != "locate" or not in_view:
+    for row in oracle:
+        task = tasks.get(row.get("task", ""))
+        names = [call["name"] for call in (task.oracle or [])] if task else []
+        if task is None or not names or names[0] != "locate" \
+                or (task.model_extra or {}).get("fix_in_view") is not True:
             continue
-        row = sft_row(read_trajectory(Path(episode.trajectory_path)))
-        cut = through_last_edit(row) if row else None
-        if cut is not None:
-            rows.append({**cut, "instance_id": episode.instance_id,
+        kept = row if whole else through_last_edit(row)
+        if kept is not None:
+            rows.append({**kept, "instance_id": task.instance_id,
                          "kind": (task.model_extra or {}).get("kind")})
     write_rows(rows, cached)
     return rows
