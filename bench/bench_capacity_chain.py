@@ -2,7 +2,7 @@
 
     nohup python bench/bench_capacity_chain.py --curriculum-rows DIR/recovery/data.jsonl \\
         --repair-rows CAP/train/rows.jsonl --out OUT [--config r128-all] [--epochs 1] \\
-        [--lr 5e-4] [--max-row-tokens 4500] > chain.log &
+        [--lr 5e-4] [--max-row-tokens 4500] [--init-adapter DIR --name NAME] > chain.log &
 
 `bench_lora_capacity.py` found that rank 128 on every block fits the synthesized repairs and
 carries part of them to toolz, but its adapter trained on repairs alone, cut after the edit, so
@@ -24,6 +24,7 @@ most 256 tokens, no repo map:
 | shipped (4 SFT passes + GRPO, rank 16, last 10 blocks; 83 min) | 0.929 | 0.000 | 1 |
 | r128-all on the 62 repairs alone (`bench_lora_capacity.py`) | | 0.077 (1 of 13) | |
 | r128-all on curriculum + repairs (this bench) | 0.357 | 0.000 (23 % malformed) | 1, 24 s |
+| + a second epoch on curriculum + whole repairs (`--init-adapter`, lr 3e-4) | 0.714 | 0.000 (0 % malformed) | 1, 28 s |
 
 The one toolz pass of the repairs-only adapter is `raises` in toolz/utils.py (`return True` ->
 `return False`), and it passed by parity: that adapter never saw what follows an edit, so it
@@ -39,6 +40,24 @@ from this adapter under the same decoding (`agent finetune grpo --tools core,loc
 never trained on (`agent finetune synthesize ... --max-tasks 12 --seed 11`, less the tasks of
 `bench_lora_capacity.py`'s draw): 4 steps, 413 s/step, 0 of 16 episodes passed, 4 of 4 groups
 without signal. Files: `bench/results/capacity/chain-*`.
+
+The second row goes on from that adapter for one more epoch (`--init-adapter OUT/r128-all
+--name r128-all-2 --lr 3e-4 --seed 1`) with the repairs whole, on past the edit to the test run
+and `finish` (`bench_lora_capacity.py` writes them as CAP/train/whole-rows.jsonl): the same 107
+curriculum rows and 62 repairs, 169 steps, 25.5 s/step, 72 min (the first 20 minutes shared the
+2 cores with a CI run). The curriculum doubles to 0.714 and the malformed calls are gone: on toolz
+every episode is `locate`, one edit, one test run, `finish` (4.4 calls on average). Still 0 of
+13, for two reasons the episodes show. The edits are wrong as before (`key=key` -> `key=None`,
+`self.item = item` -> `self.item = key`, a docstring line reworded). And all 13 test runs fail
+to start: the training libraries keep their tests in `tests/`, toolz in `toolz/tests/`, and the
+model writes the test id without its folder (`pytest test_curried.py::test_reduce`, or just
+`test_reduce`), then finishes after the error, as every whole repair row finishes after its
+run. Teacher-forced as in `bench_lora_capacity.py` (its `--adapter NAME=DIR`), the oracle's
+edit on the 10 in-view toolz tasks costs a median repair of 7.9 nats after the first epoch and
+5.3 after the second, where the repairs-only probe stood at 5.2, while the second epoch fits its
+own repairs (training median 2.6 -> 1.0 nats, 19 of 62 whole calls likelier than 1 in 12): more
+epochs fit the training libraries, not toolz. Files: `bench/results/capacity/chain2-*` and
+`capacity.json` (entries `chain`, `chain2`).
 """
 
 from __future__ import annotations
