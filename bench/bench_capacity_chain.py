@@ -24,7 +24,7 @@ most 256 tokens, no repo map:
 | shipped (4 SFT passes + GRPO, rank 16, last 10 blocks; 83 min) | 0.929 | 0.000 | 1 |
 | r128-all on the 62 repairs alone (`bench_lora_capacity.py`) | | 0.077 (1 of 13) | |
 | r128-all on curriculum + repairs (this bench) | 0.357 | 0.000 (23 % malformed) | 1, 24 s |
-| + a second epoch on curriculum + whole repairs (`--init-adapter`, lr 3e-4) | 0.714 | 0.000 (0 % malformed) | 1, 28 s |
+| + 1 epoch, whole repairs (`--init-adapter`) | 0.714 | 0.000 (0 % malformed) | 1, 28 s |
 
 The one toolz pass of the repairs-only adapter is `raises` in toolz/utils.py (`return True` ->
 `return False`), and it passed by parity: that adapter never saw what follows an edit, so it
