@@ -129,8 +129,7 @@ def repair_rows(suite_dir: Path, out: Path, split: str, whole: bool = False
     rows = []
     for row in oracle:
         task = tasks.get(row.get("task", ""))
-        names = [call["name"] for call in (task.oracle or [])] if task else []
-        if task is None or not names or names[0] != "locate" \
+        if task is None or not task.oracle or task.oracle[0]["name"] != "locate" \
                 or (task.model_extra or {}).get("fix_in_view") is not True:
             continue
         kept = row if whole else through_last_edit(row)

@@ -141,14 +141,17 @@ def worktrees_lock(root: Path) -> contextlib.AbstractContextManager[None]:
     and fails on one that another git is half way through writing or a removal half way
     through deleting: sessions started in parallel on one repository take turns here.
     """
-    digest = hashlib.sha1(str(root).encode()).hexdigest()[:12]
-    return exclusive_lock(f"worktrees-{Path(root).name}-{digest}.lock")
+    return exclusive_lock(f"worktrees-{_repository_key(root)}.lock")
+
+
+def _repository_key(root: Path) -> str:
+    """`<name>-<hash of the path>`: one repository's name among apprentice's own files."""
+    return f"{root.name}-{hashlib.sha1(str(root).encode()).hexdigest()[:8]}"
 
 
 def session_path(root: Path, session_id: str) -> Path:
     """Where the working tree of session `session_id` on repository `root` lives."""
-    digest = hashlib.sha1(str(root).encode()).hexdigest()[:8]
-    return worktrees_dir() / f"{root.name}-{digest}" / session_id
+    return worktrees_dir() / _repository_key(root) / session_id
 
 
 @dataclass
