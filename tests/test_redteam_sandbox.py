@@ -493,12 +493,12 @@ def test_locate_shows_no_source_through_links_or_paths_the_sandbox_reports(
         assert READ not in observation.data, path
 
 
-def test_the_missing_file_hint_runs_no_git_config_and_follows_no_link(
+def test_the_missing_test_hint_runs_no_git_config_and_follows_no_link(
         resolution: str, host: Path, tmp_path: Path) -> None:
     """The bash hint lists the workspace from the host when the sandbox's output says pytest
     found no file, output a hostile repository controls: the workspace's git configuration
     never runs and a link to a host folder is not listed through."""
-    from tools.control import missing_file_hint
+    from tools.control import missing_test_hint
 
     ws = tmp_path / "ws"
     (ws / "pkg").mkdir(parents=True)
@@ -508,10 +508,15 @@ def test_the_missing_file_hint_runs_no_git_config_and_follows_no_link(
     pwned = tmp_path / "pwned"
     subprocess.run(["git", "init", "-q", str(ws)], check=True, timeout=60)
     git(ws, "config", "core.fsmonitor", f"touch {pwned}; false")
-    assert missing_file_hint("ERROR: file or directory not found: test_a.py\n", ws) == (
+    assert missing_test_hint("ERROR: file or directory not found: test_a.py\n", ws) == (
         "\n[hint: the workspace has no test_a.py; files named test_a.py: pkg/test_a.py]")
-    assert missing_file_hint("ERROR: file or directory not found: test_secret.py\n", ws) == ""
-    assert missing_file_hint("ERROR: not found: /workspace/outside/test_secret.py\n", ws) == ""
+    assert missing_test_hint("ERROR: file or directory not found: test_secret.py\n", ws) == ""
+    assert missing_test_hint("ERROR: not found: /workspace/outside/test_secret.py\n", ws) == ""
+    (host / "test_leak.py").write_text("def test_leak():\n    pass\n")
+    (ws / "pkg" / "test_link.py").symlink_to(host / "test_leak.py")
+    assert missing_test_hint("ERROR: file or directory not found: test_leak\n", ws) == ""
+    assert missing_test_hint("ERROR: file or directory not found: test_a\n", ws) == (
+        "\n[hint: pytest found no test_a; tests named test_a: pkg/test_a.py::test_a]")
     assert not pwned.exists()
 
 

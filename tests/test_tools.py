@@ -178,20 +178,47 @@ def test_todo_and_finish(box, ctx) -> None:
 
 
 def test_a_test_file_pytest_did_not_find_gets_a_hint_naming_files_called_like_it(tmp_path):
-    from tools.control import missing_file_hint
+    from tools.control import missing_test_hint
 
     (tmp_path / "toolz" / "tests").mkdir(parents=True)
     (tmp_path / "toolz" / "tests" / "test_utils.py").write_text("def test_raises():\n    pass\n")
     (tmp_path / "test_here.py").write_text("def test_a():\n    pass\n")
     dropped = "ERROR: file or directory not found: tests/test_utils.py::test_raises\n"
-    assert missing_file_hint(dropped, tmp_path) == (
+    assert missing_test_hint(dropped, tmp_path) == (
         "\n[hint: the workspace has no tests/test_utils.py; files named test_utils.py: "
         "toolz/tests/test_utils.py]")
     absolute = "ERROR: not found: /workspace/tests/test_utils.py::test_raises\n"
-    assert "toolz/tests/test_utils.py" in missing_file_hint(absolute, tmp_path)
+    assert "toolz/tests/test_utils.py" in missing_test_hint(absolute, tmp_path)
     # A file that exists (the test name was wrong), no such file anywhere, or a path out: nothing.
     for output in ("ERROR: not found: /workspace/test_here.py::test_b\n",
                    "ERROR: file or directory not found: tests/test_nothing.py\n",
                    "ERROR: file or directory not found: ../../etc/test_utils.py\n",
                    "1 passed\n"):
-        assert missing_file_hint(output, tmp_path) == "", output
+        assert missing_test_hint(output, tmp_path) == "", output
+
+
+def test_a_test_pytest_did_not_find_gets_a_hint_naming_its_full_node_ids(tmp_path):
+    """The 135M model ran `pytest test_reduce` and `pytest toolz/itertoolz.py::test_topk`
+    on toolz: the hint names where the test is defined, as pytest wants it."""
+    from tools.control import missing_test_hint
+
+    tests = tmp_path / "toolz" / "tests"
+    tests.mkdir(parents=True)
+    (tests / "test_curried.py").write_text(
+        "def test_reduce():\n    pass\n\n\nclass TestCurry:\n    def test_topk(self):\n"
+        "        pass\n")
+    (tests / "test_itertoolz.py").write_text("def test_topk():\n    pass\n")
+    (tmp_path / "toolz" / "itertoolz.py").write_text("def topk():\n    pass\n")
+    bare = "ERROR: file or directory not found: test_reduce\n"
+    assert missing_test_hint(bare, tmp_path) == (
+        "\n[hint: pytest found no test_reduce; tests named test_reduce: "
+        "toolz/tests/test_curried.py::test_reduce]")
+    wrong_file = "ERROR: not found: /workspace/toolz/itertoolz.py::test_topk\n"
+    assert missing_test_hint(wrong_file, tmp_path) == (
+        "\n[hint: pytest found no toolz/itertoolz.py::test_topk; tests named test_topk: "
+        "toolz/tests/test_curried.py::TestCurry::test_topk, "
+        "toolz/tests/test_itertoolz.py::test_topk]")
+    # No test of that name, or a name pytest would not collect: nothing.
+    for output in ("ERROR: file or directory not found: test_nowhere\n",
+                   "ERROR: file or directory not found: topk\n"):
+        assert missing_test_hint(output, tmp_path) == "", output

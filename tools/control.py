@@ -15,7 +15,10 @@ from tools.search import workspace_files
 from tools.workspace_fs import WorkspaceFS
 
 MISSING_FILE = re.compile(r"(?:file or directory not found|ERROR: not found): (\S+)")
-"""pytest's complaint about a path it was given that does not exist."""
+"""pytest's complaint about a path or a test it was given that does not exist."""
+TEST_NAME = re.compile(r"test\w*")
+"""A name pytest collects as a test function (its default `python_functions`)."""
+MAX_HINTED_TESTS = 5
 
 
 class BashArgs(BaseModel):
@@ -38,7 +41,7 @@ class Bash(Tool):
         if not args.command.strip():
             raise ToolError("command is empty.")
         result = ctx.sandbox.run(args.command, timeout=args.timeout)
-        hint = missing_file_hint(result.output, ctx.workspace) if result.exit_code else ""
+        hint = missing_test_hint(result.output, ctx.workspace) if result.exit_code else ""
         return Observation(
             result.describe() + hint,
             is_error=result.exit_code != 0,
@@ -48,27 +51,73 @@ class Bash(Tool):
         )
 
 
-def missing_file_hint(output: str, workspace: Path) -> str:
-    """A hint naming the workspace's files called like the test file pytest did not find (a
-    folder left out of the path is the usual slip), or ""."""
+def missing_test_hint(output: str, workspace: Path) -> str:
+    """A hint for a test pytest did not find, or "": the workspace's files called like the test
+    file (a folder left out of the path is the usual slip), else the test files that define a
+    test of that name, as full node ids (a bare `test_x`, or a test asked of the wrong file)."""
     fs = WorkspaceFS(workspace)
     for match in MISSING_FILE.finditer(output):
-        path = match.group(1).split("::")[0].removeprefix(WORKSPACE + "/")
-        if not path.endswith(".py") or path.startswith("/") or ".." in path.split("/"):
+        target = match.group(1).removeprefix(WORKSPACE + "/")
+        path, _, inside = target.partition("::")
+        if path.startswith("/") or ".." in path.split("/"):
             continue
+        test = inside.split("::")[-1].split("[")[0] if inside else \
+            (path if TEST_NAME.fullmatch(path) else "")
         try:
-            if fs.kind(path) == "file":
-                continue
-        except (ToolError, OSError):
-            continue
-        name = PurePosixPath(path).name
-        try:
-            same = [f for f in workspace_files(workspace) if PurePosixPath(f).name == name][:5]
+            listed = workspace_files(workspace)
         except OSError:
             return ""
-        if same:
-            return f"\n[hint: the workspace has no {path}; files named {name}: {', '.join(same)}]"
+        if path.endswith(".py") and _kind(fs, path) == "missing":
+            name = PurePosixPath(path).name
+            same = [f for f in listed if PurePosixPath(f).name == name][:5]
+            if same:
+                return f"\n[hint: the workspace has no {path}; files named {name}: " \
+                       f"{', '.join(same)}]"
+        if TEST_NAME.fullmatch(test):
+            ids = tests_named(test, listed, fs)
+            if ids:
+                return f"\n[hint: pytest found no {target}; tests named {test}: " \
+                       f"{', '.join(ids)}]"
     return ""
+
+
+def _kind(fs: WorkspaceFS, path: str) -> str:
+    try:
+        return fs.kind(path)
+    except (ToolError, OSError):
+        return "other"
+
+
+def tests_named(name: str, files: list[str], fs: WorkspaceFS) -> list[str]:
+    """Node ids (`path::name`, `path::Class::name`) of the tests called `name` in the test files
+    among `files` (`test_*.py`, `*_test.py`), read without following links; at most
+    `MAX_HINTED_TESTS`."""
+    definition = re.compile(rf"^(\s*)(?:async\s+)?def {re.escape(name)}\(", re.MULTILINE)
+    found: list[str] = []
+    for path in files:
+        base = PurePosixPath(path).name
+        if not (base.startswith("test_") or base.endswith("_test.py")) or \
+                not base.endswith(".py"):
+            continue
+        try:
+            text = fs.read_text(path)
+        except (ToolError, OSError, UnicodeDecodeError):
+            continue
+        for match in definition.finditer(text):
+            owner = _enclosing_class(text[:match.start()]) if match.group(1) else None
+            found.append(f"{path}::{owner}::{name}" if owner else f"{path}::{name}")
+            if len(found) == MAX_HINTED_TESTS:
+                return found
+    return found
+
+
+def _enclosing_class(before: str) -> str | None:
+    """The top-level class a method defined after `before` belongs to, if any."""
+    for line in reversed(before.splitlines()):
+        if line and not line[0].isspace():
+            matched = re.match(r"class (\w+)", line)
+            return matched.group(1) if matched else None
+    return None
 
 
 class TodoItem(BaseModel):
