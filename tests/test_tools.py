@@ -207,7 +207,9 @@ def test_a_test_pytest_did_not_find_gets_a_hint_naming_its_full_node_ids(tmp_pat
     (tests / "test_curried.py").write_text(
         "def test_reduce():\n    pass\n\n\nclass TestCurry:\n    def test_topk(self):\n"
         "        pass\n")
-    (tests / "test_itertoolz.py").write_text("def test_topk():\n    pass\n")
+    # A test at the margin after a class is not that class's method.
+    (tests / "test_itertoolz.py").write_text(
+        "class TestOther:\n    def test_x(self):\n        pass\n\n\ndef test_topk():\n    pass\n")
     (tmp_path / "toolz" / "itertoolz.py").write_text("def topk():\n    pass\n")
     bare = "ERROR: file or directory not found: test_reduce\n"
     assert missing_test_hint(bare, tmp_path) == (

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from tools.base import Observation, Tool, ToolContext, ToolError
 from tools.sandbox.base import WORKSPACE
-from tools.search import workspace_files
+from tools.search import tests_named, workspace_files
 from tools.workspace_fs import WorkspaceFS
 
 MISSING_FILE = re.compile(r"(?:file or directory not found|ERROR: not found): (\S+)")
@@ -74,7 +74,7 @@ def missing_test_hint(output: str, workspace: Path) -> str:
                 return f"\n[hint: the workspace has no {path}; files named {name}: " \
                        f"{', '.join(same)}]"
         if TEST_NAME.fullmatch(test):
-            ids = tests_named(test, listed, fs)
+            ids = tests_named(workspace, test, listed)[:MAX_HINTED_TESTS]
             if ids:
                 return f"\n[hint: pytest found no {target}; tests named {test}: " \
                        f"{', '.join(ids)}]"
@@ -86,38 +86,6 @@ def _kind(fs: WorkspaceFS, path: str) -> str:
         return fs.kind(path)
     except (ToolError, OSError):
         return "other"
-
-
-def tests_named(name: str, files: list[str], fs: WorkspaceFS) -> list[str]:
-    """Node ids (`path::name`, `path::Class::name`) of the tests called `name` in the test files
-    among `files` (`test_*.py`, `*_test.py`), read without following links; at most
-    `MAX_HINTED_TESTS`."""
-    definition = re.compile(rf"^(\s*)(?:async\s+)?def {re.escape(name)}\(", re.MULTILINE)
-    found: list[str] = []
-    for path in files:
-        base = PurePosixPath(path).name
-        if not (base.startswith("test_") or base.endswith("_test.py")) or \
-                not base.endswith(".py"):
-            continue
-        try:
-            text = fs.read_text(path)
-        except (ToolError, OSError, UnicodeDecodeError):
-            continue
-        for match in definition.finditer(text):
-            owner = _enclosing_class(text[:match.start()]) if match.group(1) else None
-            found.append(f"{path}::{owner}::{name}" if owner else f"{path}::{name}")
-            if len(found) == MAX_HINTED_TESTS:
-                return found
-    return found
-
-
-def _enclosing_class(before: str) -> str | None:
-    """The top-level class a method defined after `before` belongs to, if any."""
-    for line in reversed(before.splitlines()):
-        if line and not line[0].isspace():
-            matched = re.match(r"class (\w+)", line)
-            return matched.group(1) if matched else None
-    return None
 
 
 class TodoItem(BaseModel):

@@ -10,7 +10,6 @@ library (the synthesized tasks), the changed function is usually among the first
 from __future__ import annotations
 
 import json
-import re
 import shlex
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from pydantic import BaseModel, Field
 from tools.base import Observation, Tool, ToolContext, ToolError
 from tools.files import LINES, READ
 from tools.sandbox.base import WORKSPACE, CommandResult, Sandbox
-from tools.search import workspace_files
+from tools.search import tests_named, workspace_files
 from tools.workspace_fs import WorkspaceFS
 
 PROBE = Path(__file__).with_name("locate_probe.py")
@@ -112,26 +111,7 @@ class Locate(Tool):
 
 def _by_name(workspace: Path, name: str) -> str | None:
     """`file::[Class::]name` of the one test function called `name`, or None."""
-    if not name.isidentifier():
-        return None
-    fs = WorkspaceFS(workspace)
-    found: list[str] = []
-    definition = re.compile(rf"^(\s*)(?:async\s+)?def {re.escape(name)}\(", re.MULTILINE)
-    for file in workspace_files(workspace):
-        base = Path(file).name
-        if not (base.startswith("test_") or base.endswith("_test.py")) \
-                or not base.endswith(".py"):
-            continue
-        try:
-            text = fs.read_text(file, limit=2_000_000)
-        except (OSError, UnicodeDecodeError):
-            continue
-        for match in definition.finditer(text):
-            owner = ""
-            if match.group(1):  # a method: the class above it at the margin
-                classes = re.findall(r"^class (\w+)", text[:match.start()], re.MULTILINE)
-                owner = f"{classes[-1]}::" if classes else ""
-            found.append(f"{file}::{owner}{name}")
+    found = tests_named(workspace, name)
     return found[0] if len(found) == 1 else None
 
 

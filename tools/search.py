@@ -40,6 +40,33 @@ def workspace_files(workspace: Path) -> list[str]:
         return _walk(workspace)
 
 
+
+def tests_named(workspace: Path, name: str, files: list[str] | None = None) -> list[str]:
+    """pytest node ids (`path::name`, `path::Class::name`) of the test functions called `name`
+    in the workspace's test files (`test_*.py`, `*_test.py`; `files` when already listed), read
+    without following links."""
+    if not name.isidentifier():
+        return []
+    fs = WorkspaceFS(workspace)
+    definition = re.compile(rf"^([ \t]*)(?:async[ \t]+)?def {re.escape(name)}\(", re.MULTILINE)
+    found: list[str] = []
+    for file in workspace_files(workspace) if files is None else files:
+        base = Path(file).name
+        if not (base.startswith("test_") or base.endswith("_test.py")) \
+                or not base.endswith(".py"):
+            continue
+        try:
+            text = fs.read_text(file, limit=MAX_SEARCHED_BYTES)
+        except (ToolError, OSError, UnicodeDecodeError):
+            continue
+        for match in definition.finditer(text):
+            owner = ""
+            if match.group(1):  # a method: the class above it at the margin
+                classes = re.findall(r"^class (\w+)", text[:match.start()], re.MULTILINE)
+                owner = f"{classes[-1]}::" if classes else ""
+            found.append(f"{file}::{owner}{name}")
+    return found
+
 def _walk(workspace: Path) -> list[str]:
     """Every regular file under `workspace` found without following links, `.git` skipped."""
     found: list[str] = []
