@@ -200,6 +200,19 @@ def costs(model: Any, tokenizer: Any, rows: list[dict[str, Any]]) -> dict[str, A
             "per_row": per_row}
 
 
+
+def record_costs(results_file: Path, results: dict[str, Any], name: str, adapter: Path | None,
+                 entry: dict[str, Any], parts: dict[str, list[dict[str, Any]]]) -> None:
+    """Score `adapter` (None: the base) on each part's rows into `entry`, store it as
+    `results[name]` in `results_file`, and print its medians."""
+    model, tokenizer = scorer(adapter)
+    for part, rows in parts.items():
+        entry[part] = costs(model, tokenizer, rows)
+    results[name] = entry
+    results_file.write_text(json.dumps(results, indent=1))
+    print(name, {part: {k: v for k, v in entry[part].items() if k != "per_row"}
+                 for part in parts}, flush=True)
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sdists", type=Path, required=True)
@@ -242,13 +255,8 @@ def main() -> None:
                     learning_rate=args.lr, lora=lora_of(name)),
                     source="in-view locate-first repairs of 7 training libraries")
                 print(f"{name}: trained in {time.monotonic() - started:.0f} s", flush=True)
-        model, tokenizer = scorer(adapter)
-        entry["train"] = costs(model, tokenizer, train)
-        entry["heldout"] = costs(model, tokenizer, heldout)
-        results[name] = entry
-        results_file.write_text(json.dumps(results, indent=1))
-        print(name, {part: {k: v for k, v in entry[part].items() if k != "per_row"}
-                     for part in ("train", "heldout")}, flush=True)
+        record_costs(results_file, results, name, adapter, entry,
+                     {"train": train, "heldout": heldout})
 
 
 if __name__ == "__main__":

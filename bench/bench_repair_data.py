@@ -59,7 +59,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from bench_locate_sft import LIBRARIES  # noqa: E402
-from bench_lora_capacity import costs, lora_of, scorer  # noqa: E402
+from bench_lora_capacity import lora_of, record_costs  # noqa: E402
 
 from finetune.sft import SFTRunConfig, run_sft  # noqa: E402
 from finetune.synthesis import SynthesisOptions, synthesize  # noqa: E402
@@ -156,13 +156,8 @@ def main() -> None:
                     source=f"{len(rows)} short synthesized repairs")
                 entry["training_s"] = round(time.monotonic() - started)
                 entry["rows"] = len(rows)
-        model, tokenizer = scorer(adapter)
-        entry["train_few"] = costs(model, tokenizer, few)
-        entry["heldout"] = costs(model, tokenizer, heldout)
-        results[name] = entry
-        results_file.write_text(json.dumps(results, indent=1))
-        print(name, {part: {k: v for k, v in entry[part].items() if k != "per_row"}
-                     for part in ("train_few", "heldout")}, flush=True)
+        record_costs(results_file, results, name, adapter, entry,
+                     {"train_few": few, "heldout": heldout})
 
 
 if __name__ == "__main__":

@@ -55,18 +55,21 @@ def missing_test_hint(output: str, workspace: Path) -> str:
     """A hint for a test pytest did not find, or "": the workspace's files called like the test
     file (a folder left out of the path is the usual slip), else the test files that define a
     test of that name, as full node ids (a bare `test_x`, or a test asked of the wrong file)."""
+    targets = [match.group(1).removeprefix(WORKSPACE + "/")
+               for match in MISSING_FILE.finditer(output)]
+    if not targets:
+        return ""
     fs = WorkspaceFS(workspace)
-    for match in MISSING_FILE.finditer(output):
-        target = match.group(1).removeprefix(WORKSPACE + "/")
+    try:
+        listed = workspace_files(workspace)
+    except OSError:
+        return ""
+    for target in targets:
         path, _, inside = target.partition("::")
         if path.startswith("/") or ".." in path.split("/"):
             continue
         test = inside.split("::")[-1].split("[")[0] if inside else \
             (path if TEST_NAME.fullmatch(path) else "")
-        try:
-            listed = workspace_files(workspace)
-        except OSError:
-            return ""
         if path.endswith(".py") and _kind(fs, path) == "missing":
             name = PurePosixPath(path).name
             same = [f for f in listed if PurePosixPath(f).name == name][:5]

@@ -40,7 +40,6 @@ def workspace_files(workspace: Path) -> list[str]:
         return _walk(workspace)
 
 
-
 def tests_named(workspace: Path, name: str, files: list[str] | None = None) -> list[str]:
     """pytest node ids (`path::name`, `path::Class::name`) of the test functions called `name`
     in the workspace's test files (`test_*.py`, `*_test.py`; `files` when already listed), read
@@ -66,6 +65,7 @@ def tests_named(workspace: Path, name: str, files: list[str] | None = None) -> l
                 owner = f"{classes[-1]}::" if classes else ""
             found.append(f"{file}::{owner}{name}")
     return found
+
 
 def _walk(workspace: Path) -> list[str]:
     """Every regular file under `workspace` found without following links, `.git` skipped."""
