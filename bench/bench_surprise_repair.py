@@ -1,0 +1,177 @@
+"""Repairs chosen by running them: `locate`'s suspects, the model's surprise, the failing test.
+
+    python bench/bench_surprise_repair.py --suite SUITE [--model smollm2-135m] [--budget 30] \\
+        [--functions 3] [--save OUT.json]
+
+Every adapter so far writes the wrong held-out repair as a tool call, yet read as a plain
+language model the base often prefers the fixed line (`bench_base_choice.py`). This bench asks
+how far that preference goes with no tool call at all, the way an automated program repair tool
+would use it. For each task:
+
+1. the failing test is the first pytest id the issue names (as a user would read it);
+2. the real `locate` tool runs it in the Docker sandbox and ranks functions (Ochiai);
+3. `agent.surprise_repair.candidate_edits` proposes one-line edits of the first `--functions`
+   suspects (the model's likeliest token where the code's is not: put in place, put before,
+   deleted, or the rest of the line written from it), scored by the window's log-likelihood;
+4. candidates are tried best first, at most `--budget`, by running that test in the sandbox;
+   the first that passes is kept, and the task's reward is `verify_patch` on a fresh sandbox
+   with all its FAIL_TO_PASS and PASS_TO_PASS tests (the reward every episode gets).
+
+Also recorded: where the task's own fix (byte for byte) ranks among the candidates, a lower
+bound on what the candidates hold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from agent.local_model import load_local_model  # noqa: E402
+from agent.surprise_repair import LineEdit, SurpriseOptions, candidate_edits  # noqa: E402
+from finetune.suite import SuiteTask, checkout_task, load_suite  # noqa: E402
+from tools.base import ToolContext, ToolError  # noqa: E402
+from tools.locate import Locate, LocateArgs, function_source  # noqa: E402
+from tools.sandbox import SandboxConfig, make_sandbox  # noqa: E402
+from trajectories.verify import apply_diff, test_invocation, verify_patch  # noqa: E402
+
+TEST_ID = re.compile(r"([\w./-]+\.py::[\w:\[\]./-]+)")
+NAME_IN_FILE = re.compile(r"`(test\w*)` (?:in|of) `([\w./-]+\.py)`")
+TRACEBACK_LINE = re.compile(r"^([\w./-]*test[\w./-]*\.py):\d+: in (test\w*)$", re.MULTILINE)
+
+
+def named_test(task: SuiteTask) -> str | None:
+    """The first failing test the issue names: a pytest id, `name` in `file`, or the test
+    frame of its traceback."""
+    text = task.problem_statement
+    if found := TEST_ID.search(text):
+        return found.group(1)
+    if found := NAME_IN_FILE.search(text):
+        return f"{found.group(2)}::{found.group(1)}"
+    if found := TRACEBACK_LINE.search(text):
+        return f"{found.group(1)}::{found.group(2)}"
+    return None
+
+
+def fixed_source(workspace: Path, task: SuiteTask, path: str) -> str | None:
+    """`path` as the task's own fix leaves it (a scratch copy of the checkout)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        copy = Path(scratch) / "fixed"
+        subprocess.run(["cp", "-r", str(workspace), str(copy)], check=True)
+        if apply_diff(copy, task.patch) is not None:
+            return None
+        target = copy / path
+        return target.read_text() if target.is_file() else None
+
+
+def repair(task: SuiteTask, suite: Any, local: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """One task: locate, propose, try; its record."""
+    started = time.monotonic()
+    record: dict[str, Any] = {"task": task.instance_id, "kind": (task.model_extra or {}).get(
+        "kind"), "reward": 0, "tried": 0}
+    test = named_test(task)
+    if test is None:
+        return record | {"error": "the issue names no test"}
+    with tempfile.TemporaryDirectory(prefix="surprise-") as scratch:
+        workspace = Path(scratch) / "workspace"
+        checkout_task(suite, task, workspace)
+        sandbox = make_sandbox(SandboxConfig(), workspace)
+        try:
+            try:
+                located = Locate().run(LocateArgs(test=test),
+                                       ToolContext(workspace=workspace, sandbox=sandbox))
+            except ToolError as exc:
+                return record | {"error": f"locate: {exc}"}
+            suspects = located.data.get("suspects", [])[:args.functions]
+            record["suspects"] = [f"{s['path']}:{s['function']}" for s in suspects]
+            candidates: list[tuple[str, LineEdit]] = []
+            proposing = time.monotonic()
+            for suspect in suspects:
+                last, lines = function_source(workspace, suspect["path"], suspect["def_line"])
+                if not lines:
+                    continue
+                source = (workspace / suspect["path"]).read_text()
+                candidates += [(suspect["path"], edit) for edit in candidate_edits(
+                    local.model, local.tokenizer, source, suspect["def_line"], last,
+                    SurpriseOptions(limit=args.budget))]
+            candidates.sort(key=lambda pair: pair[1].gain, reverse=True)
+            record["propose_s"] = round(time.monotonic() - proposing, 1)
+            record["candidates"] = len(candidates)
+            fixes = {path: fixed_source(workspace, task, path) for path in {p for p, _ in
+                                                                            candidates}}
+            record["fix_rank"] = next(
+                (rank for rank, (path, edit) in enumerate(candidates)
+                 if edit.apply((workspace / path).read_text()) == fixes.get(path)), None)
+            command = test_invocation(task.test_command, [test], [])
+            for path, edit in candidates[:args.budget]:
+                target = workspace / path
+                original = target.read_text()
+                target.write_text(edit.apply(original))
+                record["tried"] += 1
+                result = sandbox.run(command, timeout=120)
+                if result.exit_code == 0:
+                    patch = "".join(difflib.unified_diff(
+                        original.splitlines(keepends=True), edit.apply(original).splitlines(
+                            keepends=True), f"a/{path}", f"b/{path}"))
+                    record["chosen"] = {"path": path, "line": edit.line, "old": edit.old,
+                                        "new": edit.new, "how": edit.how,
+                                        "gain": round(edit.gain, 2)}
+                    break
+                target.write_text(original)
+        finally:
+            sandbox.close()
+        if "chosen" in record:
+            verdict = verify_patch(workspace, task.base_commit, patch, task.test_command,
+                                   task.FAIL_TO_PASS, task.PASS_TO_PASS)
+            record["reward"] = verdict.reward
+    return record | {"seconds": round(time.monotonic() - started, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--suite", type=Path, required=True)
+    parser.add_argument("--split", default=None)
+    parser.add_argument("--model", default="smollm2-135m",
+                        help="a local model name (`agent models list`) or folder")
+    parser.add_argument("--budget", type=int, default=30, help="test runs per task")
+    parser.add_argument("--functions", type=int, default=3, help="suspects edited")
+    parser.add_argument("--save", type=Path)
+    args = parser.parse_args()
+    suite = load_suite(args.suite)
+    local = load_local_model(args.model)
+    records = []
+    for task in suite.split(args.split):
+        record = repair(task, suite, local, args)
+        records.append(record)
+        chosen = record.get("chosen")
+        print(f"{record['task']}: reward {record['reward']}, tried {record['tried']} of "
+              f"{record.get('candidates', 0)}, fix rank {record.get('fix_rank')}, "
+              f"{record.get('seconds')} s" + (f"; {chosen['old'].strip()!r} -> "
+                                              f"{chosen['new'].strip()!r}" if chosen else "")
+              + (f"; {record['error']}" if "error" in record else ""), flush=True)
+    passed = sum(r["reward"] for r in records)
+    summary = {"suite": str(args.suite), "model": args.model, "budget": args.budget,
+               "functions": args.functions, "tasks": len(records), "passed": passed,
+               "pass_rate": round(passed / max(1, len(records)), 3),
+               "seconds": round(sum(r.get("seconds", 0) for r in records), 1),
+               "records": records}
+    print(f"\n{passed} of {len(records)} tasks repaired (reward 1), "
+          f"{summary['seconds']} s in all")
+    if args.save:
+        args.save.parent.mkdir(parents=True, exist_ok=True)
+        args.save.write_text(json.dumps(summary, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
