@@ -108,6 +108,40 @@ def test_locate_ranks_the_function_the_failing_test_runs_first(tmp_path, sandbox
                                                                      [5, 9])
 
 
+SLOW_TESTS = '''\
+from stats.core import mean, scale
+
+
+def test_many_lines():
+    total = 0
+    for _ in range(400_000):
+        total += len(scale([1], 1))
+    assert total == 400_000
+
+
+def test_mean():
+    assert mean([2, 4]) == 3
+'''
+
+
+def test_a_test_that_outlasts_the_deadline_is_left_out_not_waited_for(tmp_path, sandbox_for,
+                                                                       monkeypatch):
+    # Traced, the first test runs millions of lines (a real suite's slow test, which made
+    # `locate` time out on more-itertools); its tracing stops at the deadline and its result
+    # is left out, and the failing test, run last, is still traced whole.
+    monkeypatch.setattr("tools.locate.TRACE_BUDGET_S", 1.0)
+    root = make_repo(tmp_path / "repo")
+    (root / "tests" / "test_core.py").write_text(SLOW_TESTS)
+    ctx = sandbox_for(root)
+    observation = ToolBox([Locate()]).call("locate", {"test": "tests/test_core.py::test_mean"},
+                                           ctx)
+    assert not observation.is_error, observation.output
+    assert observation.output.startswith("Ran 1 tests of tests/test_core.py: 1 failed, 0 passed "
+                                         "(stopped early: out of time)")
+    assert observation.data["suspects"][0]["function"] == "mean"
+    assert observation.data["suspects"][0]["score"] == pytest.approx(1.0)
+
+
 def test_locate_bad_input_gets_a_clear_error_and_changes_nothing(tmp_path, sandbox_for):
     root = make_repo(tmp_path / "repo")
     ctx = sandbox_for(root)

@@ -22,6 +22,8 @@ import pytest
 MARKER = "APPRENTICE-LOCATE "
 TEST_DIRS = {"tests", "test", "testing"}
 KEPT = 10
+TARGET_EXTRA_S = 30.0
+"""Seconds the given test is traced past the deadline (it runs last)."""
 
 
 def is_library(path, root):
@@ -48,7 +50,14 @@ class Recorder:
         self.lines = {}
         self.outcomes = {}
         self.current = None
+        self.running = None
         self.stopped = False
+        self.events = 0
+        self.untraced = False
+        """True once the running test outlasted the deadline (the target: `TARGET_EXTRA_S`
+        more): its tracing stops, as slow as it makes a test of many lines. Another test's
+        result is then left out; the target's lines so far are kept."""
+        self.left_out = set()
 
     def _trace(self, frame, event, arg):
         code = frame.f_code
@@ -56,7 +65,7 @@ class Recorder:
         if wanted is None:
             wanted = self.library[code.co_filename] = is_library(
                 os.path.realpath(code.co_filename), self.root)
-        if not wanted or self.current is None:
+        if not wanted or self.current is None or self._past_deadline():
             return None
         if code.co_name.startswith("<") and frame.f_back is not None \
                 and frame.f_back.f_code.co_filename == code.co_filename:
@@ -67,18 +76,31 @@ class Recorder:
         current = self.current
 
         def local(frame, event, arg):
+            if self._past_deadline():
+                return None
             if event == "line":
                 current.add((key, frame.f_lineno))
             return local
 
         return local
 
+    def _past_deadline(self):
+        """Whether to stop tracing the running test; the clock is read every 4096 events."""
+        if self.untraced:
+            return True
+        self.events += 1
+        if self.events % 4096 == 0:
+            extra = TARGET_EXTRA_S if self.running == self.target else 0.0
+            if time.monotonic() > self.deadline + extra:
+                self.untraced = self.stopped = True
+        return self.untraced
+
     def pytest_collection_modifyitems(self, items):
         items.sort(key=lambda item: item.nodeid == self.target)
 
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_protocol(self, item, nextitem):
-        self.current = set()
+        self.current, self.running, self.untraced = set(), item.nodeid, False
         sys.settrace(self._trace)
         threading.settrace(self._trace)
         try:
@@ -86,9 +108,12 @@ class Recorder:
         finally:
             sys.settrace(None)
             threading.settrace(None)
-            for line in self.current:
-                self.lines.setdefault(line, []).append(item.nodeid)
-            self.current = None
+            if self.untraced and item.nodeid != self.target:
+                self.left_out.add(item.nodeid)
+            else:
+                for line in self.current:
+                    self.lines.setdefault(line, []).append(item.nodeid)
+            self.current = self.running = None
 
     def pytest_runtest_logreport(self, report):
         if report.failed:
@@ -97,6 +122,8 @@ class Recorder:
             self.outcomes.setdefault(report.nodeid, "skipped" if report.skipped else "passed")
 
     def report(self, exit_code):
+        for test in self.left_out:
+            self.outcomes.pop(test, None)
         failed_total = sum(o == "failed" for o in self.outcomes.values())
         passed_total = sum(o == "passed" for o in self.outcomes.values())
         best = {}
