@@ -81,7 +81,6 @@ def candidate_edits(model: Any, tokenizer: Any, source: str, first: int, last: i
     with torch.no_grad():
         out = model(torch.tensor([ids]), use_cache=True)
     logprobs = torch.log_softmax(out.logits[0].float(), dim=-1)
-    base = float(logprobs[torch.arange(len(ids) - 1), torch.tensor(ids[1:])].sum())
 
     surprise = sorted(((float(logprobs[t - 1].max() - logprobs[t - 1, ids[t]]), t)
                        for t in range(1, len(ids)) if line_of[t] in editable
@@ -109,9 +108,22 @@ def candidate_edits(model: Any, tokenizer: Any, source: str, first: int, last: i
         edit = LineEdit(start + index, window_lines[index].rstrip("\r\n"), new, 0.0, how)
         if edit.line in editable and (not options.python or _parses(edit.apply(source))):
             edits.append(edit)
-    scored = _window_gains(model, tokenizer, window, start, edits, base)
+    scored = _window_gains(model, tokenizer, window, start, edits, ids, logprobs,
+                           out.past_key_values)
     scored.sort(key=lambda edit: edit.gain, reverse=True)
     return scored[:options.limit]
+
+
+def interleaved(per_function: list[list[LineEdit]], min_gain: float = 0.0
+                ) -> list[tuple[int, LineEdit]]:
+    """(function index, edit) in the order to try them: round-robin over the functions (most
+    suspicious first), each function's best first, leaving out the edits whose gain is below
+    `min_gain` (by default those that make the code less likely than it was)."""
+    kept = [[edit for edit in edits if edit.gain >= min_gain] for edits in per_function]
+    order: list[tuple[int, LineEdit]] = []
+    for rank in range(max((len(edits) for edits in kept), default=0)):
+        order += [(index, edits[rank]) for index, edits in enumerate(kept) if rank < len(edits)]
+    return order
 
 
 def editable_lines(source: str, first: int, last: int) -> set[int]:
@@ -166,19 +178,14 @@ def _greedy_line(model: Any, cache: Any, at: int, first_token: int, options: Sur
                  tokenizer: Any) -> list[int]:
     """What the model writes greedily after the window's first `at` tokens and `first_token`,
     up to the first token that holds a line break (the window's cache, cut at `at`)."""
-    import copy
-
     import torch
 
-    from agent.local_model import cache_argument
-
-    past = copy.deepcopy(cache)
-    past.crop(at - past.get_seq_length())  # transformers 5: a negative count to drop
+    past = _cut(cache, at)
     written: list[int] = []
     token = first_token
     with torch.no_grad():
         for _ in range(options.rewrite_tokens):
-            out = model(torch.tensor([[token]]), use_cache=True, **{cache_argument(): past})
+            out = model(torch.tensor([[token]]), use_cache=True, **{_cache_name(): past})
             past = out.past_key_values
             token = int(out.logits[0, -1].argmax())
             written.append(token)
@@ -213,25 +220,47 @@ def _parses(source: str) -> bool:
 
 
 def _window_gains(model: Any, tokenizer: Any, window: str, start: int, edits: list[LineEdit],
-                  base: float, batch: int = 8) -> list[LineEdit]:
-    """The edits with `gain` set: the window's log-likelihood with the edit, minus `base`."""
+                  ids: list[int], logprobs: Any, cache: Any) -> list[LineEdit]:
+    """The edits with `gain` set: the window's log-likelihood with the edit, minus without.
+    The tokens before the first that differs count the same both ways, so only the rest is
+    run, on the window's key/value cache cut there."""
     import torch
 
-    texts = [_shifted(edit, start).apply(window) for edit in edits]
+    actual = logprobs[torch.arange(len(ids) - 1), torch.tensor(ids[1:])]
     scored: list[LineEdit] = []
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    for offset in range(0, len(texts), batch):
-        chunk = [tokenizer(text, add_special_tokens=False)["input_ids"]
-                 for text in texts[offset:offset + batch]]
-        width = max(len(ids) for ids in chunk)
-        inputs = torch.tensor([ids + [pad] * (width - len(ids)) for ids in chunk])
-        mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids in chunk])
-        with torch.no_grad():
-            logprobs = torch.log_softmax(model(inputs, attention_mask=mask).logits.float(), -1)
-        picked = logprobs[:, :-1].gather(-1, inputs[:, 1:, None])[..., 0] * mask[:, 1:]
-        for edit, total in zip(edits[offset:offset + batch], picked.sum(-1).tolist(), strict=True):
-            scored.append(LineEdit(edit.line, edit.old, edit.new, total - base, edit.how))
+    for edit in edits:
+        new_ids = tokenizer(_shifted(edit, start).apply(window), add_special_tokens=False)[
+            "input_ids"]
+        common, limit = 0, min(len(ids), len(new_ids)) - 1
+        while common < limit and ids[common] == new_ids[common]:
+            common += 1
+        common = max(common, 1)
+        rest = new_ids[common:]
+        new = float(logprobs[common - 1, rest[0]])
+        if len(rest) > 1:
+            with torch.no_grad():
+                out = model(torch.tensor([rest]), use_cache=True,
+                            **{_cache_name(): _cut(cache, common)})
+            following = torch.log_softmax(out.logits[0, :-1].float(), dim=-1)
+            new += float(following.gather(-1, torch.tensor(rest[1:])[:, None]).sum())
+        old = float(actual[common - 1:].sum())
+        scored.append(LineEdit(edit.line, edit.old, edit.new, new - old, edit.how))
     return scored
+
+
+def _cut(cache: Any, length: int) -> Any:
+    """A copy of `cache` holding its first `length` tokens."""
+    import copy
+
+    past = copy.deepcopy(cache)
+    past.crop(length - past.get_seq_length())  # transformers 5: a negative count to drop
+    return past
+
+
+def _cache_name() -> str:
+    from agent.local_model import cache_argument
+
+    return cache_argument()
 
 
 def _shifted(edit: LineEdit, start: int) -> LineEdit:

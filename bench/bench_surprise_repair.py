@@ -9,7 +9,8 @@ how far that preference goes with no tool call at all, the way an automated prog
 would use it. For each task:
 
 1. the failing test is the first pytest id the issue names (as a user would read it);
-2. the real `locate` tool runs it in the Docker sandbox and ranks functions (Ochiai);
+2. the real `locate` tool runs it in the Docker sandbox and ranks functions (Ochiai); a
+   module's top-level code is passed over;
 3. `agent.surprise_repair.candidate_edits` proposes one-line edits of the first `--functions`
    suspects (the model's likeliest token where the code's is not: put in place, put before,
    deleted, or the rest of the line written from it), scored by the window's log-likelihood;
@@ -39,13 +40,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from agent.local_model import load_local_model  # noqa: E402
-from agent.surprise_repair import LineEdit, SurpriseOptions, candidate_edits  # noqa: E402
+from agent.surprise_repair import (  # noqa: E402
+    LineEdit,
+    SurpriseOptions,
+    candidate_edits,
+    interleaved,
+)
 from finetune.suite import SuiteTask, checkout_task, load_suite  # noqa: E402
 from tools.base import ToolContext, ToolError  # noqa: E402
 from tools.locate import Locate, LocateArgs, function_source  # noqa: E402
 from tools.sandbox import SandboxConfig, make_sandbox  # noqa: E402
 from trajectories.verify import apply_diff, test_invocation, verify_patch  # noqa: E402
 
+MODULE = "<module>"
+"""`locate`'s name for a module's top-level code: a whole file, too long to read as one
+function, and seldom where the tests fail (imports run when any test does)."""
 TEST_ID = re.compile(r"([\w./-]+\.py::[\w:\[\]./-]+)")
 NAME_IN_FILE = re.compile(r"`(test\w*)` (?:in|of) `([\w./-]+\.py)`")
 TRACEBACK_LINE = re.compile(r"^([\w./-]*test[\w./-]*\.py):\d+: in (test\w*)$", re.MULTILINE)
@@ -93,21 +102,22 @@ def repair(task: SuiteTask, suite: Any, local: Any, args: argparse.Namespace) ->
                                        ToolContext(workspace=workspace, sandbox=sandbox))
             except ToolError as exc:
                 return record | {"error": f"locate: {exc}"}
-            suspects = located.data.get("suspects", [])[:args.functions]
+            suspects = [s for s in located.data.get("suspects", [])
+                        if s["function"] != MODULE][:args.functions]
             record["suspects"] = [f"{s['path']}:{s['function']}" for s in suspects]
-            candidates: list[tuple[str, LineEdit]] = []
+            per_function: list[list[LineEdit]] = []
             proposing = time.monotonic()
             for suspect in suspects:
                 last, lines = function_source(workspace, suspect["path"], suspect["def_line"])
-                if not lines:
-                    continue
                 source = (workspace / suspect["path"]).read_text()
-                candidates += [(suspect["path"], edit) for edit in candidate_edits(
+                per_function.append(candidate_edits(
                     local.model, local.tokenizer, source, suspect["def_line"], last,
-                    SurpriseOptions(limit=args.budget))]
-            candidates.sort(key=lambda pair: pair[1].gain, reverse=True)
+                    SurpriseOptions(limit=args.budget)) if lines else [])
+            candidates = [(suspects[index]["path"], edit)
+                          for index, edit in interleaved(per_function, args.min_gain)]
             record["propose_s"] = round(time.monotonic() - proposing, 1)
             record["candidates"] = len(candidates)
+            record["proposed"] = sum(len(edits) for edits in per_function)
             fixes = {path: fixed_source(workspace, task, path) for path in {p for p, _ in
                                                                             candidates}}
             record["fix_rank"] = next(
@@ -124,6 +134,7 @@ def repair(task: SuiteTask, suite: Any, local: Any, args: argparse.Namespace) ->
                     patch = "".join(difflib.unified_diff(
                         original.splitlines(keepends=True), edit.apply(original).splitlines(
                             keepends=True), f"a/{path}", f"b/{path}"))
+                    record["exact"] = edit.apply(original) == fixes.get(path)
                     record["chosen"] = {"path": path, "line": edit.line, "old": edit.old,
                                         "new": edit.new, "how": edit.how,
                                         "gain": round(edit.gain, 2)}
@@ -146,6 +157,9 @@ def main() -> None:
                         help="a local model name (`agent models list`) or folder")
     parser.add_argument("--budget", type=int, default=30, help="test runs per task")
     parser.add_argument("--functions", type=int, default=3, help="suspects edited")
+    parser.add_argument("--min-gain", type=float, default=0.0,
+                        help="try only edits that make the code at least this much likelier "
+                             "(nats; -inf: all)")
     parser.add_argument("--save", type=Path)
     args = parser.parse_args()
     suite = load_suite(args.suite)
@@ -161,12 +175,15 @@ def main() -> None:
                                               f"{chosen['new'].strip()!r}" if chosen else "")
               + (f"; {record['error']}" if "error" in record else ""), flush=True)
     passed = sum(r["reward"] for r in records)
+    exact = sum(bool(r.get("exact")) and r["reward"] for r in records)
     summary = {"suite": str(args.suite), "model": args.model, "budget": args.budget,
-               "functions": args.functions, "tasks": len(records), "passed": passed,
+               "functions": args.functions, "min_gain": args.min_gain, "tasks": len(records),
+               "passed": passed, "exact": exact,
                "pass_rate": round(passed / max(1, len(records)), 3),
                "seconds": round(sum(r.get("seconds", 0) for r in records), 1),
                "records": records}
-    print(f"\n{passed} of {len(records)} tasks repaired (reward 1), "
+    print(f"\n{passed} of {len(records)} tasks repaired (reward 1; {exact} with the task's own "
+          f"fix), "
           f"{summary['seconds']} s in all")
     if args.save:
         args.save.parent.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@ import ast
 
 import pytest
 
-from agent.surprise_repair import LineEdit, candidate_edits, editable_lines
+from agent.surprise_repair import LineEdit, candidate_edits, editable_lines, interleaved
 
 SOURCE = '''import itertools
 
@@ -65,3 +65,17 @@ def test_the_real_model_proposes_the_fix_first() -> None:
 def test_nothing_to_edit_gives_no_candidates() -> None:
     # Lines 4-5 are the def and the docstring: no model is needed to know there is nothing.
     assert candidate_edits(None, None, SOURCE, 4, 5) == []
+
+
+def test_candidates_are_tried_round_robin_and_unlikelier_code_is_left_out() -> None:
+    def edit(name: str, gain: float) -> LineEdit:
+        return LineEdit(1, "x", name, gain, "replace")
+
+    first = [edit("a1", 9.0), edit("a2", 1.0), edit("a3", -0.5)]
+    second = [edit("b1", 3.0)]
+    third = [edit("c1", 0.5), edit("c2", 0.2)]
+    order = interleaved([first, second, third])
+    assert [(i, e.new) for i, e in order] == [(0, "a1"), (1, "b1"), (2, "c1"), (0, "a2"),
+                                              (2, "c2")]
+    assert [e.new for _, e in interleaved([first], min_gain=float("-inf"))] == ["a1", "a2", "a3"]
+    assert interleaved([]) == []
