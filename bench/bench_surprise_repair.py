@@ -20,6 +20,21 @@ would use it. For each task:
 
 Also recorded: where the task's own fix (byte for byte) ranks among the candidates, a lower
 bound on what the candidates hold.
+
+Measured 2026-12-08 on 2 CPU cores, the untuned base scoring (files in
+`bench/results/surprise-repair/`; toolz is `agent finetune synthesize toolz-1.2.0 --max-tasks 13
+--eval-only --seed 1`, more-itertools `... more_itertools-11.2.1 --max-tasks 8
+--max-candidates 32 --eval-only --seed 0`):
+
+| suite, candidates tried | reward 1 | the task's own fix | s per task |
+|---|---|---|---|
+| toolz (13), those that make the code likelier (`--min-gain 0`) | 4 | 3 | 35 |
+| toolz, every one, best first across suspects, `<module>` kept (first version) | 6 | 3 | 48 |
+| more-itertools (8), `--min-gain 0` | 1 | 1 | 102 |
+
+The two extra passes of the first version are not fixes (`return None` for `return False`, a
+hard-coded `return "1.0.0"`), both edits that make the code less likely; it also read no test
+from two issues (`name` in `file`, since read).
 """
 
 from __future__ import annotations
