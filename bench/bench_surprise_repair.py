@@ -31,6 +31,7 @@ Measured 2026-12-08 on 2 CPU cores, the untuned base scoring (files in
 | toolz (13), those that make the code likelier (`--min-gain 0`) | 4 | 3 | 35 |
 | toolz, every one, best first across suspects, `<module>` kept (first version) | 6 | 3 | 48 |
 | more-itertools (8), `--min-gain 0` | 1 | 1 | 102 |
+| toolz, scored by the shipped model (`--model apprentice-135m`) | 3 | 2 | 49 |
 
 The two extra passes of the first version are not fixes (`return None` for `return False`, a
 hard-coded `return "1.0.0"`), both edits that make the code less likely; it also read no test
