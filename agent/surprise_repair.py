@@ -4,11 +4,12 @@ A small model does not write the fix of an unseen bug as a tool call, but read a
 language model of code it often prefers the fixed line to the buggy one (`bench_base_choice.py`:
 8 of 13 held-out tasks). So: one forward pass over the function (with the lines before it as
 context) gives, at every token, the model's likeliest tokens. Where the code's token is not the
-likeliest, three edits of that line are candidates: the model's token in place of the code's
-(`replace`), before it (`insert`), or the rest of the line written greedily from it
-(`rewrite`). Candidates that still parse are scored by how much likelier the whole window is
-with the edit, best first. The caller tries them by running the failing test: several attempts
-chosen by running them, at the scale of one line.
+likeliest, four edits of that line are candidates: the model's token in place of the code's
+(`replace`) or before it (`insert`), the code's token left out (`delete`), or the rest of the
+line written greedily from the model's token (`rewrite`). Candidates that still parse are
+scored by how much likelier the whole window is with the edit, best first. The caller tries
+them by running the failing test (`interleaved` gives the order): several attempts chosen by
+running them, at the scale of one line (`bench/bench_surprise_repair.py` measures it).
 """
 
 from __future__ import annotations
