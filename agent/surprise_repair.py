@@ -99,7 +99,7 @@ def candidate_edits(model: Any, tokenizer: Any, source: str, first: int, last: i
                       ("rewrite", [alternative, *_greedy_line(model, out.past_key_values, t,
                                                                alternative, options, tokenizer)])]
         for how, tail in tails:
-            edited = _edited_line(tokenizer, ids[:t], tail, offsets[t], window_lines,
+            edited = _edited_line(tokenizer, ids[:t], tail, line_of[t] - start, window_lines,
                                   how == "rewrite")
             if edited is not None and edited[1] != window_lines[edited[0]].rstrip("\r\n"):
                 drafts.setdefault(edited, how)
@@ -195,11 +195,11 @@ def _greedy_line(model: Any, cache: Any, at: int, first_token: int, options: Sur
     return written
 
 
-def _edited_line(tokenizer: Any, head: list[int], tail: list[int], at: int,
+def _edited_line(tokenizer: Any, head: list[int], tail: list[int], index: int,
                  window_lines: list[str], rewrite: bool) -> tuple[int, str] | None:
-    """(window line index, its new text) when the tokens change exactly one line, else None."""
+    """(`index`, its new text) when the tokens change exactly that line of the window (the one
+    the first token of `tail` falls in), else None."""
     text = tokenizer.decode(head + tail)
-    index = "".join(window_lines)[:at].count("\n")
     if rewrite:
         line_start = len("".join(window_lines[:index]))
         return index, text[line_start:].split("\n", 1)[0].rstrip("\r")

@@ -62,6 +62,7 @@ from agent.surprise_repair import (  # noqa: E402
     candidate_edits,
     interleaved,
 )
+from agent.tool_grammar import NAMED_TEST, PYTEST_ID  # noqa: E402
 from finetune.suite import SuiteTask, checkout_task, load_suite  # noqa: E402
 from tools.base import ToolContext, ToolError  # noqa: E402
 from tools.locate import Locate, LocateArgs, function_source  # noqa: E402
@@ -71,8 +72,6 @@ from trajectories.verify import apply_diff, test_invocation, verify_patch  # noq
 MODULE = "<module>"
 """`locate`'s name for a module's top-level code: a whole file, too long to read as one
 function, and seldom where the tests fail (imports run when any test does)."""
-TEST_ID = re.compile(r"([\w./-]+\.py::[\w:\[\]./-]+)")
-NAME_IN_FILE = re.compile(r"`(test\w*)` (?:in|of) `([\w./-]+\.py)`")
 TRACEBACK_LINE = re.compile(r"^([\w./-]*test[\w./-]*\.py):\d+: in (test\w*)$", re.MULTILINE)
 
 
@@ -80,9 +79,9 @@ def named_test(task: SuiteTask) -> str | None:
     """The first failing test the issue names: a pytest id, `name` in `file`, or the test
     frame of its traceback."""
     text = task.problem_statement
-    if found := TEST_ID.search(text):
+    if found := PYTEST_ID.search(text):
         return found.group(1)
-    if found := NAME_IN_FILE.search(text):
+    if found := NAMED_TEST.search(text):
         return f"{found.group(2)}::{found.group(1)}"
     if found := TRACEBACK_LINE.search(text):
         return f"{found.group(1)}::{found.group(2)}"
