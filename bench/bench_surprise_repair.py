@@ -45,7 +45,6 @@ import difflib
 import json
 import os
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -56,6 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from agent.local_model import load_local_model  # noqa: E402
+from agent.patches import patched_files  # noqa: E402
 from agent.surprise_repair import (  # noqa: E402
     LineEdit,
     SurpriseOptions,
@@ -67,7 +67,8 @@ from finetune.suite import SuiteTask, checkout_task, load_suite  # noqa: E402
 from tools.base import ToolContext, ToolError  # noqa: E402
 from tools.locate import Locate, LocateArgs, function_source  # noqa: E402
 from tools.sandbox import SandboxConfig, make_sandbox  # noqa: E402
-from trajectories.verify import apply_diff, test_invocation, verify_patch  # noqa: E402
+from tools.workspace_fs import WorkspaceFS  # noqa: E402
+from trajectories.verify import test_invocation, verify_patch  # noqa: E402
 
 MODULE = "<module>"
 """`locate`'s name for a module's top-level code: a whole file, too long to read as one
@@ -88,17 +89,6 @@ def named_test(task: SuiteTask) -> str | None:
     return None
 
 
-def fixed_source(workspace: Path, task: SuiteTask, path: str) -> str | None:
-    """`path` as the task's own fix leaves it (a scratch copy of the checkout)."""
-    with tempfile.TemporaryDirectory() as scratch:
-        copy = Path(scratch) / "fixed"
-        subprocess.run(["cp", "-r", str(workspace), str(copy)], check=True)
-        if apply_diff(copy, task.patch) is not None:
-            return None
-        target = copy / path
-        return target.read_text() if target.is_file() else None
-
-
 def repair(task: SuiteTask, suite: Any, local: Any, args: argparse.Namespace) -> dict[str, Any]:
     """One task: locate, propose, try; its record."""
     started = time.monotonic()
@@ -108,8 +98,14 @@ def repair(task: SuiteTask, suite: Any, local: Any, args: argparse.Namespace) ->
     if test is None:
         return record | {"error": "the issue names no test"}
     with tempfile.TemporaryDirectory(prefix="surprise-") as scratch:
+        # The task's fix and the reward come from a checkout the sandbox never sees; the
+        # workspace's files are read and written without following links, as the tools do.
+        pristine = checkout_task(suite, task, Path(scratch) / "pristine").repo
+        fixes = {path: after for path, (_, after) in
+                 patched_files(Path(pristine), task.base_commit, task.patch).items()}
         workspace = Path(scratch) / "workspace"
         checkout_task(suite, task, workspace)
+        files = WorkspaceFS(workspace)
         sandbox = make_sandbox(SandboxConfig(), workspace)
         try:
             try:
@@ -121,44 +117,47 @@ def repair(task: SuiteTask, suite: Any, local: Any, args: argparse.Namespace) ->
                         if s["function"] != MODULE][:args.functions]
             record["suspects"] = [f"{s['path']}:{s['function']}" for s in suspects]
             per_function: list[list[LineEdit]] = []
+            sources: dict[str, str] = {}
             proposing = time.monotonic()
             for suspect in suspects:
-                last, lines = function_source(workspace, suspect["path"], suspect["def_line"])
-                source = (workspace / suspect["path"]).read_text()
+                path = suspect["path"]
+                last, lines = function_source(workspace, path, suspect["def_line"])
+                if lines and path not in sources:
+                    sources[path] = files.read_text(path)
                 per_function.append(candidate_edits(
-                    local.model, local.tokenizer, source, suspect["def_line"], last,
+                    local.model, local.tokenizer, sources[path], suspect["def_line"], last,
                     SurpriseOptions(limit=args.budget)) if lines else [])
             candidates = [(suspects[index]["path"], edit)
                           for index, edit in interleaved(per_function, args.min_gain)]
             record["propose_s"] = round(time.monotonic() - proposing, 1)
             record["candidates"] = len(candidates)
             record["proposed"] = sum(len(edits) for edits in per_function)
-            fixes = {path: fixed_source(workspace, task, path) for path in {p for p, _ in
-                                                                            candidates}}
             record["fix_rank"] = next(
                 (rank for rank, (path, edit) in enumerate(candidates)
-                 if edit.apply((workspace / path).read_text()) == fixes.get(path)), None)
+                 if edit.apply(sources[path]) == fixes.get(path)), None)
             command = test_invocation(task.test_command, [test], [])
             for path, edit in candidates[:args.budget]:
-                target = workspace / path
-                original = target.read_text()
-                target.write_text(edit.apply(original))
+                original = files.read_text(path)
+                edited = edit.apply(original)
+                files.write_text(path, edited)
                 record["tried"] += 1
                 result = sandbox.run(command, timeout=120)
                 if result.exit_code == 0:
                     patch = "".join(difflib.unified_diff(
-                        original.splitlines(keepends=True), edit.apply(original).splitlines(
-                            keepends=True), f"a/{path}", f"b/{path}"))
-                    record["exact"] = edit.apply(original) == fixes.get(path)
+                        original.splitlines(keepends=True), edited.splitlines(keepends=True),
+                        f"a/{path}", f"b/{path}"))
+                    record["exact"] = edited == fixes.get(path)
                     record["chosen"] = {"path": path, "line": edit.line, "old": edit.old,
                                         "new": edit.new, "how": edit.how,
                                         "gain": round(edit.gain, 2)}
                     break
-                target.write_text(original)
+                files.write_text(path, original)
+        except OSError as exc:  # a file the tests replaced by a link, or removed
+            return record | {"error": f"workspace: {exc}"}
         finally:
             sandbox.close()
         if "chosen" in record:
-            verdict = verify_patch(workspace, task.base_commit, patch, task.test_command,
+            verdict = verify_patch(Path(pristine), task.base_commit, patch, task.test_command,
                                    task.FAIL_TO_PASS, task.PASS_TO_PASS)
             record["reward"] = verdict.reward
     return record | {"seconds": round(time.monotonic() - started, 1)}
